@@ -1,0 +1,37 @@
+//! `ijepa-cli`: the ijepa-rs command line.
+//!
+//! Subcommands arrive with the crates they drive; today:
+//! - `masks`: sample I-JEPA masks and print their statistics (and a picture).
+//!
+//! `pretrain`, `embed`, `probe`, `export`, `download` and `inspect` follow
+//! with the encoder, predictor and trainer crates.
+
+use clap::{Parser, Subcommand};
+
+mod masks;
+mod masks_png;
+
+/// I-JEPA self-supervised pretraining of Vision Transformers, in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "ijepa-cli", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sample I-JEPA context/target masks and report their statistics.
+    Masks(masks::MasksArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Masks(args) => masks::run(&args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,18 +1,51 @@
-//! The I-JEPA encoder: a Vision Transformer written for training on candle.
+//! The I-JEPA encoder: a Vision Transformer written for training on candle,
+//! loading timm, Hugging Face `IJepaModel` and official I-JEPA weights.
 //!
-//! **Not yet implemented** — this crate is a placeholder in the workspace so
-//! that the crate map is fixed from the start. It will hold (issue #3):
+//! - [`VisionTransformer`] in timm's key layout, behind the [`TokenEncoder`]
+//!   trait: a full forward, and a masked forward over kept patch indices (the
+//!   lists `ijepa-masking` draws). Every operation on a training path has a
+//!   backward; candle's fused kernels run only when nothing tracks gradients.
+//! - [`VitConfig`] with the timm presets ([`VitConfig::from_timm_name`]).
+//! - [`init`]: seeded initialisation (the official recipe).
+//! - [`weights`]: layout detection, loading, checking and saving.
+//! - [`pos_embed`]: the 2-D sin-cos table and timm's resampling to other
+//!   image sizes.
 //!
-//! - ViT layers whose every op has a backward (patch embedding, fused-qkv
-//!   attention, exact-GELU MLP, pre-norm blocks, final norm), fixed 2-D
-//!   sin-cos or learned position embeddings;
-//! - presets for the timm ViT names (`vit_small_patch16_224`,
-//!   `vit_huge_patch14_gap_224`, …) and a config struct for anything else;
-//! - a small token-encoder trait: images `(B, C, H, W)` → tokens `(B, N, D)`,
-//!   and a masked forward over kept patch indices `[B, K]` (the index lists
-//!   produced by `ijepa-masking`);
-//! - weight I/O with layout detection (timm safetensors, Hugging Face
-//!   `IJepaModel`, official `.pth.tar`) and Hugging Face Hub resolution.
-//!
-//! It will know nothing of training: optimisers, EMA and losses live in
+//! It knows nothing of training: optimisers, EMA and losses live in
 //! `ijepa-train`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use candle_core::{DType, Device, Tensor};
+//! use ijepa_encoder::weights::{load, LoadOptions};
+//! use ijepa_encoder::TokenEncoder;
+//!
+//! let loaded = load("vit_huge_patch14_gap_224/".as_ref(), &LoadOptions::default())?;
+//! let vit = loaded.build()?;
+//! let images = Tensor::zeros((2, 3, 224, 224), DType::F32, &Device::Cpu)?;
+//! let tokens = vit.forward(&images)?;          // (2, 256, 1280)
+//! let features = vit.pool_patches(&tokens)?;   // (2, 1280)
+//! # Ok::<(), ijepa_encoder::EncoderError>(())
+//! ```
+#![warn(missing_docs)]
+
+mod block;
+mod config;
+mod error;
+pub mod init;
+mod nn;
+mod patch_embed;
+pub mod pos_embed;
+mod vit;
+pub mod weights;
+
+pub use block::{Attention, Block, BlockConfig, Mlp};
+pub use config::{Pool, VitConfig};
+pub use error::{EncoderError, Result};
+pub use nn::{softmax_last_dim, LayerNorm, Linear};
+pub use patch_embed::PatchEmbed;
+pub use vit::{TokenEncoder, VisionTransformer};
+
+/// Named tensors, in timm's key layout.
+pub type WeightMap = std::collections::HashMap<String, candle_core::Tensor>;

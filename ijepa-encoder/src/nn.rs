@@ -1,0 +1,124 @@
+//! Basic layers whose every operation has a backward pass.
+//!
+//! candle's fused `layer_norm` and `softmax_last_dim` have no backward and
+//! silently drop gradients (DESIGN §6). Here they are used only when nothing
+//! in the computation tracks gradients (a frozen teacher, inference); as soon
+//! as an input or a weight is a variable, the differentiable composition runs.
+
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::VarBuilder;
+
+use crate::error::Result;
+
+/// Whether any of `ts` takes part in an autograd graph.
+pub(crate) fn tracks(ts: &[&Tensor]) -> bool {
+    ts.iter().any(|t| t.track_op())
+}
+
+/// `y = x·Wᵀ + b` over the last dimension; weight `(out, in)` as in PyTorch.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Reads `{prefix}.weight` `(out, in)` and, if `bias`, `{prefix}.bias`.
+    pub fn new(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = if bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// A layer from its tensors.
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// The `(out, in)` weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        // (..., in) -> (N, in) · (in, out) -> (..., out): one GEMM.
+        let dims = x.dims();
+        let in_dim = dims[dims.len() - 1];
+        let rows = x.elem_count() / in_dim;
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
+        y.reshape(out)
+    }
+}
+
+/// LayerNorm over the last dimension, with optional affine parameters.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Reads `{prefix}.weight` and `{prefix}.bias` of width `dim`.
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: Some(vb.get(dim, "weight")?),
+            bias: Some(vb.get(dim, "bias")?),
+            eps,
+        })
+    }
+
+    /// Normalisation without affine parameters (the I-JEPA target norm).
+    pub fn plain(eps: f64) -> Self {
+        Self {
+            weight: None,
+            bias: None,
+            eps,
+        }
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
+            if !tracks(&[x, w, b]) && x.dtype() == DType::F32 {
+                return candle_nn::ops::layer_norm(&x.contiguous()?, w, b, self.eps as f32);
+            }
+        }
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let x = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let x = match &self.weight {
+            Some(w) => x.broadcast_mul(w)?,
+            None => x,
+        };
+        match &self.bias {
+            Some(b) => x.broadcast_add(b),
+            None => Ok(x),
+        }
+    }
+}
+
+/// Softmax over the last dimension, differentiable whenever `x` tracks.
+pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    if !x.track_op() {
+        return candle_nn::ops::softmax_last_dim(&x.contiguous()?);
+    }
+    // The max is a constant shift: no gradient flows through it.
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}

@@ -1,0 +1,69 @@
+//! Patch embedding: a stride-`p` convolution with kernel `p`, written as a
+//! reshape and one matrix product (same result, cheaper, and differentiable).
+
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::error::{EncoderError, Result};
+use crate::nn::Linear;
+
+/// `(B, C, H, W)` images → `(B, H/p · W/p, D)` patch tokens, row-major.
+#[derive(Debug, Clone)]
+pub struct PatchEmbed {
+    proj: Linear,
+    patch_size: usize,
+    in_channels: usize,
+}
+
+impl PatchEmbed {
+    /// Reads `{prefix}.proj.weight` `(D, C, p, p)` and `{prefix}.proj.bias`.
+    pub fn new(in_channels: usize, patch_size: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
+        let vb = vb.pp("proj");
+        let weight = vb.get((dim, in_channels, patch_size, patch_size), "weight")?;
+        let bias = vb.get(dim, "bias")?;
+        // A conv weight flattened over (C, p, p) matches patches flattened the same way.
+        let weight = weight.reshape((dim, in_channels * patch_size * patch_size))?;
+        Ok(Self {
+            proj: Linear::from_tensors(weight, Some(bias)),
+            patch_size,
+            in_channels,
+        })
+    }
+
+    /// Patch grid `(rows, cols)` of `images`, or why they do not fit.
+    pub fn grid(&self, images: &Tensor) -> Result<(usize, usize)> {
+        let p = self.patch_size;
+        let shape_err = |reason: String| EncoderError::InputShape {
+            shape: images.dims().to_vec(),
+            reason,
+        };
+        let (_, c, h, w) = images
+            .dims4()
+            .map_err(|_| shape_err("expected (batch, channels, height, width)".into()))?;
+        if c != self.in_channels {
+            return Err(shape_err(format!(
+                "expected {} channels, got {c}",
+                self.in_channels
+            )));
+        }
+        if h % p != 0 || w % p != 0 || h == 0 || w == 0 {
+            return Err(shape_err(format!(
+                "height and width must be positive multiples of the patch size {p}, got {h}x{w}"
+            )));
+        }
+        Ok((h / p, w / p))
+    }
+
+    /// Embeds `images`; returns the tokens and the patch grid.
+    pub fn forward(&self, images: &Tensor) -> Result<(Tensor, (usize, usize))> {
+        let (gh, gw) = self.grid(images)?;
+        let (b, c, p) = (images.dim(0)?, self.in_channels, self.patch_size);
+        // (B, C, gh, p, gw, p) -> (B, gh, gw, C, p, p) -> (B, gh·gw, C·p·p)
+        let patches = images
+            .reshape(vec![b, c, gh, p, gw, p])?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b, gh * gw, c * p * p))?;
+        Ok((self.proj.forward(&patches)?, (gh, gw)))
+    }
+}

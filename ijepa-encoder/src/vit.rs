@@ -1,0 +1,262 @@
+//! The Vision Transformer and the token-encoder trait.
+
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::block::{Block, BlockConfig};
+use crate::config::VitConfig;
+use crate::error::{EncoderError, Result};
+use crate::nn::LayerNorm;
+use crate::patch_embed::PatchEmbed;
+use crate::pos_embed;
+
+/// Anything that turns images into tokens, fully or for kept patches only.
+///
+/// This is the seam the I-JEPA model is generic over: the context encoder
+/// sees only the kept (context) patches, the target encoder sees all.
+pub trait TokenEncoder {
+    /// Token width `D`.
+    fn embed_dim(&self) -> usize;
+
+    /// Class/register tokens in front of the patch tokens of every output.
+    fn num_prefix_tokens(&self) -> usize;
+
+    /// `(B, C, H, W)` images → `(B, prefix + N, D)` tokens for all `N` patches.
+    fn forward(&self, images: &Tensor) -> Result<Tensor>;
+
+    /// `(B, C, H, W)` images and kept patch indices `(B, K)` (`u32`, row-major
+    /// over the patch grid) → `(B, prefix + K, D)` tokens. Patches are
+    /// dropped after the position embedding and before the first block.
+    fn forward_masked(&self, images: &Tensor, kept: &Tensor) -> Result<Tensor>;
+}
+
+/// A ViT in timm's layout, built for training and inference alike.
+///
+/// Built from a [`VarBuilder`]: over a `VarMap` its weights are variables
+/// that receive gradients; over plain tensors (a file, a frozen teacher) it
+/// runs candle's fused inference kernels.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use ijepa_encoder::{init, TokenEncoder, VisionTransformer, VitConfig};
+///
+/// let mut cfg = VitConfig::from_timm_name("vit_tiny_patch16_224")?;
+/// cfg.depth = 2; // keep the example fast
+/// let weights = init::init_weights(&cfg, &init::InitOptions::default(), &Device::Cpu)?;
+/// let vit = VisionTransformer::from_weights(&cfg, weights)?;
+/// let images = Tensor::zeros((1, 3, 224, 224), DType::F32, &Device::Cpu)?;
+/// assert_eq!(vit.forward(&images)?.dims(), &[1, 197, 192]);
+/// let kept = Tensor::new(&[[0u32, 5, 17]], &Device::Cpu)?;
+/// assert_eq!(vit.forward_masked(&images, &kept)?.dims(), &[1, 4, 192]);
+/// # Ok::<(), ijepa_encoder::EncoderError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct VisionTransformer {
+    config: VitConfig,
+    patch_embed: PatchEmbed,
+    cls_token: Option<Tensor>,
+    reg_token: Option<Tensor>,
+    pos_embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Option<LayerNorm>,
+    fc_norm: Option<LayerNorm>,
+}
+
+impl VisionTransformer {
+    /// Builds the model, reading every weight from `vb` under timm's names.
+    pub fn new(config: &VitConfig, vb: VarBuilder) -> Result<Self> {
+        config.validate()?;
+        let d = config.embed_dim;
+        let block_cfg = BlockConfig {
+            dim: d,
+            num_heads: config.num_heads,
+            mlp_hidden_dim: config.mlp_hidden_dim,
+            qkv_bias: config.qkv_bias,
+            layer_scale: config.layer_scale.is_some(),
+            norm_eps: config.norm_eps,
+        };
+        let blocks = (0..config.depth)
+            .map(|i| Block::new(&block_cfg, vb.pp("blocks").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = |name: &str| LayerNorm::new(d, config.norm_eps, vb.pp(name));
+        Ok(Self {
+            patch_embed: PatchEmbed::new(
+                config.in_channels,
+                config.patch_size,
+                d,
+                vb.pp("patch_embed"),
+            )?,
+            cls_token: if config.class_token {
+                Some(vb.get((1, 1, d), "cls_token")?)
+            } else {
+                None
+            },
+            reg_token: if config.reg_tokens > 0 {
+                Some(vb.get((1, config.reg_tokens, d), "reg_token")?)
+            } else {
+                None
+            },
+            pos_embed: {
+                let pos = vb.get((1, config.pos_embed_len(), d), "pos_embed")?;
+                if config.fixed_pos_embed {
+                    pos.detach()
+                } else {
+                    pos
+                }
+            },
+            blocks,
+            norm: if config.fc_norm {
+                None
+            } else {
+                Some(norm("norm")?)
+            },
+            fc_norm: if config.fc_norm {
+                Some(norm("fc_norm")?)
+            } else {
+                None
+            },
+            config: config.clone(),
+        })
+    }
+
+    /// Builds the model from a map of tensors in timm's layout (checked first:
+    /// missing, unexpected and mis-shaped keys are all reported at once).
+    pub fn from_weights(config: &VitConfig, weights: crate::WeightMap) -> Result<Self> {
+        crate::weights::check(config, &weights, std::path::Path::new("<weights>"))?;
+        let (dtype, device) = match weights.values().next() {
+            Some(t) => (t.dtype(), t.device().clone()),
+            None => (candle_core::DType::F32, candle_core::Device::Cpu),
+        };
+        Self::new(config, VarBuilder::from_tensors(weights, dtype, &device))
+    }
+
+    /// Builds a trainable model over the variables of `varmap` (see
+    /// [`crate::weights::to_varmap`]); missing or mis-shaped variables are
+    /// reported as for a weight file.
+    pub fn from_varmap(config: &VitConfig, varmap: &candle_nn::VarMap) -> Result<Self> {
+        let weights: crate::WeightMap = varmap
+            .data()
+            .lock()
+            .expect("VarMap lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        crate::weights::check(config, &weights, std::path::Path::new("<variables>"))?;
+        let (dtype, device) = match weights.values().next() {
+            Some(t) => (t.dtype(), t.device().clone()),
+            None => (candle_core::DType::F32, candle_core::Device::Cpu),
+        };
+        Self::new(config, VarBuilder::from_varmap(varmap, dtype, &device))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VitConfig {
+        &self.config
+    }
+
+    /// The stored position embedding, `(1, L, D)`.
+    pub fn pos_embed(&self) -> &Tensor {
+        &self.pos_embed
+    }
+
+    /// Patch tokens plus position embedding, with prefix tokens in front:
+    /// `(B, prefix + N, D)`, as timm's `_pos_embed`.
+    fn embed(&self, images: &Tensor) -> Result<Tensor> {
+        let (x, grid) = self.patch_embed.forward(images)?;
+        let b = x.dim(0)?;
+        let prefix = self.config.num_prefix_tokens();
+        let pos_prefix = if self.config.no_embed_class {
+            0
+        } else {
+            prefix
+        };
+        let pos = pos_embed::resample(&self.pos_embed, pos_prefix, self.config.grid_size(), grid)?;
+        let mut tokens: Vec<Tensor> = Vec::with_capacity(3);
+        for t in self.cls_token.iter().chain(&self.reg_token) {
+            tokens.push(t.broadcast_as((b, t.dim(1)?, t.dim(2)?))?);
+        }
+        if self.config.no_embed_class {
+            tokens.push(x.broadcast_add(&pos)?);
+            Ok(Tensor::cat(&tokens, 1)?)
+        } else {
+            tokens.push(x);
+            Ok(Tensor::cat(&tokens, 1)?.broadcast_add(&pos)?)
+        }
+    }
+
+    fn run_blocks(&self, mut x: Tensor) -> Result<Tensor> {
+        for block in &self.blocks {
+            x = block.forward(&x)?;
+        }
+        Ok(match &self.norm {
+            Some(norm) => norm.forward(&x)?,
+            None => x,
+        })
+    }
+
+    /// One vector per image: mean of the patch tokens (normalised by `fc_norm`
+    /// when the model has one), `(B, D)`, from the output of
+    /// [`TokenEncoder::forward`].
+    pub fn pool_patches(&self, tokens: &Tensor) -> Result<Tensor> {
+        let prefix = self.config.num_prefix_tokens();
+        let n = tokens.dim(1)? - prefix;
+        let mean = tokens.narrow(1, prefix, n)?.mean(1)?;
+        Ok(match &self.fc_norm {
+            Some(norm) => norm.forward(&mean)?,
+            None => mean,
+        })
+    }
+}
+
+impl TokenEncoder for VisionTransformer {
+    fn embed_dim(&self) -> usize {
+        self.config.embed_dim
+    }
+
+    fn num_prefix_tokens(&self) -> usize {
+        self.config.num_prefix_tokens()
+    }
+
+    fn forward(&self, images: &Tensor) -> Result<Tensor> {
+        self.run_blocks(self.embed(images)?)
+    }
+
+    fn forward_masked(&self, images: &Tensor, kept: &Tensor) -> Result<Tensor> {
+        let x = self.embed(images)?;
+        let (b, len, d) = x.dims3()?;
+        let prefix = self.config.num_prefix_tokens();
+        let n = len - prefix;
+        let (kb, k) = kept.dims2().map_err(|_| EncoderError::InputShape {
+            shape: kept.dims().to_vec(),
+            reason: "kept indices must be (batch, K)".into(),
+        })?;
+        if kb != b {
+            return Err(EncoderError::InputShape {
+                shape: kept.dims().to_vec(),
+                reason: format!("kept indices are for {kb} images, the batch has {b}"),
+            });
+        }
+        let max = kept
+            .max_all()?
+            .to_dtype(candle_core::DType::U32)?
+            .to_scalar::<u32>()?;
+        if k > 0 && max as usize >= n {
+            return Err(EncoderError::InputShape {
+                shape: kept.dims().to_vec(),
+                reason: format!("kept index {max} is outside the {n} patches of these images"),
+            });
+        }
+        let index = kept
+            .to_dtype(candle_core::DType::U32)?
+            .unsqueeze(2)?
+            .broadcast_as((b, k, d))?
+            .contiguous()?;
+        let patches = x.narrow(1, prefix, n)?.contiguous()?.gather(&index, 1)?;
+        let x = if prefix == 0 {
+            patches
+        } else {
+            Tensor::cat(&[&x.narrow(1, 0, prefix)?, &patches], 1)?
+        };
+        self.run_blocks(x)
+    }
+}

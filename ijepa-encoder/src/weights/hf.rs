@@ -1,0 +1,254 @@
+//! Hugging Face transformers' `IJepaModel`, in both key layouts: the
+//! transformers 4 names the published `facebook/ijepa_*` checkpoints use
+//! (`encoder.layer.N.attention.attention.query`, …) and transformers 5's
+//! (`layers.N.attention.q_proj`, …). Separate q/k/v projections are fused
+//! into timm's `qkv` (rows `q | k | v`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::Tensor;
+use serde_json::Value;
+
+use super::{
+    drop_non_encoder, read_json, read_safetensors, DataConfig, LoadOptions, LoadedWeights,
+    WeightLayout,
+};
+use crate::config::{Pool, VitConfig};
+use crate::error::{EncoderError, Result};
+use crate::WeightMap;
+
+pub(super) fn load(
+    weights_path: &Path,
+    config_path: &Path,
+    _opts: &LoadOptions,
+) -> Result<LoadedWeights> {
+    let json = read_json(config_path)?;
+    let cfg = config(&json).map_err(|reason| EncoderError::ConfigFile {
+        path: config_path.to_path_buf(),
+        reason,
+    })?;
+    cfg.validate()?;
+    let data = data_config(config_path, &cfg)?;
+    let mut raw = read_safetensors(weights_path)?;
+    // A checkpoint of `IJepaForImageClassification` nests the encoder.
+    if raw.keys().any(|k| k.starts_with("ijepa.")) {
+        raw = raw
+            .into_iter()
+            .map(|(k, v)| (k.strip_prefix("ijepa.").map(str::to_string).unwrap_or(k), v))
+            .collect();
+    }
+    let ignored = drop_non_encoder(&mut raw, &["pooler.", "classifier."]);
+    let weights = to_timm(raw)?;
+    Ok(LoadedWeights {
+        layout: WeightLayout::Hf,
+        source: weights_path.to_path_buf(),
+        config: cfg,
+        data,
+        weights,
+        ignored,
+    })
+}
+
+fn config(json: &Value) -> std::result::Result<VitConfig, String> {
+    let int = |k: &str| {
+        json.get(k)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| format!("\"{k}\" missing or not an integer"))
+    };
+    let act = json
+        .get("hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu");
+    if act != "gelu" {
+        return Err(format!(
+            "hidden_act {act:?} is not supported (exact \"gelu\" only)"
+        ));
+    }
+    let image = int("image_size")?;
+    let dim = int("hidden_size")?;
+    Ok(VitConfig {
+        image_size: (image, image),
+        patch_size: int("patch_size")?,
+        in_channels: int("num_channels").unwrap_or(3),
+        embed_dim: dim,
+        depth: int("num_hidden_layers")?,
+        num_heads: int("num_attention_heads")?,
+        mlp_hidden_dim: int("intermediate_size")?,
+        qkv_bias: json
+            .get("qkv_bias")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        class_token: false,
+        reg_tokens: 0,
+        no_embed_class: false,
+        layer_scale: None,
+        global_pool: Pool::Avg,
+        fc_norm: false,
+        fixed_pos_embed: false,
+        norm_eps: json
+            .get("layer_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-12),
+    })
+}
+
+/// `preprocessor_config.json` when present (mean, std, size), else ImageNet
+/// statistics at the model's size with no crop, as `ViTImageProcessor`.
+fn data_config(config_path: &Path, cfg: &VitConfig) -> Result<DataConfig> {
+    let mut data = DataConfig::imagenet(cfg.image_size);
+    data.crop_pct = 1.0;
+    let pre = config_path.with_file_name("preprocessor_config.json");
+    if !pre.exists() {
+        return Ok(data);
+    }
+    let json = read_json(&pre)?;
+    let triple = |k: &str| -> Option<[f32; 3]> {
+        let a = json.get(k)?.as_array()?;
+        Some([
+            a.first()?.as_f64()? as f32,
+            a.get(1)?.as_f64()? as f32,
+            a.get(2)?.as_f64()? as f32,
+        ])
+    };
+    if let Some(m) = triple("image_mean") {
+        data.mean = m;
+    }
+    if let Some(s) = triple("image_std") {
+        data.std = s;
+    }
+    if let (Some(h), Some(w)) = (
+        json.pointer("/size/height").and_then(Value::as_u64),
+        json.pointer("/size/width").and_then(Value::as_u64),
+    ) {
+        data.input_size = (h as usize, w as usize);
+    }
+    Ok(data)
+}
+
+/// The timm name of a transformers key (q/k/v are collected separately).
+fn rename(key: &str) -> Option<String> {
+    let fixed = match key {
+        "embeddings.patch_embeddings.projection.weight" => Some("patch_embed.proj.weight"),
+        "embeddings.patch_embeddings.projection.bias" => Some("patch_embed.proj.bias"),
+        "embeddings.position_embeddings" => Some("pos_embed"),
+        "layernorm.weight" => Some("norm.weight"),
+        "layernorm.bias" => Some("norm.bias"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = key
+        .strip_prefix("encoder.layer.")
+        .or_else(|| key.strip_prefix("layers."))?;
+    let (layer, name) = rest.split_once('.')?;
+    let name = [
+        ("attention.output.dense.", "attn.proj."),
+        ("attention.o_proj.", "attn.proj."),
+        ("intermediate.dense.", "mlp.fc1."),
+        ("output.dense.", "mlp.fc2."),
+        ("mlp.fc1.", "mlp.fc1."),
+        ("mlp.fc2.", "mlp.fc2."),
+        ("layernorm_before.", "norm1."),
+        ("layernorm_after.", "norm2."),
+    ]
+    .iter()
+    .find_map(|(from, to)| name.strip_prefix(from).map(|p| format!("{to}{p}")))?;
+    Some(format!("blocks.{layer}.{name}"))
+}
+
+/// `(layer, q|k|v, weight|bias)` of an attention projection key.
+fn qkv_part(key: &str) -> Option<(usize, usize, String)> {
+    let rest = key
+        .strip_prefix("encoder.layer.")
+        .or_else(|| key.strip_prefix("layers."))?;
+    let (layer, name) = rest.split_once('.')?;
+    let (part, param) = name
+        .strip_prefix("attention.attention.")
+        .or_else(|| name.strip_prefix("attention."))?
+        .split_once('.')?;
+    let which = match part {
+        "query" | "q_proj" => 0,
+        "key" | "k_proj" => 1,
+        "value" | "v_proj" => 2,
+        _ => return None,
+    };
+    Some((layer.parse().ok()?, which, param.to_string()))
+}
+
+fn to_timm(raw: WeightMap) -> Result<WeightMap> {
+    let mut out = WeightMap::new();
+    let mut qkv: BTreeMap<(usize, String), [Option<Tensor>; 3]> = BTreeMap::new();
+    for (key, tensor) in raw {
+        if let Some((layer, which, param)) = qkv_part(&key) {
+            qkv.entry((layer, param)).or_default()[which] = Some(tensor);
+        } else if let Some(name) = rename(&key) {
+            out.insert(name, tensor);
+        } else {
+            // Left as is: `check` reports it as unexpected, by its own name.
+            out.insert(key, tensor);
+        }
+    }
+    for ((layer, param), parts) in qkv {
+        let key = format!("blocks.{layer}.attn.qkv.{param}");
+        match parts {
+            [Some(q), Some(k), Some(v)] => {
+                out.insert(key, Tensor::cat(&[&q, &k, &v], 0)?);
+            }
+            // An incomplete triple: keep what there is so `check` names it.
+            parts => {
+                for (p, name) in parts.into_iter().zip(["query", "key", "value"]) {
+                    if let Some(t) = p {
+                        out.insert(
+                            format!(
+                                "blocks.{layer}.attn.{name}.{param} (without its q/k/v siblings)"
+                            ),
+                            t,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_both_transformers_layouts() {
+        assert_eq!(
+            rename("encoder.layer.3.intermediate.dense.weight").unwrap(),
+            "blocks.3.mlp.fc1.weight"
+        );
+        assert_eq!(
+            rename("encoder.layer.3.output.dense.bias").unwrap(),
+            "blocks.3.mlp.fc2.bias"
+        );
+        assert_eq!(
+            rename("encoder.layer.0.attention.output.dense.weight").unwrap(),
+            "blocks.0.attn.proj.weight"
+        );
+        assert_eq!(
+            rename("layers.1.attention.o_proj.bias").unwrap(),
+            "blocks.1.attn.proj.bias"
+        );
+        assert_eq!(
+            rename("layers.1.layernorm_after.weight").unwrap(),
+            "blocks.1.norm2.weight"
+        );
+        assert_eq!(
+            qkv_part("encoder.layer.2.attention.attention.key.bias"),
+            Some((2, 1, "bias".into()))
+        );
+        assert_eq!(
+            qkv_part("layers.0.attention.v_proj.weight"),
+            Some((0, 2, "weight".into()))
+        );
+        assert_eq!(qkv_part("layers.0.attention.o_proj.weight"), None);
+    }
+}

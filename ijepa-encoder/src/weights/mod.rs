@@ -1,0 +1,396 @@
+//! Weight files: layout detection, loading into timm's key layout, checking
+//! against the architecture, and saving.
+//!
+//! Three layouts load: timm (`model.safetensors` + `config.json` with
+//! `pretrained_cfg`), Hugging Face `IJepaModel` (transformers 4 and 5 key
+//! names) and official I-JEPA `.pth.tar` checkpoints (read as data by
+//! candle's pickle reader; no code runs). All are converted to timm's names,
+//! the one layout [`crate::VisionTransformer`] reads.
+
+mod hf;
+mod official;
+mod timm;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::config::VitConfig;
+use crate::error::{EncoderError, Result};
+use crate::vit::VisionTransformer;
+use crate::WeightMap;
+
+pub use timm::save_timm;
+
+/// The layout a weight file was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightLayout {
+    /// timm `VisionTransformer` (`model.safetensors` + `config.json`).
+    Timm,
+    /// Hugging Face transformers `IJepaModel`.
+    Hf,
+    /// facebookresearch/ijepa training checkpoint (`.pth.tar`).
+    Official,
+}
+
+/// Which encoder of a training checkpoint to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Branch {
+    /// The context encoder (`encoder`).
+    Context,
+    /// The EMA target encoder (`target_encoder`), the one I-JEPA evaluates.
+    #[default]
+    Target,
+}
+
+/// How images must be prepared for a model (timm's `pretrained_cfg`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    /// `(height, width)` fed to the model.
+    pub input_size: (usize, usize),
+    /// Per-channel mean subtracted after scaling to `[0, 1]`.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by.
+    pub std: [f32; 3],
+    /// Fraction of the resized image kept by the centre crop.
+    pub crop_pct: f64,
+    /// Resampling filter name (`bicubic`, `bilinear`).
+    pub interpolation: String,
+}
+
+impl DataConfig {
+    /// ImageNet mean/std, bicubic, crop 0.875 — timm's defaults.
+    pub fn imagenet(input_size: (usize, usize)) -> Self {
+        Self {
+            input_size,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            crop_pct: 0.875,
+            interpolation: "bicubic".into(),
+        }
+    }
+}
+
+/// Options of [`load`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// A timm model name for what the files do not say (e.g. the head count
+    /// of an official checkpoint of non-standard width).
+    pub model: Option<String>,
+    /// Which encoder of a training checkpoint.
+    pub branch: Branch,
+    /// Where the tensors go.
+    pub device: Device,
+    /// The dtype they are converted to.
+    pub dtype: DType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            model: None,
+            branch: Branch::default(),
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
+    }
+}
+
+/// Weights read from disk, in timm's layout, with the architecture and data
+/// configuration they came with.
+#[derive(Debug, Clone)]
+pub struct LoadedWeights {
+    /// The layout of the source.
+    pub layout: WeightLayout,
+    /// The file the tensors came from.
+    pub source: PathBuf,
+    /// The architecture.
+    pub config: VitConfig,
+    /// Image preparation.
+    pub data: DataConfig,
+    /// The tensors, under timm's names.
+    pub weights: WeightMap,
+    /// Keys of the file that are not part of the encoder and were left out
+    /// (a classifier head, a pooler).
+    pub ignored: Vec<String>,
+}
+
+impl LoadedWeights {
+    /// Builds a frozen encoder from these weights.
+    pub fn build(&self) -> Result<VisionTransformer> {
+        let (dtype, device) = match self.weights.values().next() {
+            Some(t) => (t.dtype(), t.device().clone()),
+            None => (DType::F32, Device::Cpu),
+        };
+        VisionTransformer::new(
+            &self.config,
+            VarBuilder::from_tensors(self.weights.clone(), dtype, &device),
+        )
+    }
+}
+
+/// Loads an encoder from a timm folder, a Hugging Face `IJepaModel` folder,
+/// an official `.pth.tar`, or a `.safetensors` file; the layout is detected.
+///
+/// ```no_run
+/// use ijepa_encoder::weights::{load, LoadOptions};
+///
+/// let loaded = load("checkpoints/vit_huge_patch14_gap_224".as_ref(), &LoadOptions::default())?;
+/// let encoder = loaded.build()?;
+/// # Ok::<(), ijepa_encoder::EncoderError>(())
+/// ```
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
+    let mut loaded = if path.is_dir() {
+        load_dir(path, opts)?
+    } else if !path.exists() {
+        return Err(EncoderError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+        });
+    } else if is_pickle(path) {
+        official::load(path, opts)?
+    } else if has_extension(path, "safetensors") {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let config = dir.join("config.json");
+        match detect_config(&config)? {
+            Some(WeightLayout::Hf) => hf::load(path, &config, opts)?,
+            Some(_) => timm::load(path, &config, opts)?,
+            None => {
+                return Err(EncoderError::UnknownLayout {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "no {} beside it to say the architecture; put the timm or Hugging Face config.json there",
+                        config.display()
+                    ),
+                })
+            }
+        }
+    } else {
+        return Err(EncoderError::UnknownLayout {
+            path: path.to_path_buf(),
+            reason: "expected a folder, a .safetensors file or an official .pth.tar checkpoint"
+                .into(),
+        });
+    };
+    for t in loaded.weights.values_mut() {
+        *t = t.to_device(&opts.device)?.to_dtype(opts.dtype)?;
+    }
+    check(&loaded.config, &loaded.weights, &loaded.source)?;
+    Ok(loaded)
+}
+
+fn has_extension(path: &Path, ext: &str) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
+fn is_pickle(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    name.ends_with(".pth.tar")
+        || name.ends_with(".pth")
+        || name.ends_with(".pt")
+        || name.ends_with(".ckpt")
+}
+
+fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
+    let config = dir.join("config.json");
+    let weights = dir.join("model.safetensors");
+    if let Some(layout) = detect_config(&config)? {
+        if !weights.exists() {
+            return Err(EncoderError::UnknownLayout {
+                path: dir.to_path_buf(),
+                reason: "has config.json but no model.safetensors".into(),
+            });
+        }
+        return match layout {
+            WeightLayout::Hf => hf::load(&weights, &config, opts),
+            _ => timm::load(&weights, &config, opts),
+        };
+    }
+    let pickles: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| EncoderError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_pickle(p))
+        .collect();
+    match pickles.as_slice() {
+        [one] => official::load(one, opts),
+        [] => Err(EncoderError::UnknownLayout {
+            path: dir.to_path_buf(),
+            reason:
+                "no config.json + model.safetensors (timm, Hugging Face) and no .pth.tar checkpoint"
+                    .into(),
+        }),
+        many => Err(EncoderError::UnknownLayout {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "several checkpoints ({}); name the one to load",
+                many.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// The layout a `config.json` describes, `None` if there is no such file.
+fn detect_config(path: &Path) -> Result<Option<WeightLayout>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let json = read_json(path)?;
+    if json.get("architecture").is_some_and(|a| a.is_string()) {
+        return Ok(Some(WeightLayout::Timm));
+    }
+    let is_ijepa = json.get("model_type").and_then(|m| m.as_str()) == Some("ijepa")
+        || json
+            .get("architectures")
+            .and_then(|a| a.as_array())
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|s| s.as_str().is_some_and(|s| s.starts_with("IJepa")))
+            });
+    if is_ijepa {
+        return Ok(Some(WeightLayout::Hf));
+    }
+    Err(EncoderError::ConfigFile {
+        path: path.to_path_buf(),
+        reason: "neither a timm config (\"architecture\") nor a Hugging Face IJepa config (\"model_type\": \"ijepa\")".into(),
+    })
+}
+
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|source| EncoderError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| EncoderError::ConfigFile {
+        path: path.to_path_buf(),
+        reason: format!("not valid JSON: {e}"),
+    })
+}
+
+pub(crate) fn read_safetensors(path: &Path) -> Result<WeightMap> {
+    candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| EncoderError::ConfigFile {
+        path: path.to_path_buf(),
+        reason: format!("cannot read safetensors: {e}"),
+    })
+}
+
+/// Variables holding a copy of every tensor of `weights`, for training: a
+/// model built over them with [`VisionTransformer::from_varmap`] records
+/// gradients for all of them (except a fixed position embedding).
+pub fn to_varmap(weights: &WeightMap) -> Result<candle_nn::VarMap> {
+    let varmap = candle_nn::VarMap::new();
+    {
+        let mut vars = varmap
+            .data()
+            .lock()
+            .expect("a fresh VarMap is not poisoned");
+        for (name, t) in weights {
+            vars.insert(name.clone(), candle_core::Var::from_tensor(t)?);
+        }
+    }
+    Ok(varmap)
+}
+
+/// Every tensor the architecture reads, with its shape, in timm's names.
+pub fn expected_shapes(cfg: &VitConfig) -> Vec<(String, Vec<usize>)> {
+    let d = cfg.embed_dim;
+    let (c, p, h) = (cfg.in_channels, cfg.patch_size, cfg.mlp_hidden_dim);
+    let mut v: Vec<(String, Vec<usize>)> = vec![
+        ("patch_embed.proj.weight".into(), vec![d, c, p, p]),
+        ("patch_embed.proj.bias".into(), vec![d]),
+        ("pos_embed".into(), vec![1, cfg.pos_embed_len(), d]),
+    ];
+    if cfg.class_token {
+        v.push(("cls_token".into(), vec![1, 1, d]));
+    }
+    if cfg.reg_tokens > 0 {
+        v.push(("reg_token".into(), vec![1, cfg.reg_tokens, d]));
+    }
+    for l in 0..cfg.depth {
+        let b = |name: &str| format!("blocks.{l}.{name}");
+        for norm in ["norm1", "norm2"] {
+            v.push((b(&format!("{norm}.weight")), vec![d]));
+            v.push((b(&format!("{norm}.bias")), vec![d]));
+        }
+        v.push((b("attn.qkv.weight"), vec![3 * d, d]));
+        if cfg.qkv_bias {
+            v.push((b("attn.qkv.bias"), vec![3 * d]));
+        }
+        v.push((b("attn.proj.weight"), vec![d, d]));
+        v.push((b("attn.proj.bias"), vec![d]));
+        v.push((b("mlp.fc1.weight"), vec![h, d]));
+        v.push((b("mlp.fc1.bias"), vec![h]));
+        v.push((b("mlp.fc2.weight"), vec![d, h]));
+        v.push((b("mlp.fc2.bias"), vec![d]));
+        if cfg.layer_scale.is_some() {
+            v.push((b("ls1.gamma"), vec![d]));
+            v.push((b("ls2.gamma"), vec![d]));
+        }
+    }
+    let norm = if cfg.fc_norm { "fc_norm" } else { "norm" };
+    v.push((format!("{norm}.weight"), vec![d]));
+    v.push((format!("{norm}.bias"), vec![d]));
+    v
+}
+
+/// Checks `weights` against `cfg`: every missing key, unexpected key and
+/// shape mismatch is reported in one error naming `path`.
+pub fn check(cfg: &VitConfig, weights: &WeightMap, path: &Path) -> Result<()> {
+    let expected = expected_shapes(cfg);
+    let expected_keys: BTreeSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
+    let mut missing = vec![];
+    let mut mismatched = vec![];
+    for (key, shape) in &expected {
+        match weights.get(key) {
+            None => missing.push(key.clone()),
+            Some(t) if t.dims() != shape.as_slice() => {
+                mismatched.push((key.clone(), t.dims().to_vec(), shape.clone()))
+            }
+            Some(_) => {}
+        }
+    }
+    let mut unexpected: Vec<String> = weights
+        .keys()
+        .filter(|k| !expected_keys.contains(k.as_str()))
+        .cloned()
+        .collect();
+    unexpected.sort();
+    if missing.is_empty() && unexpected.is_empty() && mismatched.is_empty() {
+        return Ok(());
+    }
+    Err(EncoderError::Weights {
+        path: path.to_path_buf(),
+        missing,
+        unexpected,
+        mismatched,
+    })
+}
+
+/// Removes keys that are not part of the encoder (classifier heads, poolers)
+/// and returns them, sorted.
+pub(crate) fn drop_non_encoder(weights: &mut WeightMap, prefixes: &[&str]) -> Vec<String> {
+    let mut dropped: Vec<String> = weights
+        .keys()
+        .filter(|k| prefixes.iter().any(|p| k.starts_with(p)))
+        .cloned()
+        .collect();
+    for k in &dropped {
+        weights.remove(k);
+    }
+    dropped.sort();
+    dropped
+}

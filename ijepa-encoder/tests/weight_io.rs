@@ -1,0 +1,144 @@
+//! Loading errors name what is wrong; saving in timm's layout round-trips.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use ijepa_encoder::weights::{check, load, save_timm, LoadOptions, WeightLayout};
+use ijepa_encoder::{EncoderError, TokenEncoder};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ijepa-encoder-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_weight_error_lists_every_problem() {
+    let loaded = load(&fixture("timm_cls"), &LoadOptions::default()).unwrap();
+    let mut w = loaded.weights.clone();
+    w.remove("blocks.1.mlp.fc2.bias");
+    w.insert(
+        "blocks.9.extra".into(),
+        Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    w.insert(
+        "cls_token".into(),
+        Tensor::zeros((1, 2, 48), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let err = check(&loaded.config, &w, Path::new("model.safetensors")).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, EncoderError::Weights { .. }));
+    for needle in [
+        "model.safetensors",
+        "missing keys: blocks.1.mlp.fc2.bias",
+        "unexpected keys: blocks.9.extra",
+        "cls_token: shape [1, 2, 48] in file, expected [1, 1, 48]",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} not in:\n{msg}");
+    }
+}
+
+#[test]
+fn bad_paths_and_configs_say_why() {
+    let err = load(Path::new("/nonexistent/model"), &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/nonexistent/model") && err.contains("no such file"),
+        "{err}"
+    );
+
+    let empty = scratch("empty");
+    let err = load(&empty, &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no config.json + model.safetensors"), "{err}");
+
+    std::fs::write(empty.join("config.json"), "{\"hidden_size\": 3}").unwrap();
+    let err = load(&empty, &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("neither a timm config"),
+        "{err}"
+    );
+
+    std::fs::write(empty.join("config.json"), "{not json").unwrap();
+    let err = load(&empty, &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not valid JSON"), "{err}");
+
+    let timm = scratch("timm-args");
+    std::fs::copy(
+        fixture("timm_gap/model.safetensors"),
+        timm.join("model.safetensors"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(fixture("timm_gap/config.json")).unwrap();
+    std::fs::write(
+        timm.join("config.json"),
+        config.replace("\"depth\": 2", "\"depth\": 2, \"qk_norm\": true"),
+    )
+    .unwrap();
+    let err = load(&timm, &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model_args.qk_norm = true is not supported"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&empty).unwrap();
+    std::fs::remove_dir_all(&timm).unwrap();
+}
+
+#[test]
+fn timm_layout_round_trips_from_every_source() {
+    let io = |name: &str| {
+        candle_core::safetensors::load(fixture(name).join("io.safetensors"), &Device::Cpu).unwrap()
+    };
+    for (source, io_name) in [
+        ("timm_cls", "timm_cls"),
+        ("timm_fcnorm", "timm_fcnorm"),
+        ("hf_ijepa_v4", "hf_ijepa"),
+    ] {
+        let loaded = load(&fixture(source), &LoadOptions::default()).unwrap();
+        let dir = scratch(source);
+        save_timm(&dir, &loaded.config, &loaded.data, &loaded.weights).unwrap();
+        let again = load(&dir, &LoadOptions::default()).unwrap();
+        assert_eq!(again.layout, WeightLayout::Timm);
+        let mut expected = loaded.config.clone();
+        expected.fixed_pos_embed = false;
+        assert_eq!(again.config, expected, "{source}");
+        assert_eq!(again.data, loaded.data, "{source}");
+        assert_eq!(again.weights.len(), loaded.weights.len());
+        for (k, t) in &loaded.weights {
+            let a = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = again.weights[k]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(a, b, "{source}: {k} changed");
+        }
+        let io = io(io_name);
+        let tokens = again.build().unwrap().forward(&io["images"]).unwrap();
+        let err: f32 = (tokens - &io["tokens"])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(err < 1e-4, "{source}: {err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

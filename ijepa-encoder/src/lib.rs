@@ -8,6 +8,8 @@
 //! - [`VitConfig`] with the timm presets ([`VitConfig::from_timm_name`]).
 //! - [`init`]: seeded initialisation (the official recipe).
 //! - [`weights`]: layout detection, loading, checking and saving.
+//! - [`hub`]: `hf-hub:org/name[@revision]` through the standard Hugging
+//!   Face cache.
 //! - [`pos_embed`]: the 2-D sin-cos table and timm's resampling to other
 //!   image sizes.
 //!
@@ -33,6 +35,7 @@
 mod block;
 mod config;
 mod error;
+pub mod hub;
 pub mod init;
 mod nn;
 mod patch_embed;

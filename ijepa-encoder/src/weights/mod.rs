@@ -133,6 +133,17 @@ impl LoadedWeights {
     }
 }
 
+/// The local path of a weights argument: `hf-hub:org/name[@revision]` is
+/// fetched into the Hugging Face cache (see [`crate::hub`]), anything else
+/// is a path.
+pub fn resolve(spec: &str, hub: &crate::hub::HubOptions) -> Result<PathBuf> {
+    if spec.starts_with(crate::hub::HUB_PREFIX) {
+        crate::hub::fetch(&crate::hub::HubModel::parse(spec)?, hub)
+    } else {
+        Ok(PathBuf::from(spec))
+    }
+}
+
 /// Loads an encoder from a timm folder, a Hugging Face `IJepaModel` folder,
 /// an official `.pth.tar`, or a `.safetensors` file; the layout is detected.
 ///

@@ -191,7 +191,7 @@ impl VitConfig {
                 self.patch_size, self.embed_dim, self.depth, self.num_heads
             ));
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad(format!(
                 "embed_dim {} is not divisible by num_heads {}",
                 self.embed_dim, self.num_heads

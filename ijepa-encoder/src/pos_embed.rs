@@ -17,7 +17,7 @@ use crate::error::Result;
 /// validated before).
 pub fn sincos_2d(rows: usize, cols: usize, dim: usize, column_first: bool) -> Vec<f32> {
     assert!(
-        dim % 4 == 0,
+        dim.is_multiple_of(4),
         "sin-cos embedding width {dim} is not a multiple of 4"
     );
     let quarter = dim / 4;

@@ -1,12 +1,16 @@
 //! I-JEPA training: the model that ties masking, encoder and predictor
-//! together, and everything needed to pretrain it.
+//! together, and everything needed to pretrain and evaluate it.
 //!
-//! **Not yet implemented** — this crate is a placeholder in the workspace so
-//! that the crate map is fixed from the start. It will hold (issues #4–#6):
+//! Today it holds the image pipeline shared by evaluation and embedding
+//! ([`data`]): decoding and the evaluation transform, equal to timm's
+//! (PIL resampling reproduced to the bit). Still to come (issues #4–#6):
 //!
 //! - the I-JEPA model (student encoder, EMA teacher, predictor) with the
 //!   smooth-L1 loss on layer-normalised teacher targets;
 //! - an AdamW with saveable state, the paper's LR / weight-decay / EMA
 //!   schedules;
-//! - the image-folder and synthetic data pipelines, checkpoints with
-//!   bit-exact resume, metrics and evaluation probes.
+//! - the training data pipeline, checkpoints with bit-exact resume, metrics
+//!   and evaluation probes.
+#![warn(missing_docs)]
+
+pub mod data;

@@ -94,11 +94,14 @@ fn config(json: &Value) -> std::result::Result<VitConfig, String> {
     })
 }
 
-/// `preprocessor_config.json` when present (mean, std, size), else ImageNet
-/// statistics at the model's size with no crop, as `ViTImageProcessor`.
+/// `preprocessor_config.json` when present (mean, std, size, resample),
+/// else ImageNet statistics; images are resized to the model's size without
+/// keeping their aspect ratio and not cropped, as `ViTImageProcessor` does.
 fn data_config(config_path: &Path, cfg: &VitConfig) -> Result<DataConfig> {
     let mut data = DataConfig::imagenet(cfg.image_size);
     data.crop_pct = 1.0;
+    data.crop_mode = "squash".into();
+    data.interpolation = "bilinear".into();
     let pre = config_path.with_file_name("preprocessor_config.json");
     if !pre.exists() {
         return Ok(data);
@@ -123,6 +126,17 @@ fn data_config(config_path: &Path, cfg: &VitConfig) -> Result<DataConfig> {
         json.pointer("/size/width").and_then(Value::as_u64),
     ) {
         data.input_size = (h as usize, w as usize);
+    }
+    // PIL resample codes: 2 bilinear, 3 bicubic.
+    match json.get("resample").and_then(Value::as_u64) {
+        Some(3) => data.interpolation = "bicubic".into(),
+        Some(2) | None => {}
+        Some(other) => {
+            return Err(EncoderError::ConfigFile {
+                path: pre,
+                reason: format!("resample {other} is not supported (2 bilinear, 3 bicubic)"),
+            })
+        }
     }
     Ok(data)
 }

@@ -60,6 +60,10 @@ pub struct DataConfig {
     pub crop_pct: f64,
     /// Resampling filter name (`bicubic`, `bilinear`).
     pub interpolation: String,
+    /// `center`: resize the shorter side to `size / crop_pct`, then crop the
+    /// centre (timm); `squash`: resize to `size / crop_pct` exactly, ignoring
+    /// the aspect ratio, then crop (Hugging Face image processors).
+    pub crop_mode: String,
 }
 
 impl DataConfig {
@@ -71,6 +75,7 @@ impl DataConfig {
             std: [0.229, 0.224, 0.225],
             crop_pct: 0.875,
             interpolation: "bicubic".into(),
+            crop_mode: "center".into(),
         }
     }
 }

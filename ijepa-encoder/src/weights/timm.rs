@@ -217,6 +217,9 @@ fn data_config(pretrained: Option<&Value>, image_size: (usize, usize)) -> DataCo
     if let Some(i) = p["interpolation"].as_str() {
         data.interpolation = i.to_string();
     }
+    if let Some(m) = p["crop_mode"].as_str() {
+        data.crop_mode = m.to_string();
+    }
     data
 }
 
@@ -292,7 +295,7 @@ pub fn save_timm(
             "fixed_input_size": true,
             "interpolation": data.interpolation,
             "crop_pct": data.crop_pct,
-            "crop_mode": "center",
+            "crop_mode": data.crop_mode,
             "mean": data.mean,
             "std": data.std,
             "num_classes": 0,

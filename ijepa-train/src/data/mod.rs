@@ -1,0 +1,11 @@
+//! Images: finding, decoding and preparing them.
+
+mod error;
+mod files;
+mod resample;
+mod transform;
+
+pub use error::DataError;
+pub use files::image_files;
+pub use resample::{resize, Filter};
+pub use transform::{decode_rgb, EvalTransform};

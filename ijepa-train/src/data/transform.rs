@@ -1,0 +1,139 @@
+//! Decoding, and timm's evaluation transform.
+
+use std::path::Path;
+
+use image::RgbImage;
+
+use super::{resize, DataError, Filter};
+
+/// Decodes an image file to 8-bit RGB (grey is replicated, alpha dropped,
+/// as PIL's `convert('RGB')`).
+pub fn decode_rgb(path: &Path) -> Result<RgbImage, DataError> {
+    let reader = image::ImageReader::open(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let img = reader.decode().map_err(|e| DataError::Decode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(img.to_rgb8())
+}
+
+/// timm's evaluation transform (`transforms_imagenet_eval`): resize to
+/// `⌊size / crop_pct⌋` (the shorter side, or both sides with `squash`),
+/// centre-crop `size`, scale to `[0, 1]`, normalise per channel.
+///
+/// ```
+/// use ijepa_train::data::{EvalTransform, Filter};
+///
+/// let t = EvalTransform::new((224, 224), 0.875, false, Filter::Bicubic, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])?;
+/// let img = image::RgbImage::from_pixel(640, 480, image::Rgb([128, 64, 32]));
+/// let chw = t.apply(&img);
+/// assert_eq!(chw.len(), 3 * 224 * 224);
+/// # Ok::<(), ijepa_train::data::DataError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalTransform {
+    size: (usize, usize),
+    crop_pct: f64,
+    squash: bool,
+    filter: Filter,
+    mean: [f32; 3],
+    std: [f32; 3],
+}
+
+impl EvalTransform {
+    /// A transform to `size` `(height, width)`; `squash` resizes both sides
+    /// (ignoring the aspect ratio) instead of the shorter one.
+    ///
+    /// # Errors
+    /// A zero size, `crop_pct` outside `(0, 1]`, or a non-positive std.
+    pub fn new(
+        size: (usize, usize),
+        crop_pct: f64,
+        squash: bool,
+        filter: Filter,
+        mean: [f32; 3],
+        std: [f32; 3],
+    ) -> Result<Self, DataError> {
+        if size.0 == 0 || size.1 == 0 {
+            return Err(DataError::InvalidTransform(format!(
+                "image size {size:?} must be positive"
+            )));
+        }
+        if !(crop_pct.is_finite() && crop_pct > 0.0 && crop_pct <= 1.0) {
+            return Err(DataError::InvalidTransform(format!(
+                "crop_pct {crop_pct} must be in (0, 1]"
+            )));
+        }
+        if std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+            return Err(DataError::InvalidTransform(format!(
+                "std {std:?} must be positive"
+            )));
+        }
+        Ok(Self {
+            size,
+            crop_pct,
+            squash,
+            filter,
+            mean,
+            std,
+        })
+    }
+
+    /// Output `(height, width)`.
+    pub fn size(&self) -> (usize, usize) {
+        self.size
+    }
+
+    /// The image as normalised `(3, H, W)` floats, channel-major.
+    pub fn apply(&self, img: &RgbImage) -> Vec<f32> {
+        let (th, tw) = self.size;
+        // timm: a square size resizes the shorter side; otherwise both sides.
+        let scaled = (
+            (th as f64 / self.crop_pct).floor() as usize,
+            (tw as f64 / self.crop_pct).floor() as usize,
+        );
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let (rw, rh) = if scaled.0 == scaled.1 && !self.squash {
+            // torchvision: short side → size, long side → int(size · long / short).
+            let s = scaled.0;
+            if w <= h {
+                (s, (s as f64 * h as f64 / w as f64) as usize)
+            } else {
+                ((s as f64 * w as f64 / h as f64) as usize, s)
+            }
+        } else {
+            (scaled.1, scaled.0)
+        };
+        let resized = resize(img, rw as u32, rh as u32, self.filter);
+        // torchvision centre crop: offsets int(round((size − crop) / 2)),
+        // padding with zeros where the crop is larger than the image.
+        let offset =
+            |full: usize, crop: usize| ((full as f64 - crop as f64) / 2.0).round_ties_even() as i64;
+        let (top, left) = (offset(rh, th), offset(rw, tw));
+        let mut out = vec![0f32; 3 * th * tw];
+        for c in 0..3 {
+            let (m, s) = (self.mean[c], self.std[c]);
+            for y in 0..th {
+                for x in 0..tw {
+                    let (sy, sx) = (y as i64 + top, x as i64 + left);
+                    let v = if sy >= 0 && sx >= 0 && (sy as usize) < rh && (sx as usize) < rw {
+                        resized.get_pixel(sx as u32, sy as u32)[c] as f32 / 255.0
+                    } else {
+                        0.0
+                    };
+                    out[(c * th + y) * tw + x] = (v - m) / s;
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,13 +1,16 @@
 //! `ijepa-cli`: the ijepa-rs command line.
 //!
 //! Subcommands arrive with the crates they drive; today:
-//! - `masks`: sample I-JEPA masks and print their statistics (and a picture).
+//! - `masks`: sample I-JEPA masks and print their statistics (and a picture);
+//! - `embed`: features of images from timm, Hugging Face, official or
+//!   ijepa-rs weights.
 //!
-//! `pretrain`, `embed`, `probe`, `export`, `download` and `inspect` follow
+//! `pretrain`, `probe`, `export`, `download` and `inspect` follow
 //! with the encoder, predictor and trainer crates.
 
 use clap::{Parser, Subcommand};
 
+mod embed;
 mod masks;
 mod masks_png;
 
@@ -23,12 +26,15 @@ struct Cli {
 enum Command {
     /// Sample I-JEPA context/target masks and report their statistics.
     Masks(masks::MasksArgs),
+    /// Embed images with a pretrained encoder and write the features to a .safetensors file.
+    Embed(embed::EmbedArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Masks(args) => masks::run(&args),
+        Command::Embed(args) => embed::run(&args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -1,0 +1,200 @@
+//! `ijepa-cli embed`: features of a folder of images from any encoder we load.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use clap::{Args, ValueEnum};
+use ijepa_encoder::hub::HubOptions;
+use ijepa_encoder::weights::{self, Branch, LoadOptions};
+use ijepa_encoder::TokenEncoder;
+use ijepa_train::data::{decode_rgb, image_files, EvalTransform, Filter};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+/// Which encoder of a training checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Which {
+    /// The EMA target encoder (what I-JEPA evaluates).
+    Target,
+    /// The context encoder.
+    Context,
+}
+
+/// Options of `ijepa-cli embed`.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Encoder weights: a timm or Hugging Face folder, a .safetensors file, an
+    /// official .pth.tar checkpoint, or hf-hub:org/name[@revision].
+    #[arg(long)]
+    weights: String,
+    /// An image file, or a folder searched at any depth for .jpg/.jpeg/.png.
+    #[arg(long)]
+    images: PathBuf,
+    /// Output .safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write every token, `tokens` [N, T, D].
+    #[arg(long)]
+    tokens: bool,
+    /// Square input size in pixels (default: the weights' pretrained_cfg).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// timm model name for what the weights do not say (official checkpoints
+    /// of non-standard width).
+    #[arg(long)]
+    model: Option<String>,
+    /// Encoder of a training checkpoint.
+    #[arg(long, value_enum, default_value_t = Which::Target)]
+    encoder: Which,
+}
+
+/// Runs `ijepa-cli embed`.
+pub fn run(args: &EmbedArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.batch_size > 0,
+        "--batch-size must be at least 1, got 0"
+    );
+    let hub = HubOptions {
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..HubOptions::from_env()
+    };
+    let path = weights::resolve(&args.weights, &hub)?;
+    let opts = LoadOptions {
+        model: args.model.clone(),
+        branch: match args.encoder {
+            Which::Target => Branch::Target,
+            Which::Context => Branch::Context,
+        },
+        ..LoadOptions::default()
+    };
+    let loaded =
+        weights::load(&path, &opts).with_context(|| format!("loading weights {}", args.weights))?;
+    let vit = loaded.build()?;
+    let data = &loaded.data;
+    let size = args.image_size.map_or(data.input_size, |s| (s, s));
+    let filter = Filter::from_name(&data.interpolation).with_context(|| {
+        format!(
+            "interpolation {:?} is not supported (bilinear, bicubic)",
+            data.interpolation
+        )
+    })?;
+    let transform = EvalTransform::new(
+        size,
+        data.crop_pct,
+        data.crop_mode == "squash",
+        filter,
+        data.mean,
+        data.std,
+    )?;
+
+    let files = image_files(&args.images)?;
+    let root = if args.images.is_dir() {
+        args.images.as_path()
+    } else {
+        args.images.parent().unwrap_or(Path::new(""))
+    };
+    let bar = ProgressBar::new(files.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
+            .expect("static template is valid"),
+    );
+
+    let (mut pooled, mut tokens) = (vec![], vec![]);
+    let (mut order, mut skipped) = (vec![], vec![]);
+    for chunk in files.chunks(args.batch_size) {
+        let decoded: Vec<(&PathBuf, Result<Vec<f32>, String>)> = chunk
+            .par_iter()
+            .map(|p| {
+                (
+                    p,
+                    decode_rgb(p)
+                        .map(|img| transform.apply(&img))
+                        .map_err(|e| e.to_string()),
+                )
+            })
+            .collect();
+        let mut batch = vec![];
+        for (p, result) in decoded {
+            match result {
+                Ok(chw) => {
+                    batch.extend(chw);
+                    order.push(relative(p, root));
+                }
+                Err(e) => {
+                    bar.suspend(|| eprintln!("warning: skipped {e}"));
+                    skipped.push(relative(p, root));
+                }
+            }
+        }
+        let n = batch.len() / (3 * size.0 * size.1);
+        if n > 0 {
+            let images = Tensor::from_vec(batch, (n, 3, size.0, size.1), &Device::Cpu)?;
+            let t = vit.forward(&images)?;
+            pooled.push(vit.pool_patches(&t)?);
+            if args.tokens {
+                tokens.push(t);
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    anyhow::ensure!(
+        !order.is_empty(),
+        "no image of {} could be read",
+        args.images.display()
+    );
+
+    let mut out: Vec<(&str, Tensor)> = vec![("pooled", Tensor::cat(&pooled, 0)?)];
+    if args.tokens {
+        out.push(("tokens", Tensor::cat(&tokens, 0)?));
+    }
+    let metadata = HashMap::from([
+        ("images".to_string(), serde_json::to_string(&order)?),
+        ("skipped".to_string(), serde_json::to_string(&skipped)?),
+        ("weights".to_string(), args.weights.clone()),
+        ("layout".to_string(), serde_json::to_string(&loaded.layout)?),
+        ("input_size".to_string(), format!("{}x{}", size.0, size.1)),
+        ("embed_dim".to_string(), vit.embed_dim().to_string()),
+    ]);
+    write_atomically(&args.out, &out, metadata)?;
+    eprintln!(
+        "wrote {} embeddings of dimension {} to {}{}",
+        order.len(),
+        vit.embed_dim(),
+        args.out.display(),
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} unreadable image(s) skipped)", skipped.len())
+        }
+    );
+    Ok(())
+}
+
+fn relative(path: &Path, root: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Writes to a temporary file beside `path`, then renames: a crash never
+/// leaves a truncated output.
+fn write_atomically(
+    path: &Path,
+    tensors: &[(&str, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let tmp = path.with_extension("safetensors.partial");
+    let views: Vec<(&str, &Tensor)> = tensors.iter().map(|(k, t)| (*k, t)).collect();
+    safetensors::serialize_to_file(views, Some(metadata), &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("moving {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}

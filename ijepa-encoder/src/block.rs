@@ -4,7 +4,8 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::Result;
-use crate::nn::{softmax_last_dim, LayerNorm, Linear};
+use crate::kernels::{gelu_erf, softmax_last_dim};
+use crate::nn::{LayerNorm, Linear};
 
 /// Multi-head self-attention with a fused qkv projection (rows `q | k | v`,
 /// head-major inside each).
@@ -68,7 +69,7 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)
+        self.fc2.forward(&gelu_erf(&self.fc1.forward(x)?)?)
     }
 }
 

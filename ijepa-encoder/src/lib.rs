@@ -37,6 +37,7 @@ mod config;
 mod error;
 pub mod hub;
 pub mod init;
+pub mod kernels;
 mod nn;
 mod patch_embed;
 pub mod pos_embed;
@@ -46,7 +47,7 @@ pub mod weights;
 pub use block::{Attention, Block, BlockConfig, Mlp};
 pub use config::{Pool, VitConfig};
 pub use error::{EncoderError, Result};
-pub use nn::{softmax_last_dim, LayerNorm, Linear};
+pub use nn::{LayerNorm, Linear};
 pub use patch_embed::PatchEmbed;
 pub use vit::{TokenEncoder, VisionTransformer};
 

@@ -1,9 +1,10 @@
 //! Basic layers whose every operation has a backward pass.
 //!
-//! candle's fused `layer_norm` and `softmax_last_dim` have no backward and
-//! silently drop gradients (DESIGN §6). Here they are used only when nothing
-//! in the computation tracks gradients (a frozen teacher, inference); as soon
-//! as an input or a weight is a variable, the differentiable composition runs.
+//! candle's fused `layer_norm` has no backward and silently drops gradients
+//! (DESIGN §6). Here it is used only when nothing in the computation tracks
+//! gradients (a frozen teacher, inference); as soon as an input or a weight
+//! is a variable, the differentiable composition runs. Softmax and GELU are
+//! fused kernels with a backward ([`crate::kernels`]).
 
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::VarBuilder;
@@ -110,15 +111,4 @@ impl Module for LayerNorm {
             None => Ok(x),
         }
     }
-}
-
-/// Softmax over the last dimension, differentiable whenever `x` tracks.
-pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    if !x.track_op() {
-        return candle_nn::ops::softmax_last_dim(&x.contiguous()?);
-    }
-    // The max is a constant shift: no gradient flows through it.
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }

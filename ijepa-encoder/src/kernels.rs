@@ -1,0 +1,308 @@
+//! Fused CPU kernels with a backward pass: exact-GELU and softmax.
+//!
+//! candle 0.11.1 computes `gelu_erf` one element at a time through libm and
+//! its fused softmax has no backward (DESIGN §6); on a ViT forward these two
+//! cost as much as all the matrix products. These kernels run on all cores
+//! (rayon), in loops the compiler vectorises (AVX2/FMA when the CPU has them,
+//! chosen at run time), with a polynomial `exp` and the Abramowitz–Stegun
+//! 7.1.26 `erf` that PyTorch's vectorised CPU kernels use, with a series
+//! near zero (|error| ≤ 2e-7).
+//! Both have a backward, so the same code serves training and inference.
+//! Other devices and dtypes use candle's differentiable compositions.
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, D};
+use rayon::prelude::*;
+
+const CHUNK: usize = 1 << 14;
+
+/// `e^x` for `x ≤ 88`, relative error ≈ 1e-7: `x = n·ln2 + r`, a degree-6
+/// Taylor polynomial for `e^r` on `|r| ≤ ln2/2`, `2^n` from the exponent bits.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `erf(x)` with |error| ≤ 2e-7: Abramowitz–Stegun 7.1.26 for `|x| ≥ 0.5`;
+/// below, where its `1 − …` loses digits in f32, the Maclaurin series to
+/// `x¹¹` (remainder < 2e-8). Both are computed and one selected, so the loop
+/// stays branch-free and vectorises.
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+    let tail = (1.0 - poly * exp(-a * a)).copysign(x);
+    let x2 = x * x;
+    // 2/√π · (x − x³/3 + x⁵/10 − x⁷/42 + x⁹/216 − x¹¹/1320)
+    let series = std::f32::consts::FRAC_2_SQRT_PI
+        * x
+        * (1.0
+            + x2 * (-1.0 / 3.0
+                + x2 * (0.1 + x2 * (-1.0 / 42.0 + x2 * (1.0 / 216.0 + x2 * (-1.0 / 1320.0))))));
+    if a < 0.5 {
+        series
+    } else {
+        tail
+    }
+}
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1/√(2π).
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+#[inline(always)]
+fn gelu_body(x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
+    }
+}
+
+#[inline(always)]
+fn gelu_grad_body(x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2)) + x * FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
+    }
+}
+
+/// Reduces `x` with `f` over 8 independent lanes (so the loop vectorises),
+/// then across lanes.
+#[inline(always)]
+fn reduce8(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [init; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l = f(*l, *v);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(init, |a, v| f(a, *v));
+    lanes.iter().fold(tail, |a, v| f(a, *v))
+}
+
+#[inline(always)]
+fn softmax_body(x: &[f32], y: &mut [f32], row: usize) {
+    for (x, y) in x.chunks_exact(row).zip(y.chunks_exact_mut(row)) {
+        let max = reduce8(x, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = exp(x - max);
+        }
+        let inv = 1.0 / reduce8(y, 0.0, |a, b| a + b);
+        y.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// Defines `$name(x, y, extra)` that runs `$body` compiled for AVX2+FMA when
+/// the CPU has them, for the baseline target otherwise.
+macro_rules! dispatch {
+    ($name:ident, $body:ident $(, $extra:ident: $ty:ty)?) => {
+        fn $name(x: &[f32], y: &mut [f32] $(, $extra: $ty)?) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast(x: &[f32], y: &mut [f32] $(, $extra: $ty)?) {
+                    $body(x, y $(, $extra)?)
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports every feature `fast` is compiled for.
+                    return unsafe { fast(x, y $(, $extra)?) };
+                }
+            }
+            $body(x, y $(, $extra)?)
+        }
+    };
+}
+
+dispatch!(gelu_slice, gelu_body);
+dispatch!(gelu_grad_slice, gelu_grad_body);
+dispatch!(softmax_slice, softmax_body, row: usize);
+
+/// Applies `f` to the contiguous f32 data of `storage`, in parallel chunks of
+/// whole rows.
+fn map_f32(
+    storage: &CpuStorage,
+    layout: &Layout,
+    row: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("fused kernel needs a contiguous input".into()))?;
+    let x = &storage.as_slice::<f32>()?[start..end];
+    let mut y = vec![0f32; x.len()];
+    let chunk = (CHUNK / row).max(1) * row;
+    y.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(y, x)| f(x, y));
+    Ok((CpuStorage::F32(y), layout.shape().clone()))
+}
+
+struct GeluErf;
+struct GeluErfGrad;
+struct Softmax;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "ijepa-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        map_f32(s, l, 1, gelu_slice)
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let slope = arg.apply_op1_no_bwd(&GeluErfGrad)?;
+        Ok(Some(grad.mul(&slope)?))
+    }
+}
+
+impl CustomOp1 for GeluErfGrad {
+    fn name(&self) -> &'static str {
+        "ijepa-gelu-erf-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        map_f32(s, l, 1, gelu_grad_slice)
+    }
+}
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "ijepa-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let row = l.shape().dims().last().copied().unwrap_or(1).max(1);
+        map_f32(s, l, row, |x, y| softmax_slice(x, y, row))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        // dx = y ⊙ (g − Σ g⊙y)
+        let dot = (grad * res)?.sum_keepdim(D::Minus1)?;
+        Ok(Some((res * grad.broadcast_sub(&dot)?)?))
+    }
+}
+
+fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// Exact (erf) GELU, `0.5·x·(1 + erf(x/√2))`, with a backward.
+pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
+    if fused(x) {
+        x.contiguous()?.apply_op1(GeluErf)
+    } else {
+        x.gelu_erf()
+    }
+}
+
+/// Softmax over the last dimension, with a backward.
+pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    if fused(x) {
+        return x.contiguous()?.apply_op1(Softmax);
+    }
+    // The max is a constant shift: no gradient flows through it.
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn exp_and_erf_are_accurate() {
+        for i in -8700..=8800 {
+            let x = i as f32 / 100.0;
+            let (a, b) = (exp(x) as f64, (x as f64).exp());
+            assert!(((a - b) / b).abs() < 3e-7, "exp({x}) = {a}, expected {b}");
+        }
+        for i in -600..=600 {
+            let x = i as f32 / 100.0;
+            let reference = libm_erf(x as f64);
+            assert!(
+                (erf(x) as f64 - reference).abs() < 3e-7,
+                "erf({x}) = {}, expected {reference}",
+                erf(x)
+            );
+        }
+    }
+
+    /// erf by its Maclaurin series (x small) or continued fraction, in f64.
+    fn libm_erf(x: f64) -> f64 {
+        // Σ (−1)^n x^(2n+1) / (n! (2n+1)), enough terms for |x| ≤ 6 in f64
+        // once summed with compensation; beyond 3.9, erf = ±1 in f32 terms.
+        if x.abs() > 3.9 {
+            return x.signum();
+        }
+        let (mut term, mut sum, mut n) = (x, x, 0.0);
+        while term.abs() > 1e-17 * sum.abs().max(1e-300) {
+            n += 1.0;
+            term *= -x * x / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_ops_match_candle_values_and_gradients() {
+        let x =
+            Var::from_tensor(&(Tensor::randn(0f32, 3.0, (7, 33), &Device::Cpu).unwrap())).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (7, 33), &Device::Cpu).unwrap();
+        type Op = fn(&Tensor) -> candle_core::Result<Tensor>;
+        let pairs: [(Op, Op); 2] = [
+            (gelu_erf, |t| t.gelu_erf()),
+            (softmax_last_dim, |t| {
+                let e = t
+                    .broadcast_sub(&t.max_keepdim(D::Minus1)?.detach())?
+                    .exp()?;
+                e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+            }),
+        ];
+        for (ours, reference) in pairs {
+            let (a, b) = (
+                ours(x.as_tensor()).unwrap(),
+                reference(x.as_tensor()).unwrap(),
+            );
+            assert!(max_diff(&a, &b) < 2e-6);
+            let ga = (a * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (b * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let (ga, gb) = (
+                ga.get(x.as_tensor()).unwrap(),
+                gb.get(x.as_tensor()).unwrap(),
+            );
+            assert!(max_diff(ga, gb) < 2e-5, "{}", max_diff(ga, gb));
+        }
+    }
+}

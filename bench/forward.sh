@@ -3,7 +3,7 @@
 #
 #   bash bench/forward.sh [MODEL] [BATCH]
 #
-# Runs each side twice, alternating, and reports every run (the machine is noisy).
+# Runs each side three times, alternating, and reports every run (the machine is noisy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-vit_small_patch16_224}
@@ -11,9 +11,9 @@ batch=${2:-8}
 cargo build --release -q -p ijepa-cli
 rate() { sed -n 's/.*"images_per_second": *\([0-9.]*\).*/\1/p'; }
 echo "forward throughput, $model, batch $batch ($(date -u +%F), $(nproc) cores)"
-for round in 1 2; do
-  ours=$(target/release/ijepa-cli bench forward --model "$model" --batch "$batch" --json | rate)
-  theirs=$(python3 bench/timm_forward.py --model "$model" --batch "$batch" 2>/dev/null | rate)
+for round in 1 2 3; do
+  ours=$(target/release/ijepa-cli bench forward --model "$model" --batch "$batch" --iters 20 --json | rate)
+  theirs=$(python3 bench/timm_forward.py --model "$model" --batch "$batch" --iters 20 2>/dev/null | rate)
   awk -v r="$round" -v a="$ours" -v b="$theirs" \
     'BEGIN { printf "round %d: ijepa-rs %.2f img/s, timm %.2f img/s, ratio %.2fx\n", r, a, b, a / b }'
 done

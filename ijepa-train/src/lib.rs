@@ -1,16 +1,20 @@
-//! I-JEPA training: the model that ties masking, encoder and predictor
+//! I-JEPA training: the objective that ties masking, encoder and predictor
 //! together, and everything needed to pretrain and evaluate it.
 //!
-//! Today it holds the image pipeline shared by evaluation and embedding
-//! ([`data`]): decoding and the evaluation transform, equal to timm's
-//! (PIL resampling reproduced to the bit). Still to come (issues #4–#6):
+//! - [`loss`]: the objective — student on the context, predictor on every
+//!   target mask, teacher targets (LayerNorm without affine), smooth-L1 —
+//!   generic over the encoder and predictor traits;
+//! - [`ema`]: the teacher's EMA update and its two momentum schedules;
+//! - [`optim`]: AdamW with parameter groups and inspectable state;
+//! - [`data`]: image decoding and timm's evaluation transform, equal to
+//!   timm's to the bit.
 //!
-//! - the I-JEPA model (student encoder, EMA teacher, predictor) with the
-//!   smooth-L1 loss on layer-normalised teacher targets;
-//! - an AdamW with saveable state, the paper's LR / weight-decay / EMA
-//!   schedules;
-//! - the training data pipeline, checkpoints with bit-exact resume, metrics
-//!   and evaluation probes.
+//! Still to come (issues #4–#6): the `IJepa` model struct mirroring
+//! stable-pretraining's API, the training loop, data pipeline, checkpoints
+//! and probes.
 #![warn(missing_docs)]
 
 pub mod data;
+pub mod ema;
+pub mod loss;
+pub mod optim;

@@ -1,6 +1,9 @@
 //! I-JEPA training: the objective that ties masking, encoder and predictor
 //! together, and everything needed to pretrain and evaluate it.
 //!
+//! - [`model`]: [`model::IJepa`] — student, EMA teacher and predictor with
+//!   stable-pretraining's API (forward returning loss, embedding,
+//!   predictions, targets; eval mode; teacher or student embeddings);
 //! - [`loss`]: the objective — student on the context, predictor on every
 //!   target mask, teacher targets (LayerNorm without affine), smooth-L1 —
 //!   generic over the encoder and predictor traits;
@@ -9,12 +12,12 @@
 //! - [`data`]: image decoding and timm's evaluation transform, equal to
 //!   timm's to the bit.
 //!
-//! Still to come (issues #4–#6): the `IJepa` model struct mirroring
-//! stable-pretraining's API, the training loop, data pipeline, checkpoints
-//! and probes.
+//! Still to come (issues #5–#6): the training loop, data pipeline,
+//! checkpoints and probes.
 #![warn(missing_docs)]
 
 pub mod data;
 pub mod ema;
 pub mod loss;
+pub mod model;
 pub mod optim;

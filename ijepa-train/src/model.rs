@@ -1,0 +1,443 @@
+//! The I-JEPA model: student encoder, EMA teacher and predictor, with an
+//! API that mirrors stable-pretraining's `IJEPA`.
+
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use ijepa_encoder::init::{init_weights, InitOptions};
+use ijepa_encoder::weights::to_varmap;
+use ijepa_encoder::{EncoderError, Result, TokenEncoder, VisionTransformer, VitConfig, WeightMap};
+use ijepa_masking::{
+    Grid, MaskBatch, MaskSampler, MultiBlock, MultiBlockConfig, Range, SeedMasking,
+    SeedMaskingConfig,
+};
+use ijepa_predictor::{Predictor, PredictorConfig};
+
+use crate::ema::ema_update;
+use crate::loss::objective;
+
+/// Which I-JEPA recipe: masks, predictor and initialisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Recipe {
+    /// The paper's, as facebookresearch/ijepa runs it.
+    #[default]
+    Official,
+    /// stable-pretraining's `IJEPA`.
+    Seed,
+}
+
+/// Which encoder provides [`IJepaOutput::embedding`] in training mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmbeddingSource {
+    /// The EMA teacher (default).
+    #[default]
+    Teacher,
+    /// The student.
+    Student,
+}
+
+impl FromStr for EmbeddingSource {
+    type Err = EncoderError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "teacher" => Ok(Self::Teacher),
+            "student" => Ok(Self::Student),
+            other => Err(EncoderError::InvalidConfig(format!(
+                "embedding_source must be 'teacher' or 'student', got '{other}'"
+            ))),
+        }
+    }
+}
+
+/// Hyper-parameters, named and defaulted as stable-pretraining's `IJEPA`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IJepaConfig {
+    /// The encoder.
+    pub encoder: VitConfig,
+    /// Predictor width `d`.
+    pub predictor_embed_dim: usize,
+    /// Predictor blocks.
+    pub predictor_depth: usize,
+    /// Target blocks per image.
+    pub num_targets: usize,
+    /// Fraction of patches per target block.
+    pub target_scale: Range,
+    /// Aspect ratio of target blocks.
+    pub target_aspect_ratio: Range,
+    /// Context block scale (official) or kept fraction of non-target
+    /// patches (seed).
+    pub context_scale: Range,
+    /// EMA momentum at the start of training.
+    pub ema_decay_start: f64,
+    /// EMA momentum at the end of training.
+    pub ema_decay_end: f64,
+    /// Recipe.
+    pub recipe: Recipe,
+    /// Seed of the initial weights and of every mask.
+    pub seed: u64,
+}
+
+impl IJepaConfig {
+    /// Defaults for the timm model `name` (e.g. `vit_base_patch16_224`).
+    pub fn from_timm_name(name: &str) -> Result<Self> {
+        Ok(Self::new(VitConfig::from_timm_name(name)?))
+    }
+
+    /// Defaults around an encoder configuration. The encoder's position
+    /// embedding becomes the fixed sin-cos table of the official code.
+    pub fn new(mut encoder: VitConfig) -> Self {
+        encoder.fixed_pos_embed = true;
+        Self {
+            encoder,
+            predictor_embed_dim: 384,
+            predictor_depth: 6,
+            num_targets: 4,
+            target_scale: (0.15, 0.2),
+            target_aspect_ratio: (0.75, 1.5),
+            context_scale: (0.85, 1.0),
+            ema_decay_start: 0.996,
+            ema_decay_end: 1.0,
+            recipe: Recipe::Official,
+            seed: 0,
+        }
+    }
+
+    /// The predictor this configuration builds.
+    pub fn predictor(&self) -> PredictorConfig {
+        match self.recipe {
+            Recipe::Official => PredictorConfig::official(
+                &self.encoder,
+                self.predictor_embed_dim,
+                self.predictor_depth,
+            ),
+            Recipe::Seed => PredictorConfig::seed(
+                &self.encoder,
+                self.predictor_embed_dim,
+                self.predictor_depth,
+            ),
+        }
+    }
+
+    /// The mask sampler this configuration uses.
+    pub fn sampler(&self) -> Result<Box<dyn MaskSampler>> {
+        let (h, w) = self.encoder.grid_size();
+        let grid = Grid::new_2d(h, w).map_err(masking)?;
+        Ok(match self.recipe {
+            Recipe::Official => Box::new(
+                MultiBlock::new(
+                    grid,
+                    MultiBlockConfig {
+                        num_targets: self.num_targets,
+                        target_scale: self.target_scale,
+                        target_aspect_ratio: self.target_aspect_ratio,
+                        context_scale: self.context_scale,
+                        seed: self.seed,
+                        ..MultiBlockConfig::default()
+                    },
+                )
+                .map_err(masking)?,
+            ),
+            Recipe::Seed => Box::new(
+                SeedMasking::new(
+                    grid,
+                    SeedMaskingConfig {
+                        num_targets: self.num_targets,
+                        target_scale: self.target_scale,
+                        target_aspect_ratio: self.target_aspect_ratio,
+                        context_scale: self.context_scale,
+                        seed: self.seed,
+                        ..SeedMaskingConfig::default()
+                    },
+                )
+                .map_err(masking)?,
+            ),
+        })
+    }
+}
+
+fn masking(e: ijepa_masking::MaskingError) -> EncoderError {
+    EncoderError::InvalidConfig(format!("masking: {e}"))
+}
+
+/// What [`IJepa::forward`] returns, as stable-pretraining's `IJEPAOutput`.
+#[derive(Debug)]
+pub struct IJepaOutput {
+    /// Smooth-L1 loss (0 in eval mode).
+    pub loss: Tensor,
+    /// Full-image tokens `(B, N, D)` for downstream use.
+    pub embedding: Tensor,
+    /// Predictions `(M·B, K_tgt, D)` (the context tokens in eval mode).
+    pub predictions: Tensor,
+    /// Targets, shaped as the predictions.
+    pub targets: Tensor,
+    /// Target patches per image over all masks (0 in eval mode).
+    pub num_targets: usize,
+    /// Context patches per image (all patches in eval mode).
+    pub num_context: usize,
+}
+
+/// The I-JEPA model.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use ijepa_train::model::{EmbeddingSource, IJepa, IJepaConfig};
+///
+/// let mut cfg = IJepaConfig::from_timm_name("vit_tiny_patch16_224")?;
+/// cfg.encoder.depth = 2; // keep the example fast
+/// cfg.predictor_embed_dim = 96;
+/// cfg.predictor_depth = 2;
+/// let model = IJepa::new(cfg, &Device::Cpu)?;
+/// let images = Tensor::randn(0f32, 1.0, (2, 3, 224, 224), &Device::Cpu)?;
+/// let out = model.forward(&images, 0, EmbeddingSource::Teacher)?;
+/// let grads = out.loss.backward()?;
+/// assert_eq!(out.embedding.dims(), &[2, 197, 192]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct IJepa {
+    config: IJepaConfig,
+    sampler: Box<dyn MaskSampler>,
+    student_vars: VarMap,
+    student: VisionTransformer,
+    teacher_weights: WeightMap,
+    teacher: VisionTransformer,
+    predictor_vars: VarMap,
+    predictor: Predictor,
+    training: bool,
+}
+
+impl IJepa {
+    /// A freshly initialised model (official effective initialisation; the
+    /// seed recipe adds the depth rescale); the teacher starts as an exact
+    /// copy of the student.
+    pub fn new(config: IJepaConfig, device: &Device) -> Result<Self> {
+        let opts = InitOptions {
+            seed: config.seed,
+            rescale_depth: config.recipe == Recipe::Seed,
+            ..InitOptions::default()
+        };
+        let encoder = init_weights(&config.encoder, &opts, device)?;
+        let predictor = ijepa_predictor::init_weights(&config.predictor(), &opts, device)?;
+        Self::from_weights(config, encoder, predictor)
+    }
+
+    /// A model around existing encoder weights (`pretrained`, or an encoder
+    /// of another run) and a fresh predictor.
+    pub fn from_encoder(config: IJepaConfig, encoder: WeightMap) -> Result<Self> {
+        let device = encoder
+            .values()
+            .next()
+            .map_or(Device::Cpu, |t| t.device().clone());
+        let opts = InitOptions {
+            seed: config.seed,
+            rescale_depth: config.recipe == Recipe::Seed,
+            ..InitOptions::default()
+        };
+        let predictor = ijepa_predictor::init_weights(&config.predictor(), &opts, &device)?;
+        Self::from_weights(config, encoder, predictor)
+    }
+
+    /// A model from encoder and predictor weights (teacher = encoder copy).
+    pub fn from_weights(
+        config: IJepaConfig,
+        encoder: WeightMap,
+        predictor: WeightMap,
+    ) -> Result<Self> {
+        let sampler = config.sampler()?;
+        let student_vars = to_varmap(&encoder)?;
+        let student = VisionTransformer::from_varmap(&config.encoder, &student_vars)?;
+        // Copies, not shared storage: the optimizer updates the student in place.
+        let teacher_weights: WeightMap = encoder
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.copy()?)))
+            .collect::<Result<_>>()?;
+        let teacher = VisionTransformer::from_weights(&config.encoder, teacher_weights.clone())?;
+        let predictor_vars = to_varmap(&predictor)?;
+        let dtype = encoder.values().next().map_or(DType::F32, |t| t.dtype());
+        let device = encoder
+            .values()
+            .next()
+            .map_or(Device::Cpu, |t| t.device().clone());
+        let predictor = Predictor::new(
+            &config.predictor(),
+            VarBuilder::from_varmap(&predictor_vars, dtype, &device),
+        )?;
+        Ok(Self {
+            config,
+            sampler,
+            student_vars,
+            student,
+            teacher_weights,
+            teacher,
+            predictor_vars,
+            predictor,
+            training: true,
+        })
+    }
+
+    /// Training mode (masks, loss).
+    pub fn train(&mut self) {
+        self.training = true;
+    }
+
+    /// Evaluation mode: all patches through the student, zero loss.
+    pub fn eval(&mut self) {
+        self.training = false;
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &IJepaConfig {
+        &self.config
+    }
+
+    /// The student (context) encoder.
+    pub fn student(&self) -> &VisionTransformer {
+        &self.student
+    }
+
+    /// The EMA teacher (target) encoder.
+    pub fn teacher(&self) -> &VisionTransformer {
+        &self.teacher
+    }
+
+    /// The current value of student tensor `name` (timm names).
+    pub fn student_weight(&self, name: &str) -> Option<Tensor> {
+        let vars = self.student_vars.data().lock().expect("VarMap lock");
+        vars.get(name).map(|v| v.as_tensor().detach())
+    }
+
+    /// The teacher's weights.
+    pub fn teacher_weights(&self) -> &WeightMap {
+        &self.teacher_weights
+    }
+
+    /// The predictor.
+    pub fn predictor(&self) -> &Predictor {
+        &self.predictor
+    }
+
+    /// Every trainable variable, named `encoder.*` / `predictor.*`, sorted;
+    /// the fixed sin-cos tables are not among them.
+    pub fn trainable_vars(&self) -> Vec<(String, Var)> {
+        let mut out = vec![];
+        for (prefix, vars, fixed) in [
+            (
+                "encoder",
+                &self.student_vars,
+                self.config.encoder.fixed_pos_embed.then_some("pos_embed"),
+            ),
+            (
+                "predictor",
+                &self.predictor_vars,
+                Some("predictor_pos_embed"),
+            ),
+        ] {
+            let vars = vars.data().lock().expect("VarMap lock");
+            out.extend(
+                vars.iter()
+                    .filter(|(k, _)| Some(k.as_str()) != fixed)
+                    .map(|(k, v)| (format!("{prefix}.{k}"), v.clone())),
+            );
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Moves the teacher toward the student: `t ← m·t + (1 − m)·s`.
+    pub fn update_teacher(&mut self, momentum: f64) -> Result<()> {
+        let student: WeightMap = self
+            .student_vars
+            .data()
+            .lock()
+            .expect("VarMap lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        ema_update(&mut self.teacher_weights, &student, momentum)?;
+        self.teacher =
+            VisionTransformer::from_weights(&self.config.encoder, self.teacher_weights.clone())?;
+        Ok(())
+    }
+
+    /// Masks for global batch `batch_index` (from the configured sampler).
+    pub fn sample_masks(&self, batch_size: usize, batch_index: u64) -> MaskBatch {
+        self.sampler.sample(batch_size, batch_index)
+    }
+
+    /// One forward: in training mode, masks for `batch_index` are drawn and
+    /// the loss computed; in eval mode every patch goes through the student.
+    pub fn forward(
+        &self,
+        images: &Tensor,
+        batch_index: u64,
+        source: EmbeddingSource,
+    ) -> Result<IJepaOutput> {
+        if !self.training {
+            return self.forward_eval(images);
+        }
+        let masks = self.sample_masks(images.dim(0)?, batch_index);
+        let device = images.device();
+        let [context] = masks.contexts.as_slice() else {
+            return Err(EncoderError::InvalidConfig(format!(
+                "the model takes one context mask per image, the sampler drew {}",
+                masks.contexts.len()
+            )));
+        };
+        let to_tensor = |m: &ijepa_masking::IndexBatch| {
+            Tensor::from_slice(m.as_flat(), (m.batch_size(), m.len()), device)
+        };
+        let targets = masks
+            .targets
+            .iter()
+            .map(to_tensor)
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        self.forward_with_masks(images, &to_tensor(context)?, &targets, source)
+    }
+
+    /// One training forward with explicit masks: context indices `(B, K_ctx)`
+    /// and target masks `(B, K_tgt)` (`u32`).
+    pub fn forward_with_masks(
+        &self,
+        images: &Tensor,
+        context_idx: &Tensor,
+        targets: &[Tensor],
+        source: EmbeddingSource,
+    ) -> Result<IJepaOutput> {
+        let out = objective(
+            &self.student,
+            &self.teacher,
+            &self.predictor,
+            images,
+            context_idx,
+            targets,
+        )?;
+        let embedding = match source {
+            EmbeddingSource::Teacher => out.teacher_tokens,
+            EmbeddingSource::Student => self.student.forward(images)?,
+        };
+        Ok(IJepaOutput {
+            loss: out.loss,
+            embedding,
+            predictions: out.predictions,
+            targets: out.targets,
+            num_targets: targets
+                .iter()
+                .map(|t| t.dim(1))
+                .sum::<candle_core::Result<usize>>()?,
+            num_context: context_idx.dim(1)?,
+        })
+    }
+
+    fn forward_eval(&self, images: &Tensor) -> Result<IJepaOutput> {
+        let tokens = self.student.forward(images)?.detach();
+        Ok(IJepaOutput {
+            loss: Tensor::zeros((), tokens.dtype(), tokens.device())?,
+            num_context: tokens.dim(1)? - self.student.num_prefix_tokens(),
+            predictions: tokens.clone(),
+            targets: tokens.clone(),
+            embedding: tokens,
+            num_targets: 0,
+        })
+    }
+}

@@ -13,6 +13,34 @@ use ijepa_encoder::{TokenEncoder, VisionTransformer, VitConfig};
 pub enum BenchCommand {
     /// Frozen-encoder forward throughput (inference, as `embed` runs it).
     Forward(ForwardArgs),
+    /// One I-JEPA forward + backward (no optimizer), official recipe.
+    Step(StepArgs),
+}
+
+/// Options of `ijepa-cli bench step`.
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    /// timm model name of the encoder.
+    #[arg(long, default_value = "vit_tiny_patch16_gap_224")]
+    model: String,
+    /// Predictor width.
+    #[arg(long, default_value_t = 384)]
+    predictor_embed_dim: usize,
+    /// Predictor depth.
+    #[arg(long, default_value_t = 6)]
+    predictor_depth: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `ijepa-cli bench forward`.
@@ -39,7 +67,83 @@ pub struct ForwardArgs {
 pub fn run(cmd: &BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Forward(args) => forward(args),
+        BenchCommand::Step(args) => step(args),
     }
+}
+
+/// Peak resident memory of this process in MiB (Linux), if known.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn step(args: &StepArgs) -> Result<()> {
+    use ijepa_train::model::{EmbeddingSource, IJepa, IJepaConfig};
+    anyhow::ensure!(
+        args.batch > 0 && args.iters > 0,
+        "--batch and --iters must be at least 1"
+    );
+    let mut cfg = IJepaConfig::from_timm_name(&args.model)?;
+    cfg.predictor_embed_dim = args.predictor_embed_dim;
+    cfg.predictor_depth = args.predictor_depth;
+    let (gh, gw) = cfg.encoder.grid_size();
+    anyhow::ensure!(
+        gh * gw >= 186,
+        "the fixed benchmark masks need at least 186 patches"
+    );
+    let model = IJepa::new(cfg.clone(), &Device::Cpu)?;
+    let (h, w) = cfg.encoder.image_size;
+    let images = Tensor::randn(0f32, 1.0, (args.batch, 3, h, w), &Device::Cpu)?;
+    // Fixed masks, the same as bench/torch_step.py.
+    let rows = |start: u32, len: u32| -> Result<Tensor> {
+        let row: Vec<u32> = (start..start + len).collect();
+        Ok(Tensor::from_vec(
+            row.repeat(args.batch),
+            (args.batch, len as usize),
+            &Device::Cpu,
+        )?)
+    };
+    let context = rows(0, 60)?;
+    let targets = [60, 90, 120, 150]
+        .iter()
+        .map(|&s| rows(s, 36))
+        .collect::<Result<Vec<_>>>()?;
+    let mut times = vec![];
+    for i in 0..args.warmup + args.iters {
+        let start = Instant::now();
+        let out =
+            model.forward_with_masks(&images, &context, &targets, EmbeddingSource::Teacher)?;
+        let grads = out.loss.backward()?;
+        drop(grads);
+        if i >= args.warmup {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let rss = peak_rss_mb().unwrap_or(f64::NAN);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "implementation": "ijepa-rs (candle 0.11.1)", "model": args.model, "batch": args.batch,
+                "seconds_per_step": median, "images_per_second": args.batch as f64 / median,
+                "peak_rss_mb": rss, "threads": rayon::current_num_threads(),
+            })
+        );
+    } else {
+        println!(
+            "{} I-JEPA step (fwd+bwd), batch {}: median {:.3} s, {:.2} img/s, peak RSS {:.0} MiB",
+            args.model,
+            args.batch,
+            median,
+            args.batch as f64 / median,
+            rss
+        );
+    }
+    Ok(())
 }
 
 fn forward(args: &ForwardArgs) -> Result<()> {

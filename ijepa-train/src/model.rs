@@ -104,6 +104,24 @@ impl IJepaConfig {
         }
     }
 
+    /// The EMA momentum for the teacher update after optimizer step `step`
+    /// (of `total_steps`) in epoch `epoch` (of `epochs`): linear per step for
+    /// the official recipe, cosine per epoch for the seed's, from
+    /// `ema_decay_start` to `ema_decay_end`.
+    pub fn ema_momentum(&self, step: u64, total_steps: u64, epoch: u64, epochs: u64) -> f64 {
+        match self.recipe {
+            Recipe::Official => crate::ema::linear_momentum(
+                self.ema_decay_start,
+                self.ema_decay_end,
+                step,
+                total_steps,
+            ),
+            Recipe::Seed => {
+                crate::ema::cosine_momentum(self.ema_decay_start, self.ema_decay_end, epoch, epochs)
+            }
+        }
+    }
+
     /// The predictor this configuration builds.
     pub fn predictor(&self) -> PredictorConfig {
         match self.recipe {
@@ -274,6 +292,23 @@ impl IJepa {
             predictor,
             training: true,
         })
+    }
+
+    /// Replaces the configured mask sampler by any other (random, tube, …
+    /// masking): the model is generic over the [`MaskSampler`] seam.
+    ///
+    /// # Errors
+    /// A sampler for another patch grid than the encoder's.
+    pub fn with_sampler(mut self, sampler: Box<dyn MaskSampler>) -> Result<Self> {
+        let (h, w) = self.config.encoder.grid_size();
+        let g = sampler.grid();
+        if g.frames() != 1 || g.height() != h || g.width() != w {
+            return Err(EncoderError::InvalidConfig(format!(
+                "the sampler draws on a {g} grid, the encoder has {h}x{w} patches"
+            )));
+        }
+        self.sampler = sampler;
+        Ok(self)
     }
 
     /// Training mode (masks, loss).

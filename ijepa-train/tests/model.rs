@@ -145,3 +145,50 @@ fn same_seed_same_loss() {
     assert_eq!(loss(5), loss(5));
     assert_ne!(loss(5), loss(6));
 }
+
+#[test]
+fn any_sampler_plugs_in_and_a_wrong_grid_is_refused() {
+    use ijepa_masking::{FullContext, Grid, IndexBatch, MaskBatch, MaskSampler};
+    /// Context = even patches, one target = odd patches.
+    struct Halves(Grid);
+    impl MaskSampler for Halves {
+        fn grid(&self) -> Grid {
+            self.0
+        }
+        fn sample(&self, batch: usize, _: u64) -> MaskBatch {
+            let n = self.0.num_patches() as u32;
+            let rows = |p: u32| {
+                let r: Vec<u32> = (0..n).filter(|i| i % 2 == p).collect();
+                IndexBatch::from_flat(batch, r.len(), r.repeat(batch))
+            };
+            MaskBatch {
+                contexts: vec![rows(0)],
+                targets: vec![rows(1)],
+                ..Default::default()
+            }
+        }
+    }
+    let model = IJepa::new(config(Recipe::Seed), &Device::Cpu).unwrap();
+    let model = model
+        .with_sampler(Box::new(Halves(Grid::new_2d(4, 4).unwrap())))
+        .unwrap();
+    let out = model
+        .forward(&images(), 0, EmbeddingSource::Teacher)
+        .unwrap();
+    assert_eq!((out.num_context, out.num_targets), (8, 8));
+    let err = IJepa::new(config(Recipe::Seed), &Device::Cpu)
+        .unwrap()
+        .with_sampler(Box::new(FullContext::new(Grid::new_2d(14, 14).unwrap())))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("14x14 grid") && err.contains("4x4"), "{err}");
+}
+
+#[test]
+fn ema_momentum_follows_the_recipe() {
+    let official = config(Recipe::Official);
+    assert!((official.ema_momentum(500, 1000, 0, 1) - 0.998).abs() < 1e-12);
+    let seed = config(Recipe::Seed);
+    assert!((seed.ema_momentum(0, 1, 5, 10) - 0.998).abs() < 1e-12);
+}

@@ -53,3 +53,12 @@ pub use vit::{TokenEncoder, VisionTransformer};
 
 /// Named tensors, in timm's key layout.
 pub type WeightMap = std::collections::HashMap<String, candle_core::Tensor>;
+
+/// The dtype and device of the tensors of `weights` (f32 on the CPU when
+/// there is none), for building a model over them.
+pub fn dtype_device(weights: &WeightMap) -> (candle_core::DType, candle_core::Device) {
+    match weights.values().next() {
+        Some(t) => (t.dtype(), t.device().clone()),
+        None => (candle_core::DType::F32, candle_core::Device::Cpu),
+    }
+}

@@ -39,7 +39,7 @@ pub fn sincos_2d(rows: usize, cols: usize, dim: usize, column_first: bool) -> Ve
 
 /// Bicubic kernel with `a = −0.5`, the one PyTorch (and PIL) use when
 /// antialiasing.
-fn cubic(x: f64) -> f64 {
+pub fn cubic(x: f64) -> f64 {
     const A: f64 = -0.5;
     let x = x.abs();
     if x < 1.0 {

@@ -123,10 +123,7 @@ impl VisionTransformer {
     /// missing, unexpected and mis-shaped keys are all reported at once).
     pub fn from_weights(config: &VitConfig, weights: crate::WeightMap) -> Result<Self> {
         crate::weights::check(config, &weights, std::path::Path::new("<weights>"))?;
-        let (dtype, device) = match weights.values().next() {
-            Some(t) => (t.dtype(), t.device().clone()),
-            None => (candle_core::DType::F32, candle_core::Device::Cpu),
-        };
+        let (dtype, device) = crate::dtype_device(&weights);
         Self::new(config, VarBuilder::from_tensors(weights, dtype, &device))
     }
 
@@ -142,10 +139,7 @@ impl VisionTransformer {
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect();
         crate::weights::check(config, &weights, std::path::Path::new("<variables>"))?;
-        let (dtype, device) = match weights.values().next() {
-            Some(t) => (t.dtype(), t.device().clone()),
-            None => (candle_core::DType::F32, candle_core::Device::Cpu),
-        };
+        let (dtype, device) = crate::dtype_device(&weights);
         Self::new(config, VarBuilder::from_varmap(varmap, dtype, &device))
     }
 

@@ -138,10 +138,7 @@ impl Predictor {
 
     /// Builds a frozen predictor from tensors under the official names.
     pub fn from_weights(config: &PredictorConfig, weights: WeightMap) -> Result<Self> {
-        let (dtype, device) = match weights.values().next() {
-            Some(t) => (t.dtype(), t.device().clone()),
-            None => (candle_core::DType::F32, candle_core::Device::Cpu),
-        };
+        let (dtype, device) = ijepa_encoder::dtype_device(&weights);
         Self::new(config, VarBuilder::from_tensors(weights, dtype, &device))
     }
 

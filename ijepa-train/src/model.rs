@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use ijepa_encoder::init::{init_weights, InitOptions};
 use ijepa_encoder::weights::to_varmap;
@@ -243,10 +243,7 @@ impl IJepa {
     /// A model around existing encoder weights (`pretrained`, or an encoder
     /// of another run) and a fresh predictor.
     pub fn from_encoder(config: IJepaConfig, encoder: WeightMap) -> Result<Self> {
-        let device = encoder
-            .values()
-            .next()
-            .map_or(Device::Cpu, |t| t.device().clone());
+        let (_, device) = ijepa_encoder::dtype_device(&encoder);
         let opts = InitOptions {
             seed: config.seed,
             rescale_depth: config.recipe == Recipe::Seed,
@@ -272,11 +269,7 @@ impl IJepa {
             .collect::<Result<_>>()?;
         let teacher = VisionTransformer::from_weights(&config.encoder, teacher_weights.clone())?;
         let predictor_vars = to_varmap(&predictor)?;
-        let dtype = encoder.values().next().map_or(DType::F32, |t| t.dtype());
-        let device = encoder
-            .values()
-            .next()
-            .map_or(Device::Cpu, |t| t.device().clone());
+        let (dtype, device) = ijepa_encoder::dtype_device(&encoder);
         let predictor = Predictor::new(
             &config.predictor(),
             VarBuilder::from_varmap(&predictor_vars, dtype, &device),

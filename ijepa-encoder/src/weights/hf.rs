@@ -11,8 +11,8 @@ use candle_core::Tensor;
 use serde_json::Value;
 
 use super::{
-    drop_non_encoder, read_json, read_safetensors, DataConfig, LoadOptions, LoadedWeights,
-    WeightLayout,
+    drop_non_encoder, f32_triple, read_json, read_safetensors, DataConfig, LoadOptions,
+    LoadedWeights, WeightLayout,
 };
 use crate::config::{Pool, VitConfig};
 use crate::error::{EncoderError, Result};
@@ -107,18 +107,10 @@ fn data_config(config_path: &Path, cfg: &VitConfig) -> Result<DataConfig> {
         return Ok(data);
     }
     let json = read_json(&pre)?;
-    let triple = |k: &str| -> Option<[f32; 3]> {
-        let a = json.get(k)?.as_array()?;
-        Some([
-            a.first()?.as_f64()? as f32,
-            a.get(1)?.as_f64()? as f32,
-            a.get(2)?.as_f64()? as f32,
-        ])
-    };
-    if let Some(m) = triple("image_mean") {
+    if let Some(m) = f32_triple(json.get("image_mean")) {
         data.mean = m;
     }
-    if let Some(s) = triple("image_std") {
+    if let Some(s) = f32_triple(json.get("image_std")) {
         data.std = s;
     }
     if let (Some(h), Some(w)) = (

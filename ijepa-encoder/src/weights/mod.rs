@@ -127,10 +127,7 @@ pub struct LoadedWeights {
 impl LoadedWeights {
     /// Builds a frozen encoder from these weights.
     pub fn build(&self) -> Result<VisionTransformer> {
-        let (dtype, device) = match self.weights.values().next() {
-            Some(t) => (t.dtype(), t.device().clone()),
-            None => (DType::F32, Device::Cpu),
-        };
+        let (dtype, device) = crate::dtype_device(&self.weights);
         VisionTransformer::new(
             &self.config,
             VarBuilder::from_tensors(self.weights.clone(), dtype, &device),
@@ -284,6 +281,16 @@ fn detect_config(path: &Path) -> Result<Option<WeightLayout>> {
         path: path.to_path_buf(),
         reason: "neither a timm config (\"architecture\") nor a Hugging Face IJepa config (\"model_type\": \"ijepa\")".into(),
     })
+}
+
+/// A JSON array of three numbers (a per-channel mean or std).
+pub(crate) fn f32_triple(v: Option<&serde_json::Value>) -> Option<[f32; 3]> {
+    let a = v?.as_array()?;
+    Some([
+        a.first()?.as_f64()? as f32,
+        a.get(1)?.as_f64()? as f32,
+        a.get(2)?.as_f64()? as f32,
+    ])
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {

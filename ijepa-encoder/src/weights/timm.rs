@@ -6,8 +6,8 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use super::{
-    drop_non_encoder, read_json, read_safetensors, DataConfig, LoadOptions, LoadedWeights,
-    WeightLayout,
+    drop_non_encoder, f32_triple, read_json, read_safetensors, DataConfig, LoadOptions,
+    LoadedWeights, WeightLayout,
 };
 use crate::config::{Pool, VitConfig};
 use crate::error::{EncoderError, Result};
@@ -197,18 +197,10 @@ fn data_config(pretrained: Option<&Value>, image_size: (usize, usize)) -> DataCo
     {
         data.input_size = (*h, *w);
     }
-    let triple = |v: &Value| -> Option<[f32; 3]> {
-        let a = v.as_array()?;
-        Some([
-            a.first()?.as_f64()? as f32,
-            a.get(1)?.as_f64()? as f32,
-            a.get(2)?.as_f64()? as f32,
-        ])
-    };
-    if let Some(m) = triple(&p["mean"]) {
+    if let Some(m) = f32_triple(p.get("mean")) {
         data.mean = m;
     }
-    if let Some(s) = triple(&p["std"]) {
+    if let Some(s) = f32_triple(p.get("std")) {
         data.std = s;
     }
     if let Some(c) = p["crop_pct"].as_f64() {

@@ -41,16 +41,7 @@ impl Filter {
         let x = x.abs();
         match self {
             Self::Bilinear => (1.0 - x).max(0.0),
-            Self::Bicubic => {
-                const A: f64 = -0.5;
-                if x < 1.0 {
-                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-                } else if x < 2.0 {
-                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
-                } else {
-                    0.0
-                }
-            }
+            Self::Bicubic => ijepa_encoder::pos_embed::cubic(x),
         }
     }
 }

@@ -9,6 +9,8 @@
 //!   generic over the encoder and predictor traits;
 //! - [`ema`]: the teacher's EMA update and its two momentum schedules;
 //! - [`optim`]: AdamW with parameter groups and inspectable state;
+//! - [`schedule`]: the official warm-up + cosine learning rate and the
+//!   half-cosine weight decay;
 //! - [`data`]: image decoding and timm's evaluation transform, equal to
 //!   timm's to the bit.
 //!
@@ -21,3 +23,4 @@ pub mod ema;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod schedule;

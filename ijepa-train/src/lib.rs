@@ -9,10 +9,11 @@
 //!   generic over the encoder and predictor traits;
 //! - [`ema`]: the teacher's EMA update and its two momentum schedules;
 //! - [`optim`]: AdamW with parameter groups and inspectable state;
+//! - [`probe`]: the weighted k-NN probe on frozen features;
 //! - [`schedule`]: the official warm-up + cosine learning rate and the
 //!   half-cosine weight decay;
-//! - [`data`]: image decoding and timm's evaluation transform, equal to
-//!   timm's to the bit.
+//! - [`data`]: image decoding and timm's evaluation transform (equal to
+//!   timm's to the bit), and the built-in synthetic labelled image set.
 //!
 //! Still to come (issues #5–#6): the training loop, data pipeline,
 //! checkpoints and probes.
@@ -23,4 +24,5 @@ pub mod ema;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod probe;
 pub mod schedule;

@@ -26,7 +26,7 @@ pub enum Which {
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
     /// Encoder weights: a timm or Hugging Face folder, a .safetensors file, an
-    /// official .pth.tar checkpoint, or hf-hub:org/name[@revision].
+    /// official .pth.tar checkpoint, or `hf-hub:org/name[@revision]`.
     #[arg(long)]
     weights: String,
     /// An image file, or a folder searched at any depth for .jpg/.jpeg/.png.

@@ -1,4 +1,4 @@
-//! Fused CPU kernels with a backward pass: exact-GELU and softmax.
+//! Fused CPU kernels with a backward pass: exact-GELU, softmax, LayerNorm.
 //!
 //! candle 0.11.1 computes `gelu_erf` one element at a time through libm and
 //! its fused softmax has no backward (DESIGN §6); on a ViT forward these two
@@ -10,7 +10,7 @@
 //! Both have a backward, so the same code serves training and inference.
 //! Other devices and dtypes use candle's differentiable compositions.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
@@ -201,6 +201,223 @@ impl CustomOp1 for Softmax {
     }
 }
 
+/// Mean and `1/√(var + eps)` of one row (two passes, 8 lanes each).
+#[inline(always)]
+fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = reduce8(x, 0.0, |a, b| a + b) / n;
+    let mut lanes = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l += (v - mean) * (v - mean);
+        }
+    }
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|v| (v - mean) * (v - mean))
+        .sum();
+    let var = (lanes.iter().sum::<f32>() + tail) / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+#[inline(always)]
+fn layer_norm_body(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let d = w.len();
+    for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        let (mean, rstd) = row_stats(x, eps);
+        for i in 0..d {
+            y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+        }
+    }
+}
+
+/// `x̂ = (x − mean)·rstd` per row.
+#[inline(always)]
+fn normalize_body(x: &[f32], y: &mut [f32], d: usize, eps: f32) {
+    for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        let (mean, rstd) = row_stats(x, eps);
+        for i in 0..d {
+            y[i] = (x[i] - mean) * rstd;
+        }
+    }
+}
+
+/// `dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))` with `ĝ = g·w`, per row.
+#[inline(always)]
+fn layer_norm_grad_body(x: &[f32], g: &[f32], dx: &mut [f32], w: &[f32], eps: f32) {
+    let d = w.len();
+    for ((x, g), dx) in x
+        .chunks_exact(d)
+        .zip(g.chunks_exact(d))
+        .zip(dx.chunks_exact_mut(d))
+    {
+        let (mean, rstd) = row_stats(x, eps);
+        let (mut sum_g, mut sum_gx) = (0f32, 0f32);
+        for i in 0..d {
+            let gh = g[i] * w[i];
+            sum_g += gh;
+            sum_gx += gh * (x[i] - mean) * rstd;
+        }
+        let (mg, mgx) = (sum_g / d as f32, sum_gx / d as f32);
+        for i in 0..d {
+            let xh = (x[i] - mean) * rstd;
+            dx[i] = rstd * (g[i] * w[i] - mg - xh * mgx);
+        }
+    }
+}
+
+fn layer_norm_slice(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fast(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+            layer_norm_body(x, y, w, b, eps)
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports every feature `fast` is compiled for.
+            return unsafe { fast(x, y, w, b, eps) };
+        }
+    }
+    layer_norm_body(x, y, w, b, eps)
+}
+
+fn layer_norm_grad_slice(x: &[f32], g: &[f32], dx: &mut [f32], w: &[f32], eps: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fast(x: &[f32], g: &[f32], dx: &mut [f32], w: &[f32], eps: f32) {
+            layer_norm_grad_body(x, g, dx, w, eps)
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports every feature `fast` is compiled for.
+            return unsafe { fast(x, g, dx, w, eps) };
+        }
+    }
+    layer_norm_grad_body(x, g, dx, w, eps)
+}
+
+fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("fused kernel needs a contiguous input".into()))?;
+    Ok(&s.as_slice::<f32>()?[start..end])
+}
+
+struct LayerNormOp {
+    eps: f32,
+}
+struct Normalize {
+    eps: f32,
+}
+struct LayerNormGradX {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "ijepa-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (w, b) = (contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
+        map_f32(s1, l1, w.len(), |x, y| {
+            layer_norm_slice(x, y, w, b, self.eps)
+        })
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = w.dim(0)?;
+        let grad = grad.contiguous()?;
+        let dx = x.apply_op3_no_bwd(w, &grad, &LayerNormGradX { eps: self.eps })?;
+        let rows = grad.elem_count() / d;
+        let g2 = grad.reshape((rows, d))?;
+        let xhat = x
+            .apply_op1_no_bwd(&Normalize { eps: self.eps })?
+            .reshape((rows, d))?;
+        let dw = (g2.clone() * xhat)?.sum(0)?;
+        let db = g2.sum(0)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+impl CustomOp1 for Normalize {
+    fn name(&self) -> &'static str {
+        "ijepa-normalize"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = l.shape().dims().last().copied().unwrap_or(1).max(1);
+        map_f32(s, l, d, |x, y| normalize_body(x, y, d, self.eps))
+    }
+}
+
+impl CustomOp3 for LayerNormGradX {
+    fn name(&self) -> &'static str {
+        "ijepa-layer-norm-grad"
+    }
+
+    /// Inputs: `x`, `w`, `grad`.
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, g) = (
+            contiguous_f32(s1, l1)?,
+            contiguous_f32(s2, l2)?,
+            contiguous_f32(s3, l3)?,
+        );
+        let d = w.len();
+        let mut dx = vec![0f32; x.len()];
+        let chunk = (CHUNK / d).max(1) * d;
+        dx.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
+            .for_each(|(dx, (x, g))| layer_norm_grad_slice(x, g, dx, w, self.eps));
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// LayerNorm over the last dimension with weight and bias, with a backward
+/// to all three (f32 on the CPU; `None` elsewhere, for the caller's
+/// composition).
+pub fn layer_norm(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Option<Tensor>> {
+    if !(fused(x) && fused(w) && fused(b)) {
+        return Ok(None);
+    }
+    let (w, b) = (w.contiguous()?, b.contiguous()?);
+    Ok(Some(x.contiguous()?.apply_op3(
+        &w,
+        &b,
+        LayerNormOp { eps: eps as f32 },
+    )?))
+}
+
 fn fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
@@ -273,6 +490,51 @@ mod tests {
             .unwrap()
             .to_scalar()
             .unwrap()
+    }
+
+    #[test]
+    fn fused_layer_norm_matches_the_composition_and_its_gradients() {
+        let dev = &Device::Cpu;
+        let x = Var::from_tensor(&(Tensor::randn(0.5f32, 2.0, (3, 5, 37), dev).unwrap())).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(1f32, 0.3, 37, dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 0.3, 37, dev).unwrap()).unwrap();
+        let probe = Tensor::randn(0f32, 1.0, (3, 5, 37), dev).unwrap();
+        let composed = |x: &Tensor| {
+            let mean = x.mean_keepdim(D::Minus1).unwrap();
+            let c = x.broadcast_sub(&mean).unwrap();
+            let var = c.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+            let n = c
+                .broadcast_div(&(var + 1e-6).unwrap().sqrt().unwrap())
+                .unwrap();
+            n.broadcast_mul(w.as_tensor())
+                .unwrap()
+                .broadcast_add(b.as_tensor())
+                .unwrap()
+        };
+        let ours = layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-6)
+            .unwrap()
+            .unwrap();
+        let reference = composed(x.as_tensor());
+        assert!(max_diff(&ours, &reference) < 1e-5);
+        let ga = (ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gb = (reference * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&x, &w, &b] {
+            let (a, r) = (
+                ga.get(v.as_tensor()).unwrap(),
+                gb.get(v.as_tensor()).unwrap(),
+            );
+            assert!(max_diff(a, r) < 1e-4, "{}", max_diff(a, r));
+        }
     }
 
     #[test]

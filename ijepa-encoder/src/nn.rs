@@ -1,20 +1,14 @@
 //! Basic layers whose every operation has a backward pass.
 //!
 //! candle's fused `layer_norm` has no backward and silently drops gradients
-//! (DESIGN §6). Here it is used only when nothing in the computation tracks
-//! gradients (a frozen teacher, inference); as soon as an input or a weight
-//! is a variable, the differentiable composition runs. Softmax and GELU are
-//! fused kernels with a backward ([`crate::kernels`]).
+//! (DESIGN §6); it is not used. LayerNorm, softmax and GELU run as our fused
+//! CPU kernels, which have a backward ([`crate::kernels`]); other devices
+//! and dtypes use differentiable compositions.
 
-use candle_core::{DType, Module, Tensor, D};
+use candle_core::{Module, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::error::Result;
-
-/// Whether any of `ts` takes part in an autograd graph.
-pub(crate) fn tracks(ts: &[&Tensor]) -> bool {
-    ts.iter().any(|t| t.track_op())
-}
 
 /// `y = x·Wᵀ + b` over the last dimension; weight `(out, in)` as in PyTorch.
 #[derive(Debug, Clone)]
@@ -94,8 +88,8 @@ impl LayerNorm {
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
-            if !tracks(&[x, w, b]) && x.dtype() == DType::F32 {
-                return candle_nn::ops::layer_norm(&x.contiguous()?, w, b, self.eps as f32);
+            if let Some(y) = crate::kernels::layer_norm(x, w, b, self.eps)? {
+                return Ok(y);
             }
         }
         let mean = x.mean_keepdim(D::Minus1)?;

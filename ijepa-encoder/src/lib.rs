@@ -4,7 +4,8 @@
 //! - [`VisionTransformer`] in timm's key layout, behind the [`TokenEncoder`]
 //!   trait: a full forward, and a masked forward over kept patch indices (the
 //!   lists `ijepa-masking` draws). Every operation on a training path has a
-//!   backward; candle's fused kernels run only when nothing tracks gradients.
+//!   backward: LayerNorm, GELU and softmax are fused CPU kernels with their
+//!   own backward ([`kernels`]).
 //! - [`VitConfig`] with the timm presets ([`VitConfig::from_timm_name`]).
 //! - [`init`]: seeded initialisation (the official recipe).
 //! - [`weights`]: layout detection, loading, checking and saving.

@@ -1,6 +1,6 @@
 //! Every trainable parameter receives a finite, non-zero gradient through
-//! the masked forward, and the differentiable path (variables) computes the
-//! same values as the fused inference path (plain tensors).
+//! the masked forward, and a model over variables (recording the graph)
+//! computes the same values as one over plain tensors (inference).
 
 use candle_core::{DType, Device, Tensor};
 use ijepa_encoder::init::{init_weights, InitOptions};
@@ -77,7 +77,7 @@ fn every_trainable_parameter_gets_a_gradient() {
 }
 
 #[test]
-fn differentiable_and_fused_paths_agree() {
+fn training_and_inference_models_agree() {
     for (name, cfg) in configs() {
         let weights = init_weights(
             &cfg,
@@ -129,7 +129,7 @@ fn differentiable_and_fused_paths_agree() {
                 .unwrap();
             assert!(
                 err < 1e-5,
-                "{name}: fused and differentiable paths differ by {err}"
+                "{name}: training and inference models differ by {err}"
             );
         }
         assert_eq!(fused.forward(&images).unwrap().dtype(), DType::F32);

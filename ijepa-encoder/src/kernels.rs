@@ -100,30 +100,32 @@ fn softmax_body(x: &[f32], y: &mut [f32], row: usize) {
     }
 }
 
-/// Defines `$name(x, y, extra)` that runs `$body` compiled for AVX2+FMA when
-/// the CPU has them, for the baseline target otherwise.
+/// Defines `fn $name(args)` that runs `$body(args)` compiled for AVX2+FMA
+/// when the CPU has them, for the baseline target otherwise.
 macro_rules! dispatch {
-    ($name:ident, $body:ident $(, $extra:ident: $ty:ty)?) => {
-        fn $name(x: &[f32], y: &mut [f32] $(, $extra: $ty)?) {
+    ($name:ident => $body:ident($($arg:ident: $ty:ty),*)) => {
+        fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn fast(x: &[f32], y: &mut [f32] $(, $extra: $ty)?) {
-                    $body(x, y $(, $extra)?)
+                unsafe fn fast($($arg: $ty),*) {
+                    $body($($arg),*)
                 }
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU supports every feature `fast` is compiled for.
-                    return unsafe { fast(x, y $(, $extra)?) };
+                    return unsafe { fast($($arg),*) };
                 }
             }
-            $body(x, y $(, $extra)?)
+            $body($($arg),*)
         }
     };
 }
 
-dispatch!(gelu_slice, gelu_body);
-dispatch!(gelu_grad_slice, gelu_grad_body);
-dispatch!(softmax_slice, softmax_body, row: usize);
+dispatch!(gelu_slice => gelu_body(x: &[f32], y: &mut [f32]));
+dispatch!(gelu_grad_slice => gelu_grad_body(x: &[f32], y: &mut [f32]));
+dispatch!(softmax_slice => softmax_body(x: &[f32], y: &mut [f32], row: usize));
+dispatch!(layer_norm_slice => layer_norm_body(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32], eps: f32));
+dispatch!(layer_norm_grad_slice => layer_norm_grad_body(x: &[f32], g: &[f32], dx: &mut [f32], w: &[f32], eps: f32));
 
 /// Applies `f` to the contiguous f32 data of `storage`, in parallel chunks of
 /// whole rows.
@@ -266,36 +268,6 @@ fn layer_norm_grad_body(x: &[f32], g: &[f32], dx: &mut [f32], w: &[f32], eps: f3
             dx[i] = rstd * (g[i] * w[i] - mg - xh * mgx);
         }
     }
-}
-
-fn layer_norm_slice(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn fast(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-            layer_norm_body(x, y, w, b, eps)
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports every feature `fast` is compiled for.
-            return unsafe { fast(x, y, w, b, eps) };
-        }
-    }
-    layer_norm_body(x, y, w, b, eps)
-}
-
-fn layer_norm_grad_slice(x: &[f32], g: &[f32], dx: &mut [f32], w: &[f32], eps: f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn fast(x: &[f32], g: &[f32], dx: &mut [f32], w: &[f32], eps: f32) {
-            layer_norm_grad_body(x, g, dx, w, eps)
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports every feature `fast` is compiled for.
-            return unsafe { fast(x, g, dx, w, eps) };
-        }
-    }
-    layer_norm_grad_body(x, g, dx, w, eps)
 }
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {

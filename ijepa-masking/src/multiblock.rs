@@ -11,7 +11,7 @@ use crate::grid::{Block, BlockShape, Grid};
 use crate::output::{IndexBatch, MaskBatch, MaskStats};
 use crate::rng::{batch_rng, below};
 use crate::sampler::MaskSampler;
-use crate::shape::{check_range, OfficialShape, Range};
+use crate::shape::{check_aspect_ratio, check_fraction, OfficialShape, Range};
 use crate::subset::SubsetScratch;
 
 /// Failed context draws after which the last still-applied target constraint
@@ -120,32 +120,10 @@ impl MultiBlock {
                 return Err(MaskingError::ZeroCount { name, value });
             }
         }
-        const UNIT: &str = "0 < min <= max <= 1";
-        check_range("target_scale", config.target_scale, true, 1.0, false, UNIT)?;
-        check_range(
-            "context_scale",
-            config.context_scale,
-            true,
-            1.0,
-            false,
-            UNIT,
-        )?;
-        check_range(
-            "temporal_scale",
-            config.temporal_scale,
-            true,
-            1.0,
-            false,
-            UNIT,
-        )?;
-        check_range(
-            "target_aspect_ratio",
-            config.target_aspect_ratio,
-            true,
-            f64::INFINITY,
-            true,
-            "0 < min <= max, both finite",
-        )?;
+        check_fraction("target_scale", config.target_scale)?;
+        check_fraction("context_scale", config.context_scale)?;
+        check_fraction("temporal_scale", config.temporal_scale)?;
+        check_aspect_ratio("target_aspect_ratio", config.target_aspect_ratio)?;
         let target_rule = OfficialShape {
             scale: config.target_scale,
             aspect_ratio: config.target_aspect_ratio,

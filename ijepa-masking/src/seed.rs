@@ -9,7 +9,7 @@ use crate::grid::{Block, Grid};
 use crate::output::{IndexBatch, MaskBatch, MaskStats};
 use crate::rng::{batch_rng, below};
 use crate::sampler::MaskSampler;
-use crate::shape::{check_range, lerp, Range, SeedShape};
+use crate::shape::{check_aspect_ratio, check_fraction, check_range, lerp, Range, SeedShape};
 use crate::subset::SubsetScratch;
 
 /// Placement attempts per target block before it is left out.
@@ -91,7 +91,6 @@ impl SeedMasking {
                 value: 0,
             });
         }
-        const UNIT: &str = "0 < min <= max <= 1";
         check_range(
             "target_scale",
             config.target_scale,
@@ -100,30 +99,9 @@ impl SeedMasking {
             true,
             "0 < min <= max < 1",
         )?;
-        check_range(
-            "target_aspect_ratio",
-            config.target_aspect_ratio,
-            true,
-            f64::INFINITY,
-            true,
-            "0 < min <= max, both finite",
-        )?;
-        check_range(
-            "context_scale",
-            config.context_scale,
-            true,
-            1.0,
-            false,
-            UNIT,
-        )?;
-        check_range(
-            "temporal_scale",
-            config.temporal_scale,
-            true,
-            1.0,
-            false,
-            UNIT,
-        )?;
+        check_aspect_ratio("target_aspect_ratio", config.target_aspect_ratio)?;
+        check_fraction("context_scale", config.context_scale)?;
+        check_fraction("temporal_scale", config.temporal_scale)?;
         let rule = SeedShape {
             scale: config.target_scale,
             aspect_ratio: config.target_aspect_ratio,

@@ -44,6 +44,23 @@ pub(crate) fn check_range(
     }
 }
 
+/// Checks a fraction in `(0, 1]` (scales).
+pub(crate) fn check_fraction(name: &'static str, range: Range) -> Result<(), MaskingError> {
+    check_range(name, range, true, 1.0, false, "0 < min <= max <= 1")
+}
+
+/// Checks a positive, finite aspect-ratio range.
+pub(crate) fn check_aspect_ratio(name: &'static str, range: Range) -> Result<(), MaskingError> {
+    check_range(
+        name,
+        range,
+        true,
+        f64::INFINITY,
+        true,
+        "0 < min <= max, both finite",
+    )
+}
+
 /// The temporal extent of a block on a rank-3 grid: `max(1, ⌊T·s⌋)` frames,
 /// as V-JEPA's multi-block masks do (always 1 on 2-D grids).
 fn frames(grid: &Grid, temporal_scale: Range, u: f64) -> usize {

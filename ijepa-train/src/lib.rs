@@ -19,10 +19,16 @@
 //! checkpoints and probes.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod data;
 pub mod ema;
+mod error;
 pub mod loss;
 pub mod model;
+pub mod official;
 pub mod optim;
 pub mod probe;
 pub mod schedule;
+
+pub use config::TrainConfig;
+pub use error::{Result, TrainError};

@@ -18,7 +18,8 @@ use crate::ema::ema_update;
 use crate::loss::objective;
 
 /// Which I-JEPA recipe: masks, predictor and initialisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Recipe {
     /// The paper's, as facebookresearch/ijepa runs it.
     #[default]

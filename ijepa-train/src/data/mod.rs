@@ -1,13 +1,19 @@
-//! Images: finding, decoding and preparing them.
+//! Images: finding, decoding, augmenting and batching them.
 
+mod augment;
 mod error;
 mod files;
+mod folder;
+pub mod loader;
 mod resample;
 mod synthetic;
 mod transform;
 
+pub use augment::{CropBox, TrainTransform};
 pub use error::DataError;
 pub use files::image_files;
+pub use folder::{ImageFolder, ImageSource};
+pub use loader::{Batch, Loader, LoaderConfig, Position};
 pub use resample::{resize, Filter};
 pub use synthetic::{SyntheticShapes, NUM_CLASSES};
 pub use transform::{decode_rgb, EvalTransform};

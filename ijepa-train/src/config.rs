@@ -1,0 +1,587 @@
+//! The configuration of a training run: one serde struct tree, TOML on disk.
+//!
+//! Every field has a default, so a file names only what it changes; unknown
+//! keys are errors. [`TrainConfig::default`] is the built-in demonstration
+//! run (a small ViT on the synthetic shapes, a few minutes on two CPU
+//! cores); the paper's values are given beside each field, and
+//! [`crate::official`] maps the official facebookresearch/ijepa YAML files
+//! onto this tree.
+//!
+//! ```
+//! use ijepa_train::config::TrainConfig;
+//!
+//! let mut cfg = TrainConfig::from_toml_str("[optim]\nepochs = 3\n")?;
+//! cfg.set("data.batch_size=16")?;
+//! assert_eq!((cfg.optim.epochs, cfg.data.batch_size), (3, 16));
+//! assert!(cfg.set("optim.epoch=3").is_err()); // a typo is an error
+//! # Ok::<(), ijepa_train::TrainError>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use ijepa_encoder::VitConfig;
+use ijepa_masking::{
+    Grid, MaskSampler, MultiBlock, MultiBlockConfig, SeedMasking, SeedMaskingConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io, Result, TrainError};
+use crate::model::{IJepaConfig, Recipe};
+
+/// A whole training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Encoder and predictor.
+    pub model: ModelSection,
+    /// Images and augmentation.
+    pub data: DataSection,
+    /// Context and target masks.
+    pub mask: MaskSection,
+    /// Optimizer and schedules.
+    pub optim: OptimSection,
+    /// Run directory, seed, checkpoints, logging.
+    pub run: RunSection,
+}
+
+/// The encoder and predictor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// timm-style encoder name, `vit_{size}_patch{P}[_gap]_{image size}`
+    /// (`_gap`: no class token, as the official I-JEPA encoders). Default
+    /// `vit_tiny_patch8_gap_96`; the paper uses `vit_huge_patch14_gap_224`.
+    pub name: String,
+    /// Overrides the width of the named size.
+    pub embed_dim: Option<usize>,
+    /// Overrides the depth of the named size (default 6, a shallow tiny ViT).
+    pub depth: Option<usize>,
+    /// Overrides the attention heads of the named size.
+    pub num_heads: Option<usize>,
+    /// `official` (the paper's masks and predictor, default) or `seed`
+    /// (stable-pretraining's variant).
+    pub recipe: Recipe,
+    /// Predictor width; unset: 384 as in the paper, but never wider than the
+    /// encoder.
+    pub predictor_embed_dim: Option<usize>,
+    /// Predictor depth; unset: half the encoder depth, at least 2 and at
+    /// most 12 (the paper: 12 for ViT-H/14, 16 for ViT-g/16).
+    pub predictor_depth: Option<usize>,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            name: "vit_tiny_patch8_gap_96".into(),
+            embed_dim: None,
+            depth: Some(6),
+            num_heads: None,
+            recipe: Recipe::Official,
+            predictor_embed_dim: None,
+            predictor_depth: None,
+        }
+    }
+}
+
+/// Images and their augmentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// Image folder (any nesting; `.jpg`/`.jpeg`/`.png`; sub-folder names
+    /// are class labels for evaluation). Unset: the built-in synthetic
+    /// shapes.
+    pub path: Option<PathBuf>,
+    /// Number of synthetic images when `path` is unset.
+    pub synthetic_images: usize,
+    /// Images per optimizer step (the paper: 2048 over 16+ GPUs).
+    pub batch_size: usize,
+    /// RandomResizedCrop area fraction (the paper: 0.3 – 1.0).
+    pub crop_scale: (f64, f64),
+    /// RandomResizedCrop aspect ratio (torchvision's 3/4 – 4/3).
+    pub crop_ratio: (f64, f64),
+    /// Random horizontal flip (off in the paper).
+    pub horizontal_flip: bool,
+    /// Normalisation mean (ImageNet's).
+    pub mean: [f32; 3],
+    /// Normalisation standard deviation (ImageNet's).
+    pub std: [f32; 3],
+    /// Decoding threads; 0: one per core.
+    pub workers: usize,
+    /// Batches prepared ahead of the training step (bounds memory).
+    pub prefetch: usize,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            path: None,
+            synthetic_images: 2048,
+            batch_size: 32,
+            crop_scale: (0.3, 1.0),
+            crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
+            horizontal_flip: false,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            workers: 0,
+            prefetch: 2,
+        }
+    }
+}
+
+/// Context and target masks (the paper's values are the defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaskSection {
+    /// Target blocks per image (4).
+    pub num_targets: usize,
+    /// Fraction of the patches in each target block (0.15 – 0.2).
+    pub target_scale: (f64, f64),
+    /// Target block aspect ratio (0.75 – 1.5).
+    pub target_aspect_ratio: (f64, f64),
+    /// Context block scale (0.85 – 1.0) — for the seed recipe, the kept
+    /// fraction of the non-target patches.
+    pub context_scale: (f64, f64),
+    /// Fewest context patches a mask may keep (10).
+    pub min_keep: usize,
+    /// Let the context overlap the targets (off).
+    pub allow_overlap: bool,
+    /// Reproduce the official sampler's two biases (last row/column never
+    /// masked, contexts cut to their lowest indices) instead of the fix.
+    pub official_compat: bool,
+}
+
+impl Default for MaskSection {
+    fn default() -> Self {
+        let official = MultiBlockConfig::default();
+        Self {
+            num_targets: official.num_targets,
+            target_scale: official.target_scale,
+            target_aspect_ratio: official.target_aspect_ratio,
+            context_scale: official.context_scale,
+            min_keep: official.min_keep,
+            allow_overlap: official.allow_overlap,
+            official_compat: official.official_compat,
+        }
+    }
+}
+
+/// AdamW and the schedules of DESIGN §4.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimSection {
+    /// Passes over the data (the paper: 300 for ViT-H/14).
+    pub epochs: u64,
+    /// Epochs of linear learning-rate warm-up (the paper: 40).
+    pub warmup_epochs: f64,
+    /// Learning rate at the start of the warm-up (2e-4).
+    pub start_lr: f64,
+    /// Peak learning rate (1e-3).
+    pub lr: f64,
+    /// Learning rate at the end (1e-6).
+    pub final_lr: f64,
+    /// Weight decay at the start (0.04).
+    pub weight_decay: f64,
+    /// Weight decay at the end (0.4).
+    pub final_weight_decay: f64,
+    /// EMA momentum of the teacher, start and end (0.996 → 1.0).
+    pub ema: (f64, f64),
+    /// Stretches every schedule by this factor (1.0).
+    pub ipe_scale: f64,
+    /// Clip the global gradient norm to this value (off, as in the paper).
+    pub grad_clip: Option<f64>,
+    /// Batches whose gradients are summed per optimizer step (1: off).
+    pub accumulate: usize,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        Self {
+            epochs: 8,
+            warmup_epochs: 1.0,
+            start_lr: 2e-4,
+            lr: 1e-3,
+            final_lr: 1e-6,
+            weight_decay: 0.04,
+            final_weight_decay: 0.4,
+            ema: (0.996, 1.0),
+            ipe_scale: 1.0,
+            grad_clip: None,
+            accumulate: 1,
+        }
+    }
+}
+
+/// Where and how the run is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSection {
+    /// Run directory: config, metrics, plot, checkpoints.
+    pub out: PathBuf,
+    /// Seed of the weights, the data order, the augmentation and the masks.
+    pub seed: u64,
+    /// Checkpoint every this many optimizer steps; 0: at the end of every
+    /// epoch. A checkpoint is always written at the end.
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (the newest; `latest` names the newest).
+    pub keep_checkpoints: usize,
+    /// Log a line every this many steps.
+    pub log_every: u64,
+    /// Stop after this many optimizer steps in all (the schedules still
+    /// span every epoch); unset: run every epoch.
+    pub max_steps: Option<u64>,
+    /// `cpu`, or `cuda` (needs the `cuda` feature).
+    pub device: String,
+    /// `f32`; `bf16` (the official configs' `use_bfloat16`) is autocast on
+    /// CUDA only: on the CPU, f32 as PyTorch's CUDA autocast does there.
+    pub precision: String,
+    /// Continue from the run directory's latest checkpoint.
+    pub resume: bool,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self {
+            out: PathBuf::from("runs/ijepa"),
+            seed: 0,
+            checkpoint_every: 0,
+            keep_checkpoints: 3,
+            log_every: 10,
+            max_steps: None,
+            device: "cpu".into(),
+            precision: "f32".into(),
+            resume: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Parses TOML; missing fields take their defaults.
+    ///
+    /// # Errors
+    /// Syntax errors, unknown keys and wrong types, with their location.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))
+    }
+
+    /// Reads a configuration file: TOML, or an official facebookresearch/ijepa
+    /// YAML file (`.yaml`/`.yml`, see [`crate::official`]). Returns the
+    /// configuration and notes on official fields that have no effect here.
+    ///
+    /// # Errors
+    /// An unreadable file, or one that does not parse (named with the path).
+    pub fn from_file(path: &Path) -> Result<(Self, Vec<String>)> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let named = |e: TrainError| TrainError::Config(format!("{}: {e}", path.display()));
+        let is_yaml = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+        if is_yaml {
+            crate::official::from_yaml_str(&text).map_err(named)
+        } else {
+            Ok((Self::from_toml_str(&text).map_err(named)?, vec![]))
+        }
+    }
+
+    /// The configuration as TOML (every field, defaults included).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("every field of TrainConfig is representable in TOML")
+    }
+
+    /// Applies one `section.key=value` override; `value` is read as TOML
+    /// (`8`, `0.5`, `true`, `[0.3, 1.0]`, `"text"`) and falls back to a
+    /// string.
+    ///
+    /// # Errors
+    /// No `=`, a key that does not exist, or a value of the wrong type.
+    pub fn set(&mut self, assignment: &str) -> Result<()> {
+        let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+            TrainError::Config(format!(
+                "override {assignment:?} is not of the form key=value"
+            ))
+        })?;
+        let key = key.trim();
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+        let mut tree = toml::Table::try_from(&*self)
+            .map_err(|e| TrainError::Config(format!("cannot serialise the configuration: {e}")))?;
+        let mut parts = key.split('.').collect::<Vec<_>>();
+        let leaf = parts.pop().filter(|l| !l.is_empty()).ok_or_else(|| {
+            TrainError::Config(format!("override {assignment:?} has an empty key"))
+        })?;
+        let mut table = &mut tree;
+        for part in parts {
+            table = table
+                .entry(part)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| TrainError::Config(format!("{key}: {part} is not a section")))?;
+        }
+        table.insert(leaf.to_string(), value);
+        *self = tree
+            .try_into()
+            .map_err(|e: toml::de::Error| TrainError::Config(format!("override {key}: {e}")))?;
+        Ok(())
+    }
+
+    /// The encoder architecture: the named preset with the overrides.
+    ///
+    /// # Errors
+    /// An unknown name or an inconsistent override.
+    pub fn encoder(&self) -> Result<VitConfig> {
+        let m = &self.model;
+        let mut cfg = VitConfig::from_timm_name(&m.name)?;
+        if let Some(d) = m.embed_dim {
+            cfg.embed_dim = d;
+            cfg.mlp_hidden_dim = 4 * d;
+        }
+        cfg.depth = m.depth.unwrap_or(cfg.depth);
+        cfg.num_heads = m.num_heads.unwrap_or(cfg.num_heads);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The model configuration (encoder, predictor, EMA, recipe, seed).
+    ///
+    /// # Errors
+    /// See [`TrainConfig::validate`].
+    pub fn ijepa(&self) -> Result<IJepaConfig> {
+        let mut cfg = IJepaConfig::new(self.encoder()?);
+        let enc = &cfg.encoder;
+        cfg.predictor_embed_dim = self.model.predictor_embed_dim.unwrap_or_else(|| {
+            // The paper's 384, never wider than the encoder, divisible by its heads.
+            let d = 384.min(enc.embed_dim);
+            d - d % enc.num_heads
+        });
+        cfg.predictor_depth = self
+            .model
+            .predictor_depth
+            .unwrap_or((enc.depth / 2).clamp(2, 12));
+        cfg.num_targets = self.mask.num_targets;
+        cfg.target_scale = self.mask.target_scale;
+        cfg.target_aspect_ratio = self.mask.target_aspect_ratio;
+        cfg.context_scale = self.mask.context_scale;
+        cfg.ema_decay_start = self.optim.ema.0;
+        cfg.ema_decay_end = self.optim.ema.1;
+        cfg.recipe = self.model.recipe;
+        cfg.seed = self.run.seed;
+        cfg.predictor().validate()?;
+        Ok(cfg)
+    }
+
+    /// The mask sampler of this run.
+    ///
+    /// # Errors
+    /// A mask setting the samplers reject (e.g. blocks too small for
+    /// `min_keep` on this grid).
+    pub fn sampler(&self) -> Result<Box<dyn MaskSampler>> {
+        let enc = self.encoder()?;
+        let (h, w) = enc.grid_size();
+        let masking = |e: ijepa_masking::MaskingError| TrainError::Config(format!("mask: {e}"));
+        let grid = Grid::new_2d(h, w).map_err(masking)?;
+        let m = &self.mask;
+        Ok(match self.model.recipe {
+            Recipe::Official => Box::new(
+                MultiBlock::new(
+                    grid,
+                    MultiBlockConfig {
+                        num_targets: m.num_targets,
+                        target_scale: m.target_scale,
+                        target_aspect_ratio: m.target_aspect_ratio,
+                        context_scale: m.context_scale,
+                        min_keep: m.min_keep,
+                        allow_overlap: m.allow_overlap,
+                        official_compat: m.official_compat,
+                        seed: self.run.seed,
+                        ..MultiBlockConfig::default()
+                    },
+                )
+                .map_err(masking)?,
+            ),
+            Recipe::Seed => Box::new(
+                SeedMasking::new(
+                    grid,
+                    SeedMaskingConfig {
+                        num_targets: m.num_targets,
+                        target_scale: m.target_scale,
+                        target_aspect_ratio: m.target_aspect_ratio,
+                        context_scale: m.context_scale,
+                        seed: self.run.seed,
+                        ..SeedMaskingConfig::default()
+                    },
+                )
+                .map_err(masking)?,
+            ),
+        })
+    }
+
+    /// Checks every value and their consistency (model, masks, schedules,
+    /// data) without touching the disk.
+    ///
+    /// # Errors
+    /// The first field out of range, named with its value and what is
+    /// expected.
+    pub fn validate(&self) -> Result<()> {
+        self.ijepa()?;
+        self.sampler()?;
+        let bad = |msg: String| Err(TrainError::Config(msg));
+        let d = &self.data;
+        if d.batch_size == 0 {
+            return bad("data.batch_size must be at least 1".into());
+        }
+        if d.path.is_none() && d.synthetic_images < d.batch_size {
+            return bad(format!(
+                "data.synthetic_images ({}) must be at least data.batch_size ({})",
+                d.synthetic_images, d.batch_size
+            ));
+        }
+        let (lo, hi) = d.crop_scale;
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            return bad(format!(
+                "data.crop_scale {:?} must satisfy 0 < lo <= hi <= 1",
+                d.crop_scale
+            ));
+        }
+        let (lo, hi) = d.crop_ratio;
+        if !(lo > 0.0 && lo <= hi && hi.is_finite()) {
+            return bad(format!(
+                "data.crop_ratio {:?} must satisfy 0 < lo <= hi",
+                d.crop_ratio
+            ));
+        }
+        if d.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return bad(format!("data.std {:?} must be positive", d.std));
+        }
+        if d.prefetch == 0 {
+            return bad("data.prefetch must be at least 1".into());
+        }
+        let o = &self.optim;
+        if o.epochs == 0 {
+            return bad("optim.epochs must be at least 1".into());
+        }
+        for (name, v) in [
+            ("optim.start_lr", o.start_lr),
+            ("optim.lr", o.lr),
+            ("optim.final_lr", o.final_lr),
+            ("optim.weight_decay", o.weight_decay),
+            ("optim.final_weight_decay", o.final_weight_decay),
+            ("optim.warmup_epochs", o.warmup_epochs),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{name} = {v} must be finite and >= 0"));
+            }
+        }
+        if !(o.ipe_scale.is_finite() && o.ipe_scale > 0.0) {
+            return bad(format!("optim.ipe_scale = {} must be > 0", o.ipe_scale));
+        }
+        let (m0, m1) = o.ema;
+        if !((0.0..=1.0).contains(&m0) && (0.0..=1.0).contains(&m1)) {
+            return bad(format!("optim.ema {:?} must lie in [0, 1]", o.ema));
+        }
+        if let Some(c) = o.grad_clip {
+            if !(c.is_finite() && c > 0.0) {
+                return bad(format!("optim.grad_clip = {c} must be > 0"));
+            }
+        }
+        if o.accumulate == 0 {
+            return bad("optim.accumulate must be at least 1".into());
+        }
+        let r = &self.run;
+        if r.keep_checkpoints == 0 {
+            return bad("run.keep_checkpoints must be at least 1".into());
+        }
+        if !matches!(r.device.as_str(), "cpu" | "cuda") {
+            return bad(format!(
+                "run.device = {:?}: expected \"cpu\" or \"cuda\"",
+                r.device
+            ));
+        }
+        if !matches!(r.precision.as_str(), "f32" | "bf16") {
+            return bad(format!(
+                "run.precision = {:?}: expected \"f32\" or \"bf16\"",
+                r.precision
+            ));
+        }
+        if r.precision == "bf16" && r.device == "cuda" {
+            return bad(
+                "run.precision = \"bf16\" on CUDA (autocast) is not implemented yet; use \"f32\""
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_valid_and_round_trips_through_toml() {
+        let cfg = TrainConfig::default();
+        cfg.validate().unwrap();
+        assert_eq!(TrainConfig::from_toml_str(&cfg.to_toml()).unwrap(), cfg);
+    }
+
+    #[test]
+    fn overrides_take_toml_values_and_reject_unknown_keys() {
+        let mut cfg = TrainConfig::default();
+        cfg.set("optim.lr=0.5").unwrap();
+        cfg.set("data.crop_scale=[0.5, 1.0]").unwrap();
+        cfg.set("data.path=/tmp/images").unwrap();
+        cfg.set("model.recipe=seed").unwrap();
+        cfg.set("run.max_steps=7").unwrap();
+        assert_eq!(cfg.optim.lr, 0.5);
+        assert_eq!(cfg.data.crop_scale, (0.5, 1.0));
+        assert_eq!(cfg.data.path, Some(PathBuf::from("/tmp/images")));
+        assert_eq!(cfg.model.recipe, Recipe::Seed);
+        assert_eq!(cfg.run.max_steps, Some(7));
+        for bad in [
+            "optim.lrr=1",
+            "nosuch.key=1",
+            "optim.lr=fast",
+            "optim.lr",
+            "optim.lr.x=1",
+        ] {
+            let err = cfg.set(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("optim") || err.contains("nosuch") || err.contains("key=value"),
+                "{bad}: {err}"
+            );
+        }
+        let err = TrainConfig::from_toml_str("[optim]\nlearning_rate = 1\n").unwrap_err();
+        assert!(err.to_string().contains("learning_rate"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        for (set, field) in [
+            ("data.batch_size=0", "data.batch_size"),
+            ("data.crop_scale=[0.0, 1.0]", "data.crop_scale"),
+            ("optim.lr=-1.0", "optim.lr"),
+            ("optim.ema=[0.9, 1.5]", "optim.ema"),
+            ("run.device=\"tpu\"", "run.device"),
+            ("model.name=\"resnet50\"", "resnet50"),
+            ("mask.target_scale=[0.01, 0.02]", "mask"),
+        ] {
+            let mut cfg = TrainConfig::default();
+            cfg.set(set).unwrap();
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{set}: {err}");
+        }
+    }
+
+    #[test]
+    fn automatic_predictor_follows_the_encoder() {
+        let cfg = TrainConfig::default();
+        let m = cfg.ijepa().unwrap();
+        assert_eq!((m.predictor_embed_dim, m.predictor_depth), (192, 3));
+        let mut big = TrainConfig::default();
+        big.set("model.name=\"vit_huge_patch14_gap_224\"").unwrap();
+        big.set("model.depth=32").unwrap();
+        let m = big.ijepa().unwrap();
+        assert_eq!((m.predictor_embed_dim, m.predictor_depth), (384, 12));
+    }
+}

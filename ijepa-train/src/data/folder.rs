@@ -1,0 +1,159 @@
+//! Labelled image folders and the built-in set behind one type.
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+use super::{decode_rgb, image_files, DataError, SyntheticShapes};
+
+/// An image folder: every `.jpg`/`.jpeg`/`.png` below `root` at any depth,
+/// labelled by its first sub-folder (`root/<class>/…/x.jpg`; images directly
+/// in `root` form the class `""`). Classes are numbered in sorted order.
+#[derive(Debug, Clone)]
+pub struct ImageFolder {
+    root: PathBuf,
+    files: Vec<PathBuf>,
+    labels: Vec<usize>,
+    classes: Vec<String>,
+}
+
+impl ImageFolder {
+    /// Lists the images below `root`.
+    ///
+    /// # Errors
+    /// An unreadable folder, or one without images.
+    pub fn open(root: &Path) -> Result<Self, DataError> {
+        let files = image_files(root)?;
+        let class_of = |f: &PathBuf| -> String {
+            let rel = f.strip_prefix(root).unwrap_or(f);
+            let mut parts = rel.components();
+            match (parts.next(), parts.next()) {
+                (Some(first), Some(_)) => first.as_os_str().to_string_lossy().into_owned(),
+                _ => String::new(),
+            }
+        };
+        let mut classes: Vec<String> = files.iter().map(class_of).collect();
+        classes.sort();
+        classes.dedup();
+        let labels = files
+            .iter()
+            .map(|f| classes.binary_search(&class_of(f)).unwrap_or(0))
+            .collect();
+        Ok(Self {
+            root: root.to_path_buf(),
+            files,
+            labels,
+            classes,
+        })
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The image files, sorted.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Class names, sorted; label `i` is `classes()[i]`.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+}
+
+/// Where the images of a run come from.
+#[derive(Debug, Clone)]
+pub enum ImageSource {
+    /// A labelled image folder.
+    Folder(ImageFolder),
+    /// The built-in synthetic shapes.
+    Synthetic(SyntheticShapes),
+}
+
+impl ImageSource {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Folder(f) => f.files.len(),
+            Self::Synthetic(s) => s.len(),
+        }
+    }
+
+    /// Whether there is no image.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Class of image `index`.
+    pub fn label(&self, index: usize) -> usize {
+        match self {
+            Self::Folder(f) => f.labels[index],
+            Self::Synthetic(s) => s.label(index),
+        }
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        match self {
+            Self::Folder(f) => f.classes.len(),
+            Self::Synthetic(_) => super::NUM_CLASSES,
+        }
+    }
+
+    /// What image `index` is called in logs (its path, or `synthetic #i`).
+    pub fn name(&self, index: usize) -> String {
+        match self {
+            Self::Folder(f) => f.files[index].display().to_string(),
+            Self::Synthetic(_) => format!("synthetic #{index}"),
+        }
+    }
+
+    /// Image `index`, decoded to RGB.
+    ///
+    /// # Errors
+    /// An unreadable or undecodable file, named.
+    pub fn load(&self, index: usize) -> Result<RgbImage, DataError> {
+        match self {
+            Self::Folder(f) => decode_rgb(&f.files[index]),
+            Self::Synthetic(s) => Ok(s.get(index).0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_the_first_sub_folder() {
+        let dir = std::env::temp_dir().join(format!("ijepa-folder-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (p, ok) in [
+            ("cat/a.png", true),
+            ("cat/deep/b.PNG", true),
+            ("dog/c.jpg", true),
+            ("dog/notes.txt", false),
+            ("top.jpeg", true),
+        ] {
+            let path = dir.join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            if ok {
+                RgbImage::new(4, 4)
+                    .save_with_format(&path, image::ImageFormat::Png)
+                    .unwrap();
+            } else {
+                std::fs::write(&path, "x").unwrap();
+            }
+        }
+        let f = ImageFolder::open(&dir).unwrap();
+        assert_eq!(f.classes(), ["", "cat", "dog"]);
+        let src = ImageSource::Folder(f);
+        let labels: Vec<usize> = (0..src.len()).map(|i| src.label(i)).collect();
+        // Sorted paths: cat/a.png, cat/deep/b.PNG, dog/c.jpg, top.jpeg.
+        assert_eq!(labels, [1, 1, 2, 0]);
+        assert_eq!(src.num_classes(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,298 @@
+//! The official facebookresearch/ijepa YAML configurations (e.g.
+//! `configs/in1k_vith14_ep300.yaml`), read as they are and mapped field by
+//! field onto [`TrainConfig`].
+//!
+//! | official | ijepa-rs |
+//! |---|---|
+//! | `data.batch_size` | `data.batch_size` (per process: one process here) |
+//! | `data.crop_size`, `mask.patch_size`, `meta.model_name` | `model.name` = `vit_{size}_patch{P}_gap_{crop}` |
+//! | `data.crop_scale` | `data.crop_scale` |
+//! | `data.root_path` / `data.image_folder` | `data.path` (joined) |
+//! | `data.num_workers` | `data.workers` |
+//! | `data.use_horizontal_flip` | `data.horizontal_flip` |
+//! | `data.use_color_distortion`, `data.color_jitter_strength`, `data.use_gaussian_blur` | must be off (error otherwise: not implemented) |
+//! | `data.pin_mem` | no effect (no pinned host memory here) |
+//! | `logging.folder` | `run.out` |
+//! | `logging.write_tag` | no effect (file names are fixed) |
+//! | `mask.*` | `mask.*` (`enc_mask_scale` → `context_scale`, `pred_mask_scale` → `target_scale`, `aspect_ratio` → `target_aspect_ratio`, `num_pred_masks` → `num_targets`; `num_enc_masks` must be 1); the official sampler's biases are reproduced (`official_compat`) |
+//! | `meta.pred_depth`, `meta.pred_emb_dim` | `model.predictor_depth`, `model.predictor_embed_dim` |
+//! | `meta.load_checkpoint` | `run.resume` (from `run.out`) |
+//! | `meta.read_checkpoint` | must be null (resuming from an official `.pth.tar` is not implemented) |
+//! | `meta.use_bfloat16` | `run.precision = "bf16"` |
+//! | `meta.copy_data` | no effect (a copy to the FAIR cluster's local disk) |
+//! | `optimization.*` | `optim.*` (`warmup` → `warmup_epochs`) |
+//!
+//! Any other key is an error.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Official {
+    data: Data,
+    logging: Logging,
+    mask: Mask,
+    meta: Meta,
+    optimization: Optimization,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Data {
+    batch_size: usize,
+    color_jitter_strength: f64,
+    crop_scale: (f64, f64),
+    crop_size: usize,
+    image_folder: String,
+    num_workers: usize,
+    pin_mem: bool,
+    root_path: String,
+    use_color_distortion: bool,
+    use_gaussian_blur: bool,
+    use_horizontal_flip: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Logging {
+    folder: String,
+    write_tag: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mask {
+    allow_overlap: bool,
+    aspect_ratio: (f64, f64),
+    enc_mask_scale: (f64, f64),
+    min_keep: usize,
+    num_enc_masks: usize,
+    num_pred_masks: usize,
+    patch_size: usize,
+    pred_mask_scale: (f64, f64),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    copy_data: bool,
+    load_checkpoint: bool,
+    model_name: String,
+    pred_depth: usize,
+    pred_emb_dim: usize,
+    read_checkpoint: Option<String>,
+    use_bfloat16: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Optimization {
+    ema: (f64, f64),
+    epochs: u64,
+    final_lr: f64,
+    final_weight_decay: f64,
+    ipe_scale: f64,
+    lr: f64,
+    start_lr: f64,
+    warmup: f64,
+    weight_decay: f64,
+}
+
+/// Maps an official YAML configuration onto a [`TrainConfig`]; also returns
+/// one note per official field that has no effect here.
+///
+/// # Errors
+/// YAML that does not parse, an unknown or missing key, or a setting we do
+/// not implement (colour distortion, blur, several context masks, resuming
+/// from an official checkpoint), each named.
+pub fn from_yaml_str(text: &str) -> Result<(TrainConfig, Vec<String>)> {
+    let o: Official = serde_yaml_ng::from_str(text)
+        .map_err(|e| TrainError::Config(format!("official YAML: {e}")))?;
+    let unsupported = |what: &str| {
+        Err(TrainError::Config(format!(
+            "official YAML: {what} is not implemented in ijepa-rs"
+        )))
+    };
+    if o.data.use_color_distortion {
+        return unsupported(&format!(
+            "data.use_color_distortion: true (color_jitter_strength {})",
+            o.data.color_jitter_strength
+        ));
+    }
+    if o.data.use_gaussian_blur {
+        return unsupported("data.use_gaussian_blur: true");
+    }
+    if o.mask.num_enc_masks != 1 {
+        return unsupported(&format!(
+            "mask.num_enc_masks: {} (only 1 context mask per image)",
+            o.mask.num_enc_masks
+        ));
+    }
+    if let Some(path) = &o.meta.read_checkpoint {
+        return unsupported(&format!(
+            "meta.read_checkpoint: {path} (resuming from an official .pth.tar; start from its encoder with `embed`/`probe`, or resume an ijepa-rs run)"
+        ));
+    }
+    let size = o.meta.model_name.strip_prefix("vit_").ok_or_else(|| {
+        TrainError::Config(format!(
+            "official YAML: meta.model_name {:?} is not vit_{{tiny,small,base,large,huge,giant}}",
+            o.meta.model_name
+        ))
+    })?;
+
+    let mut cfg = TrainConfig::default();
+    cfg.model.name = format!(
+        "vit_{size}_patch{}_gap_{}",
+        o.mask.patch_size, o.data.crop_size
+    );
+    cfg.model.depth = None;
+    cfg.model.predictor_depth = Some(o.meta.pred_depth);
+    cfg.model.predictor_embed_dim = Some(o.meta.pred_emb_dim);
+
+    cfg.data.path = Some(PathBuf::from(&o.data.root_path).join(&o.data.image_folder));
+    cfg.data.batch_size = o.data.batch_size;
+    cfg.data.crop_scale = o.data.crop_scale;
+    cfg.data.horizontal_flip = o.data.use_horizontal_flip;
+    cfg.data.workers = o.data.num_workers;
+
+    cfg.mask.num_targets = o.mask.num_pred_masks;
+    cfg.mask.target_scale = o.mask.pred_mask_scale;
+    cfg.mask.target_aspect_ratio = o.mask.aspect_ratio;
+    cfg.mask.context_scale = o.mask.enc_mask_scale;
+    cfg.mask.min_keep = o.mask.min_keep;
+    cfg.mask.allow_overlap = o.mask.allow_overlap;
+    cfg.mask.official_compat = true;
+
+    let p = &o.optimization;
+    cfg.optim.epochs = p.epochs;
+    cfg.optim.warmup_epochs = p.warmup;
+    cfg.optim.start_lr = p.start_lr;
+    cfg.optim.lr = p.lr;
+    cfg.optim.final_lr = p.final_lr;
+    cfg.optim.weight_decay = p.weight_decay;
+    cfg.optim.final_weight_decay = p.final_weight_decay;
+    cfg.optim.ema = p.ema;
+    cfg.optim.ipe_scale = p.ipe_scale;
+
+    cfg.run.out = PathBuf::from(&o.logging.folder);
+    cfg.run.resume = o.meta.load_checkpoint;
+    cfg.run.precision = if o.meta.use_bfloat16 { "bf16" } else { "f32" }.into();
+    cfg.run.checkpoint_every = 0;
+
+    let mut notes = vec![];
+    if o.data.pin_mem {
+        notes.push("data.pin_mem: no effect (no pinned host memory in ijepa-rs)".to_string());
+    }
+    notes.push(format!(
+        "logging.write_tag {:?}: no effect (ijepa-rs names its files itself)",
+        o.logging.write_tag
+    ));
+    if o.meta.copy_data {
+        notes.push("meta.copy_data: no effect (a copy to the FAIR cluster's local disk)".into());
+    }
+    if o.meta.use_bfloat16 {
+        notes.push(
+            "meta.use_bfloat16: bf16 autocast applies on CUDA; on the CPU the run is f32, as PyTorch's CUDA autocast is there".into(),
+        );
+    }
+    if o.data.color_jitter_strength != 0.0 {
+        notes.push(format!(
+            "data.color_jitter_strength {}: no effect while use_color_distortion is false (as in the official code)",
+            o.data.color_jitter_strength
+        ));
+    }
+    Ok((cfg, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fields and values of the official `configs/in1k_vith14_ep300.yaml`.
+    const VITH14: &str = include_str!("../tests/fixtures/official_vith14_ep300.yaml");
+
+    #[test]
+    fn the_official_vith14_config_maps_field_by_field() {
+        let (cfg, notes) = from_yaml_str(VITH14).unwrap();
+        assert_eq!(cfg.model.name, "vit_huge_patch14_gap_224");
+        assert_eq!(cfg.model.depth, None);
+        assert_eq!(cfg.model.predictor_depth, Some(12));
+        assert_eq!(cfg.model.predictor_embed_dim, Some(384));
+        assert_eq!(cfg.data.batch_size, 128);
+        assert_eq!(cfg.data.crop_scale, (0.3, 1.0));
+        assert_eq!(cfg.data.workers, 10);
+        assert!(!cfg.data.horizontal_flip);
+        assert_eq!(
+            cfg.data.path,
+            Some(PathBuf::from("/datasets/imagenet_full_size/061417/"))
+        );
+        assert_eq!(cfg.mask.num_targets, 4);
+        assert_eq!(cfg.mask.target_scale, (0.15, 0.2));
+        assert_eq!(cfg.mask.target_aspect_ratio, (0.75, 1.5));
+        assert_eq!(cfg.mask.context_scale, (0.85, 1.0));
+        assert_eq!(cfg.mask.min_keep, 10);
+        assert!(cfg.mask.official_compat && !cfg.mask.allow_overlap);
+        assert_eq!(cfg.optim.epochs, 300);
+        assert_eq!(cfg.optim.warmup_epochs, 40.0);
+        assert_eq!(
+            (cfg.optim.start_lr, cfg.optim.lr, cfg.optim.final_lr),
+            (2e-4, 1e-3, 1e-6)
+        );
+        assert_eq!(
+            (cfg.optim.weight_decay, cfg.optim.final_weight_decay),
+            (0.04, 0.4)
+        );
+        assert_eq!(cfg.optim.ema, (0.996, 1.0));
+        assert_eq!(cfg.optim.ipe_scale, 1.0);
+        assert_eq!(
+            cfg.run.out,
+            PathBuf::from("/logs/vith14.224-bs.2048-ep.300/")
+        );
+        assert_eq!(cfg.run.precision, "bf16");
+        assert!(!cfg.run.resume);
+        cfg.validate().unwrap();
+        let encoder = cfg.encoder().unwrap();
+        assert_eq!(
+            (encoder.embed_dim, encoder.depth, encoder.num_heads),
+            (1280, 32, 16)
+        );
+        assert!(!encoder.class_token);
+        assert!(notes.iter().any(|n| n.contains("pin_mem")));
+        assert!(notes.iter().any(|n| n.contains("use_bfloat16")));
+    }
+
+    #[test]
+    fn unknown_and_unsupported_fields_are_errors() {
+        for (from, to, expect) in [
+            (
+                "use_gaussian_blur: false",
+                "use_gaussian_blur: true",
+                "use_gaussian_blur",
+            ),
+            (
+                "use_color_distortion: false",
+                "use_color_distortion: true",
+                "use_color_distortion",
+            ),
+            ("num_enc_masks: 1", "num_enc_masks: 2", "num_enc_masks"),
+            (
+                "read_checkpoint: null",
+                "read_checkpoint: jepa-ep300.pth.tar",
+                "read_checkpoint",
+            ),
+            ("pin_mem: true", "pin_memory: true", "pin_memory"),
+            ("model_name: vit_huge", "model_name: resnet50", "resnet50"),
+        ] {
+            assert!(VITH14.contains(from), "{from}");
+            let err = from_yaml_str(&VITH14.replace(from, to))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expect), "{to}: {err}");
+        }
+    }
+}

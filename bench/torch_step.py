@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference timing of one I-JEPA forward + backward (no optimizer).
+"""PyTorch reference timing of one I-JEPA forward + backward (with --train: + AdamW + EMA).
 
 The model is our PyTorch reference (ijepa-train/tests/fixtures/ijepa_reference.py,
 timm blocks), f32, eager, with the same fixed masks as `ijepa-cli bench step`:
@@ -26,6 +26,7 @@ def main():
     for k, v in dict(img=224, patch=16, dim=192, depth=12, heads=3, pred_dim=384, pred_depth=6, batch=8,
                      iters=5, warmup=1).items():
         ap.add_argument(f"--{k.replace('_', '-')}", type=int, default=v)
+    ap.add_argument("--train", action="store_true", help="add the AdamW step and the EMA update")
     a = ap.parse_args()
     grid = a.img // a.patch
     student = Encoder(a.img, a.patch, a.dim, a.depth, a.heads)
@@ -34,17 +35,29 @@ def main():
     images = torch.randn(a.batch, 3, a.img, a.img)
     ctx = torch.arange(60).expand(a.batch, -1)
     targets = [torch.arange(s, s + 36).expand(a.batch, -1) for s in (60, 90, 120, 150)]
+    # The official optimizer: AdamW, decay on weights of rank >= 2, none on biases / 1-D.
+    params = [p for m in (student, predictor) for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([
+        dict(params=[p for p in params if p.ndim >= 2], weight_decay=0.04),
+        dict(params=[p for p in params if p.ndim < 2], weight_decay=0.0),
+    ], lr=1e-4)
     times = []
     for i in range(a.warmup + a.iters):
         start = time.perf_counter()
         loss = objective(student, teacher, predictor, images, ctx, targets)
         loss.backward()
+        if a.train:
+            optimizer.step()
+            with torch.no_grad():  # the official EMA update
+                for q, k in zip(student.parameters(), teacher.parameters()):
+                    k.data.mul_(0.996).add_((1.0 - 0.996) * q.detach().data)
         if i >= a.warmup:
             times.append(time.perf_counter() - start)
         for p in list(student.parameters()) + list(predictor.parameters()):
             p.grad = None
     median = sorted(times)[len(times) // 2]
     print(json.dumps(dict(implementation=f"PyTorch {torch.__version__} eager (reference, timm blocks)",
+                          what="fwd+bwd+AdamW+EMA" if a.train else "fwd+bwd",
                           seconds_per_step=median, images_per_second=a.batch / median,
                           peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                           threads=torch.get_num_threads())))

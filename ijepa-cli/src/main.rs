@@ -20,6 +20,7 @@ mod bench;
 mod embed;
 mod masks;
 mod masks_png;
+mod pretrain;
 
 /// I-JEPA self-supervised pretraining of Vision Transformers, in Rust.
 #[derive(Debug, Parser)]
@@ -31,6 +32,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Pretrain an encoder with I-JEPA (no arguments: a small ViT on built-in synthetic shapes, a few minutes).
+    Pretrain(pretrain::PretrainArgs),
     /// Sample I-JEPA context/target masks and report their statistics.
     Masks(masks::MasksArgs),
     /// Embed images with a pretrained encoder and write the features to a .safetensors file.
@@ -43,6 +46,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Pretrain(args) => pretrain::run(&args),
         Command::Masks(args) => masks::run(&args),
         Command::Embed(args) => embed::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),

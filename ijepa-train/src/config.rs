@@ -52,11 +52,12 @@ pub struct ModelSection {
     /// (`_gap`: no class token, as the official I-JEPA encoders). Default
     /// `vit_tiny_patch8_gap_96`; the paper uses `vit_huge_patch14_gap_224`.
     pub name: String,
-    /// Overrides the width of the named size.
+    /// Overrides the width of the named size (default 128: the demonstration
+    /// ViT is narrower than ViT-Ti's 192).
     pub embed_dim: Option<usize>,
-    /// Overrides the depth of the named size (default 6, a shallow tiny ViT).
+    /// Overrides the depth of the named size (default 4).
     pub depth: Option<usize>,
-    /// Overrides the attention heads of the named size.
+    /// Overrides the attention heads of the named size (default 4).
     pub num_heads: Option<usize>,
     /// `official` (the paper's masks and predictor, default) or `seed`
     /// (stable-pretraining's variant).
@@ -73,9 +74,9 @@ impl Default for ModelSection {
     fn default() -> Self {
         Self {
             name: "vit_tiny_patch8_gap_96".into(),
-            embed_dim: None,
-            depth: Some(6),
-            num_heads: None,
+            embed_dim: Some(128),
+            depth: Some(4),
+            num_heads: Some(4),
             recipe: Recipe::Official,
             predictor_embed_dim: None,
             predictor_depth: None,
@@ -169,9 +170,9 @@ impl Default for MaskSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimSection {
-    /// Passes over the data (the paper: 300 for ViT-H/14).
+    /// Passes over the data (default 4; the paper: 300 for ViT-H/14).
     pub epochs: u64,
-    /// Epochs of linear learning-rate warm-up (the paper: 40).
+    /// Epochs of linear learning-rate warm-up (default 0.5; the paper: 40).
     pub warmup_epochs: f64,
     /// Learning rate at the start of the warm-up (2e-4).
     pub start_lr: f64,
@@ -196,8 +197,8 @@ pub struct OptimSection {
 impl Default for OptimSection {
     fn default() -> Self {
         Self {
-            epochs: 8,
-            warmup_epochs: 1.0,
+            epochs: 4,
+            warmup_epochs: 0.5,
             start_lr: 2e-4,
             lr: 1e-3,
             final_lr: 1e-6,
@@ -290,7 +291,8 @@ impl TrainConfig {
 
     /// Applies one `section.key=value` override; `value` is read as TOML
     /// (`8`, `0.5`, `true`, `[0.3, 1.0]`, `"text"`) and falls back to a
-    /// string.
+    /// string. An empty value (`data.path=`) restores the default, which
+    /// unsets an optional field.
     ///
     /// # Errors
     /// No `=`, a key that does not exist, or a value of the wrong type.
@@ -319,7 +321,11 @@ impl TrainConfig {
                 .as_table_mut()
                 .ok_or_else(|| TrainError::Config(format!("{key}: {part} is not a section")))?;
         }
-        table.insert(leaf.to_string(), value);
+        if raw.trim().is_empty() {
+            table.remove(leaf); // `key=`: back to the default (unset for options)
+        } else {
+            table.insert(leaf.to_string(), value);
+        }
         *self = tree
             .try_into()
             .map_err(|e: toml::de::Error| TrainError::Config(format!("override {key}: {e}")))?;
@@ -533,6 +539,8 @@ mod tests {
         cfg.set("data.path=/tmp/images").unwrap();
         cfg.set("model.recipe=seed").unwrap();
         cfg.set("run.max_steps=7").unwrap();
+        cfg.set("model.depth=").unwrap();
+        assert_eq!(cfg.model.depth, None);
         assert_eq!(cfg.optim.lr, 0.5);
         assert_eq!(cfg.data.crop_scale, (0.5, 1.0));
         assert_eq!(cfg.data.path, Some(PathBuf::from("/tmp/images")));
@@ -577,10 +585,12 @@ mod tests {
     fn automatic_predictor_follows_the_encoder() {
         let cfg = TrainConfig::default();
         let m = cfg.ijepa().unwrap();
-        assert_eq!((m.predictor_embed_dim, m.predictor_depth), (192, 3));
+        assert_eq!((m.predictor_embed_dim, m.predictor_depth), (128, 2));
         let mut big = TrainConfig::default();
         big.set("model.name=\"vit_huge_patch14_gap_224\"").unwrap();
-        big.set("model.depth=32").unwrap();
+        for unset in ["model.embed_dim=", "model.depth=", "model.num_heads="] {
+            big.set(unset).unwrap();
+        }
         let m = big.ijepa().unwrap();
         assert_eq!((m.predictor_embed_dim, m.predictor_depth), (384, 12));
     }

@@ -19,16 +19,19 @@
 //! checkpoints and probes.
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod ema;
 mod error;
 pub mod loss;
+pub mod metrics;
 pub mod model;
 pub mod official;
 pub mod optim;
 pub mod probe;
 pub mod schedule;
+pub mod trainer;
 
 pub use config::TrainConfig;
 pub use error::{Result, TrainError};

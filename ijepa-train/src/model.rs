@@ -176,6 +176,17 @@ impl IJepaConfig {
     }
 }
 
+/// Copies of the variables' values (a detached tensor would share the
+/// storage the optimizer updates in place).
+fn snapshot(vars: &VarMap) -> Result<WeightMap> {
+    vars.data()
+        .lock()
+        .expect("VarMap lock")
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.as_tensor().detach().copy()?)))
+        .collect()
+}
+
 fn masking(e: ijepa_masking::MaskingError) -> EncoderError {
     EncoderError::InvalidConfig(format!("masking: {e}"))
 }
@@ -286,6 +297,33 @@ impl IJepa {
             predictor,
             training: true,
         })
+    }
+
+    /// A model from all three parts of a checkpoint: student, teacher and
+    /// predictor weights (timm / official predictor names, no prefix).
+    ///
+    /// # Errors
+    /// Weights that do not fit the configuration.
+    pub fn from_parts(
+        config: IJepaConfig,
+        student: WeightMap,
+        teacher: WeightMap,
+        predictor: WeightMap,
+    ) -> Result<Self> {
+        let mut model = Self::from_weights(config, student, predictor)?;
+        model.teacher = VisionTransformer::from_weights(&model.config.encoder, teacher.clone())?;
+        model.teacher_weights = teacher;
+        Ok(model)
+    }
+
+    /// A copy of the student's current weights (timm names).
+    pub fn student_weights(&self) -> Result<WeightMap> {
+        snapshot(&self.student_vars)
+    }
+
+    /// A copy of the predictor's current weights (official names).
+    pub fn predictor_weights(&self) -> Result<WeightMap> {
+        snapshot(&self.predictor_vars)
     }
 
     /// Replaces the configured mask sampler by any other (random, tube, …

@@ -150,7 +150,7 @@ pub fn from_yaml_str(text: &str) -> Result<(TrainConfig, Vec<String>)> {
         "vit_{size}_patch{}_gap_{}",
         o.mask.patch_size, o.data.crop_size
     );
-    cfg.model.depth = None;
+    (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads) = (None, None, None);
     cfg.model.predictor_depth = Some(o.meta.pred_depth);
     cfg.model.predictor_embed_dim = Some(o.meta.pred_emb_dim);
 

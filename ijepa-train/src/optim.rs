@@ -15,6 +15,9 @@ pub struct ParamGroup {
     pub params: Vec<(String, Var)>,
     /// Decoupled weight decay of this group.
     pub weight_decay: f64,
+    /// Whether [`AdamW::set_weight_decay`] (the schedule) sets this
+    /// group's decay; groups that never decay say `false`.
+    pub scheduled: bool,
 }
 
 /// Adam moments of one variable.
@@ -67,17 +70,19 @@ impl AdamW {
             ParamGroup {
                 params: decay,
                 weight_decay,
+                scheduled: true,
             },
             ParamGroup {
                 params: plain,
                 weight_decay: 0.0,
+                scheduled: false,
             },
         ]
     }
 
-    /// Sets the weight decay of the groups that decay (I-JEPA's schedule).
+    /// Sets the weight decay of the scheduled groups (I-JEPA's schedule).
     pub fn set_weight_decay(&mut self, weight_decay: f64) {
-        for g in self.groups.iter_mut().filter(|g| g.weight_decay != 0.0) {
+        for g in self.groups.iter_mut().filter(|g| g.scheduled) {
             g.weight_decay = weight_decay;
         }
     }

@@ -20,7 +20,18 @@ use rayon::prelude::*;
 use super::{DataError, ImageSource, TrainTransform};
 
 /// Where in the data a loader is: batch `batch` of epoch `epoch`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Position {
     /// Epoch, from 0.
     pub epoch: u64,
@@ -94,7 +105,9 @@ pub fn prepare_batch(
 ) -> Batch {
     let bs = config.batch_size;
     let start = position.batch as usize * bs;
-    let items: Vec<Result<(Vec<f32>, usize), (String, String)>> = order[start..start + bs]
+    // Per image: its pixels and label, or its name and why it was skipped.
+    type Prepared = Result<(Vec<f32>, usize), (String, String)>;
+    let items: Vec<Prepared> = order[start..start + bs]
         .par_iter()
         .map(|&i| {
             let img = source

@@ -9,6 +9,7 @@ mod resample;
 mod synthetic;
 mod transform;
 
+pub(crate) use augment::normalise;
 pub use augment::{CropBox, TrainTransform};
 pub use error::DataError;
 pub use files::image_files;

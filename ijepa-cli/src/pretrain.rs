@@ -1,0 +1,324 @@
+//! `ijepa-cli pretrain`: an I-JEPA pretraining run.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use clap::Args;
+use ijepa_encoder::init::{init_weights, InitOptions};
+use ijepa_encoder::VisionTransformer;
+use ijepa_train::metrics::StepMetrics;
+use ijepa_train::model::Recipe;
+use ijepa_train::trainer::{Observer, RunInfo, Trainer};
+use ijepa_train::TrainConfig;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Options of `ijepa-cli pretrain`. With none, a small ViT learns the
+/// built-in synthetic shapes for a few minutes and is probed at the end.
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// Configuration file: TOML (see `--print-config`), or an official
+    /// facebookresearch/ijepa YAML file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override one field, e.g. `--set optim.lr=5e-4` (repeatable; applied last).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Image folder (any nesting; labels from sub-folder names). Default: synthetic shapes.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Encoder, e.g. vit_small_patch16_gap_224 (sets model.name and clears the width, depth and head overrides).
+    #[arg(long)]
+    model: Option<String>,
+    /// Run directory [default: runs/ijepa].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Epochs.
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Images per step.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Seed of weights, data order, augmentation and masks.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop after this many optimizer steps (schedules still span every epoch).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Continue the run in --out from its latest checkpoint (its config.toml is the base).
+    #[arg(long)]
+    resume: bool,
+    /// cpu or cuda.
+    #[arg(long)]
+    device: Option<String>,
+    /// Skip the k-NN probe at the end.
+    #[arg(long)]
+    no_probe: bool,
+    /// Print the resolved configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl PretrainArgs {
+    /// The configuration: base (file, the run's own on `--resume`, or the
+    /// default), then the flags, then every `--set`.
+    fn resolve(&self) -> Result<(TrainConfig, Vec<String>)> {
+        let out = self.out.clone();
+        let (mut cfg, notes) = match (&self.config, self.resume) {
+            (Some(path), _) => TrainConfig::from_file(path)?,
+            (None, true) => {
+                let dir = out
+                    .clone()
+                    .unwrap_or_else(|| TrainConfig::default().run.out);
+                let path = dir.join("config.toml");
+                anyhow::ensure!(
+                    path.is_file(),
+                    "--resume: {} not found; is {} a run directory?",
+                    path.display(),
+                    dir.display()
+                );
+                TrainConfig::from_file(&path)?
+            }
+            (None, false) => (TrainConfig::default(), vec![]),
+        };
+        if let Some(d) = &self.data {
+            cfg.data.path = Some(d.clone());
+        }
+        if let Some(m) = &self.model {
+            cfg.model.name = m.clone();
+            (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads) = (None, None, None);
+        }
+        if let Some(o) = out {
+            cfg.run.out = o;
+        }
+        if let Some(e) = self.epochs {
+            cfg.optim.epochs = e;
+        }
+        if let Some(b) = self.batch_size {
+            cfg.data.batch_size = b;
+        }
+        if let Some(s) = self.seed {
+            cfg.run.seed = s;
+        }
+        if let Some(m) = self.max_steps {
+            cfg.run.max_steps = Some(m);
+        }
+        if let Some(d) = &self.device {
+            cfg.run.device = d.clone();
+        }
+        for s in &self.sets {
+            cfg.set(s)?;
+        }
+        cfg.run.resume = self.resume || cfg.run.resume;
+        Ok((cfg, notes))
+    }
+}
+
+/// Progress on a terminal (bar) or as plain log lines.
+struct Progress {
+    bar: Option<ProgressBar>,
+    log_every: u64,
+    stop_step: u64,
+    started: Instant,
+    start_step: u64,
+    /// Test hook: abort the process (as a kill would) after this step.
+    abort_after: Option<u64>,
+}
+
+impl Progress {
+    fn say(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+fn eta(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+impl Observer for Progress {
+    fn start(&mut self, info: &RunInfo) {
+        self.stop_step = info.stop_step;
+        self.start_step = info.start_step;
+        self.started = Instant::now();
+        let from = match &info.resumed_from {
+            Some(p) => format!(", resuming from {} (step {})", p.display(), info.start_step),
+            None => String::new(),
+        };
+        self.say(&format!(
+            "run {}: {} images, {} steps/epoch, {} steps in the schedule, stopping at {}; {:.2} M trainable parameters{from}",
+            info.run_dir.display(),
+            info.images,
+            info.steps_per_epoch,
+            info.total_steps,
+            info.stop_step,
+            info.parameters as f64 / 1e6
+        ));
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(info.stop_step);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+                )
+                .expect("valid template"),
+            );
+            bar.set_position(info.start_step);
+            self.bar = Some(bar);
+        }
+    }
+
+    fn step(&mut self, m: &StepMetrics) {
+        let done = (m.step - self.start_step) as f64;
+        let per_step = self.started.elapsed().as_secs_f64() / done.max(1.0);
+        let left = eta(per_step * (self.stop_step.saturating_sub(m.step)) as f64);
+        let line = format!(
+            "loss {:.4}  lr {:.2e}  wd {:.3}  ema {:.5}  {:.1} img/s",
+            m.loss, m.lr, m.weight_decay, m.momentum, m.images_per_s
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(m.step);
+                bar.set_message(line);
+            }
+            None if m.step.is_multiple_of(self.log_every) || m.step == self.stop_step => eprintln!(
+                "epoch {} itr {} step {}/{}  {line}  ctx {} tgt {}  eta {left}",
+                m.epoch, m.itr, m.step, self.stop_step, m.context_tokens, m.target_tokens
+            ),
+            None => {}
+        }
+        if self.abort_after == Some(m.step) {
+            std::process::abort();
+        }
+    }
+
+    fn checkpoint(&mut self, path: &Path) {
+        if self.bar.is_none() {
+            eprintln!("checkpoint {}", path.display());
+        }
+    }
+
+    fn message(&mut self, text: &str) {
+        self.say(&format!("note: {text}"));
+    }
+}
+
+/// Runs `ijepa-cli pretrain`.
+pub fn run(args: &PretrainArgs) -> Result<()> {
+    let (cfg, notes) = args.resolve()?;
+    if args.print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    cfg.validate()?;
+    eprintln!(
+        "# resolved configuration (saved as {}/config.toml)",
+        cfg.run.out.display()
+    );
+    for line in cfg.to_toml().lines() {
+        eprintln!("  {line}");
+    }
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    let mut trainer = Trainer::new(cfg.clone())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while the checkpoint is written still kills the process.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupted: finishing the step and writing a checkpoint (Ctrl-C again to quit now)");
+        });
+    }
+    let mut progress = Progress {
+        bar: None,
+        log_every: cfg.run.log_every.max(1),
+        stop_step: 0,
+        started: Instant::now(),
+        start_step: 0,
+        abort_after: std::env::var("IJEPA_TEST_ABORT_AFTER_STEP")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    };
+    let summary = trainer.run(&mut progress, &stop)?;
+    if let Some(bar) = &progress.bar {
+        bar.finish();
+    }
+    eprintln!(
+        "{} after {} steps ({} images, {:.0} s of training): final loss {:.4}; checkpoint {}",
+        if summary.interrupted {
+            "stopped"
+        } else {
+            "done"
+        },
+        summary.steps,
+        summary.images_seen,
+        summary.elapsed_s,
+        summary.final_loss,
+        summary.checkpoint.display()
+    );
+    if !summary.skipped.is_empty() {
+        eprintln!("{} unreadable images were skipped:", summary.skipped.len());
+        for (name, reason) in &summary.skipped {
+            eprintln!("  {name}: {reason}");
+        }
+    }
+    if args.no_probe || summary.interrupted {
+        return Ok(());
+    }
+    if cfg.data.path.is_some() {
+        eprintln!(
+            "probe: run `ijepa-cli probe --weights {}` on a labelled folder",
+            cfg.run.out.display()
+        );
+        return Ok(());
+    }
+    probe(&trainer, &cfg)
+}
+
+/// k-NN on held-out synthetic shapes: the learned target encoder beside the
+/// same architecture at its initial (random) weights.
+fn probe(trainer: &Trainer, cfg: &TrainConfig) -> Result<()> {
+    let started = Instant::now();
+    let device = Device::Cpu;
+    let model_cfg = trainer.model().config();
+    let initial = init_weights(
+        &model_cfg.encoder,
+        &InitOptions {
+            seed: cfg.run.seed,
+            rescale_depth: model_cfg.recipe == Recipe::Seed,
+            ..InitOptions::default()
+        },
+        &device,
+    )?;
+    let random = VisionTransformer::from_weights(&model_cfg.encoder, initial)?;
+    let (train, test) = (1024, 512);
+    let knn = |vit: &VisionTransformer| {
+        ijepa_train::probe::synthetic_knn(vit, train, test, cfg.data.mean, cfg.data.std, &device)
+            .context("k-NN probe")
+    };
+    let learned = knn(trainer.model().teacher())?;
+    let baseline = knn(&random)?;
+    eprintln!(
+        "k-NN probe (k = 20, held-out synthetic shapes, {train} train / {test} test, 8 classes, chance 12.5 %), {:.0} s:",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "k-NN top-1  I-JEPA target encoder: {:5.1} %",
+        100.0 * learned
+    );
+    println!(
+        "k-NN top-1  random initialisation: {:5.1} %",
+        100.0 * baseline
+    );
+    Ok(())
+}

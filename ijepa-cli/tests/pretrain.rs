@@ -1,0 +1,244 @@
+//! `ijepa-cli pretrain`: a run killed mid-way and resumed ends bit-identical
+//! to one never interrupted; official YAML configs start runs; a run
+//! directory is never overwritten.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::{Device, Tensor};
+
+/// A tiny run: 12×12 patch grid, 2 blocks, 3 epochs of 4 steps, flips on,
+/// gradient clipping on (every branch of the step is exercised).
+const TINY: &[&str] = &[
+    "--model",
+    "vit_tiny_patch4_gap_48",
+    "--set",
+    "model.embed_dim=32",
+    "--set",
+    "model.num_heads=2",
+    "--set",
+    "model.depth=2",
+    "--set",
+    "model.predictor_embed_dim=16",
+    "--set",
+    "model.predictor_depth=1",
+    "--set",
+    "data.synthetic_images=16",
+    "--batch-size",
+    "4",
+    "--epochs",
+    "3",
+    "--set",
+    "data.horizontal_flip=true",
+    "--set",
+    "optim.grad_clip=0.5",
+    "--set",
+    "run.checkpoint_every=2",
+    "--set",
+    "run.keep_checkpoints=2",
+    "--seed",
+    "11",
+    "--no-probe",
+];
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ijepa-pretrain-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn pretrain(out: &Path, extra: &[&str], env: Option<(&str, &str)>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"));
+    cmd.arg("pretrain").arg("--out").arg(out).args(extra);
+    if let Some((k, v)) = env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("ijepa-cli runs")
+}
+
+fn tensors(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+fn assert_bit_identical(a: &Path, b: &Path) {
+    let (ta, tb) = (tensors(a), tensors(b));
+    let mut names: Vec<_> = ta.keys().collect();
+    names.sort();
+    assert_eq!(names.len(), tb.len(), "{}", a.display());
+    for name in names {
+        let x: Vec<u32> = ta[name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let y: Vec<u32> = tb[name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        assert_eq!(x, y, "{name} differs in {}", a.display());
+    }
+}
+
+/// The loss column of metrics.csv, by step.
+fn losses(run: &Path) -> Vec<(u64, String)> {
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            (c[2].parse().unwrap(), c[3].to_string())
+        })
+        .collect()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
+    let straight = dir("straight");
+    ok(&pretrain(&straight, TINY, None));
+
+    // Same run, killed (SIGABRT, no clean-up) right after step 7: the
+    // newest checkpoint is step 6, step 7 is lost and redone.
+    let killed = dir("killed");
+    let out = pretrain(&killed, TINY, Some(("IJEPA_TEST_ABORT_AFTER_STEP", "7")));
+    assert!(!out.status.success(), "the abort hook did not fire");
+    let latest = std::fs::read_to_string(killed.join("checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), "step-00000006");
+    assert_eq!(
+        losses(&killed).len(),
+        7,
+        "step 7 was logged before the kill"
+    );
+
+    // Resuming takes the run's own config.toml: no other flag is needed.
+    let out = pretrain(&killed, &["--resume", "--no-probe"], None);
+    ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("resuming from"), "{log}");
+
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        assert_bit_identical(
+            &straight.join("checkpoints/step-00000012").join(file),
+            &killed.join("checkpoints/step-00000012").join(file),
+        );
+    }
+    // Every step's loss is the same, each logged once.
+    assert_eq!(losses(&straight), losses(&killed));
+    assert_eq!(losses(&straight).len(), 12);
+    // keep_checkpoints = 2: steps 10 and 12 remain.
+    let kept: Vec<String> = std::fs::read_dir(straight.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(straight.join("loss.png").is_file());
+    assert!(straight.join("config.toml").is_file());
+
+    // A second run into the same directory is refused, nothing overwritten.
+    let out = pretrain(&straight, TINY, None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a run"));
+    for d in [straight, killed] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn an_official_yaml_config_starts_a_run() {
+    let run = dir("official");
+    let yaml = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ijepa-train/tests/fixtures/official_vith14_ep300.yaml");
+    // The official ViT-H/14 recipe, shrunk to one step of a tiny model on synthetic data.
+    let out = pretrain(
+        &run,
+        &[
+            "--config",
+            yaml.to_str().unwrap(),
+            "--set",
+            "data.path=",
+            "--model",
+            "vit_tiny_patch14_gap_168",
+            "--set",
+            "model.depth=1",
+            "--set",
+            "model.predictor_depth=1",
+            "--set",
+            "model.predictor_embed_dim=48",
+            "--set",
+            "data.synthetic_images=4",
+            "--batch-size",
+            "2",
+            "--max-steps",
+            "1",
+            "--no-probe",
+        ],
+        None,
+    );
+    ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    // Official fields without effect here are named, not silently dropped.
+    assert!(log.contains("note: data.pin_mem"), "{log}");
+    assert!(log.contains("use_bfloat16"), "{log}");
+    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    for expected in [
+        "official_compat = true",
+        "start_lr = 0.0002",
+        "final_weight_decay = 0.4",
+        "warmup_epochs = 40.0",
+        "precision = \"bf16\"",
+    ] {
+        assert!(saved.contains(expected), "{expected} not in\n{saved}");
+    }
+    assert_eq!(losses(&run).len(), 1);
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_checkpoint() {
+    let run = dir("nan");
+    let mut args = TINY.to_vec();
+    args.extend([
+        "--set",
+        "optim.lr=1e30",
+        "--set",
+        "optim.start_lr=1e30",
+        "--set",
+        "run.checkpoint_every=1",
+    ]);
+    let out = pretrain(&run, &args, None);
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("the loss is") && log.contains("last good checkpoint"),
+        "{log}"
+    );
+    // The newest checkpoint is the step before the failure, complete and loadable.
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    let state = std::fs::read_to_string(
+        run.join("checkpoints")
+            .join(latest.trim())
+            .join("state.json"),
+    )
+    .unwrap();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert!(state["loss"].as_f64().unwrap().is_finite(), "{state}");
+    std::fs::remove_dir_all(&run).unwrap();
+}

@@ -1,0 +1,603 @@
+//! The training loop: data → masks → model → loss → AdamW → EMA, with
+//! metrics, checkpoints and bit-exact resume.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor};
+use ijepa_masking::{IndexBatch, MaskSampler};
+
+use crate::checkpoint::{self, CheckpointState, FORMAT};
+use crate::config::TrainConfig;
+use crate::data::loader::batches_per_epoch;
+use crate::data::{
+    Batch, ImageFolder, ImageSource, Loader, LoaderConfig, Position, SyntheticShapes,
+    TrainTransform,
+};
+use crate::error::{io, Result, TrainError};
+use crate::metrics::{plot_losses, MetricsLog, StepMetrics};
+use crate::model::{EmbeddingSource, IJepa};
+use crate::optim::AdamW;
+use crate::schedule::{CosineWeightDecay, WarmupCosine};
+
+/// What a run is about to do, told to the [`Observer`] once.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Images in the data set.
+    pub images: usize,
+    /// Optimizer steps per epoch.
+    pub steps_per_epoch: u64,
+    /// Steps the schedules span.
+    pub total_steps: u64,
+    /// The step this run stops after (`run.max_steps` or the total).
+    pub stop_step: u64,
+    /// Steps already done (0, or the resumed checkpoint's).
+    pub start_step: u64,
+    /// The checkpoint resumed from.
+    pub resumed_from: Option<PathBuf>,
+    /// Trainable parameters (student and predictor).
+    pub parameters: usize,
+}
+
+/// Receives progress; every method has an empty default.
+pub trait Observer {
+    /// Once, before the first step.
+    fn start(&mut self, _info: &RunInfo) {}
+    /// After every optimizer step.
+    fn step(&mut self, _metrics: &StepMetrics) {}
+    /// After a checkpoint is written.
+    fn checkpoint(&mut self, _path: &Path) {}
+    /// A notice for the log (skipped files, settings without effect).
+    fn message(&mut self, _text: &str) {}
+}
+
+/// An observer that ignores everything.
+impl Observer for () {}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Optimizer steps done in all (including before a resume).
+    pub steps: u64,
+    /// Loss of the last step.
+    pub final_loss: f32,
+    /// Images trained on in all.
+    pub images_seen: u64,
+    /// Images that could not be read: name and reason.
+    pub skipped: Vec<(String, String)>,
+    /// The last checkpoint written.
+    pub checkpoint: PathBuf,
+    /// Seconds of training in all.
+    pub elapsed_s: f64,
+    /// Whether the run stopped on request before its end.
+    pub interrupted: bool,
+}
+
+/// A training run.
+///
+/// ```no_run
+/// use ijepa_train::{trainer::Trainer, TrainConfig};
+///
+/// let mut cfg = TrainConfig::default(); // small ViT, synthetic shapes
+/// cfg.run.out = "runs/demo".into();
+/// let mut trainer = Trainer::new(cfg)?;
+/// let summary = trainer.run(&mut (), &Default::default())?;
+/// println!("{} steps, loss {}", summary.steps, summary.final_loss);
+/// # Ok::<(), ijepa_train::TrainError>(())
+/// ```
+pub struct Trainer {
+    config: TrainConfig,
+    run_dir: PathBuf,
+    device: Device,
+    model: IJepa,
+    optimizer: AdamW,
+    lr: WarmupCosine,
+    wd: CosineWeightDecay,
+    source: Arc<ImageSource>,
+    sampler: Arc<dyn MaskSampler>,
+    transform: TrainTransform,
+    steps_per_epoch: u64,
+    total_steps: u64,
+    step: u64,
+    position: Position,
+    images_seen: u64,
+    skipped: Vec<(String, String)>,
+    elapsed_s: f64,
+    last: Option<StepMetrics>,
+    last_checkpoint: Option<PathBuf>,
+    resumed_from: Option<PathBuf>,
+    notes: Vec<String>,
+}
+
+fn device_of(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(|e| {
+            TrainError::Config(format!(
+                "run.device = \"cuda\": {e} (build ijepa-cli with `--features cuda`)"
+            ))
+        }),
+        other => Err(TrainError::Config(format!(
+            "run.device = {other:?}: expected \"cpu\" or \"cuda\""
+        ))),
+    }
+}
+
+/// The sections of two configurations whose difference makes a checkpoint
+/// unusable for the other (the model, the masks, the data, the seed).
+fn incompatible(a: &TrainConfig, b: &TrainConfig) -> Option<&'static str> {
+    let data = |c: &TrainConfig| {
+        let mut d = c.data.clone();
+        (d.workers, d.prefetch) = (0, 0);
+        d
+    };
+    if a.model != b.model {
+        Some("model")
+    } else if a.mask != b.mask {
+        Some("mask")
+    } else if data(a) != data(b) {
+        Some("data")
+    } else if a.run.seed != b.run.seed {
+        Some("run.seed")
+    } else if a.optim.accumulate != b.optim.accumulate {
+        Some("optim.accumulate")
+    } else {
+        None
+    }
+}
+
+impl Trainer {
+    /// Prepares a run: checks the configuration, finds the data, builds the
+    /// model (or reads the latest checkpoint when `run.resume` is set) and
+    /// writes `config.toml` into the run directory.
+    ///
+    /// # Errors
+    /// An invalid configuration; a run directory that already holds a run
+    /// when not resuming (nothing is overwritten); no checkpoint to resume
+    /// from; unreadable data.
+    pub fn new(config: TrainConfig) -> Result<Self> {
+        config.validate()?;
+        let run_dir = config.run.out.clone();
+        let device = device_of(&config.run.device)?;
+        let mut notes = vec![];
+        if config.run.precision == "bf16" {
+            notes.push(
+                "run.precision = \"bf16\": autocast applies on CUDA only; this CPU run is f32"
+                    .into(),
+            );
+        }
+        let existing = checkpoint::latest(&run_dir)?;
+        let resume = match (config.run.resume, existing) {
+            (true, Some(path)) => Some(checkpoint::load(&path, &device)?),
+            (true, None) => {
+                return Err(TrainError::Config(format!(
+                    "--resume: {} has no checkpoint to resume from",
+                    run_dir.display()
+                )))
+            }
+            (false, Some(path)) => {
+                return Err(TrainError::Config(format!(
+                    "{} already holds a run (latest checkpoint {}); pass --resume to continue it or choose another --out",
+                    run_dir.display(),
+                    path.display()
+                )))
+            }
+            (false, None) => None,
+        };
+        if let Some(ck) = &resume {
+            if let Some(section) = incompatible(&ck.state.config, &config) {
+                return Err(TrainError::Checkpoint {
+                    path: ck.path.clone(),
+                    reason: format!(
+                        "the run was started with another `{section}` configuration; resume with {}",
+                        run_dir.join("config.toml").display()
+                    ),
+                });
+            }
+        }
+
+        let encoder = config.encoder()?;
+        let (h, w) = encoder.image_size;
+        let source = match &config.data.path {
+            Some(path) => ImageSource::Folder(ImageFolder::open(path)?),
+            None => ImageSource::Synthetic(SyntheticShapes::new(
+                h.max(w) as u32,
+                config.data.synthetic_images,
+                config.run.seed,
+            )),
+        };
+        let batches = batches_per_epoch(source.len(), config.data.batch_size);
+        let steps_per_epoch = batches / config.optim.accumulate as u64;
+        if steps_per_epoch == 0 {
+            return Err(TrainError::Config(format!(
+                "{} images make no full optimizer step of {} × {} images",
+                source.len(),
+                config.data.batch_size,
+                config.optim.accumulate
+            )));
+        }
+        let o = &config.optim;
+        let total_steps = (o.ipe_scale * (o.epochs * steps_per_epoch) as f64) as u64;
+        let lr = WarmupCosine {
+            start_lr: o.start_lr,
+            ref_lr: o.lr,
+            final_lr: o.final_lr,
+            warmup_steps: (o.warmup_epochs * steps_per_epoch as f64) as u64,
+            total_steps,
+        };
+        let wd = CosineWeightDecay {
+            ref_wd: o.weight_decay,
+            final_wd: o.final_weight_decay,
+            total_steps,
+        };
+        let transform = TrainTransform::new(
+            (h, w),
+            config.data.crop_scale,
+            config.data.crop_ratio,
+            config.data.horizontal_flip,
+            config.data.mean,
+            config.data.std,
+        )?;
+        let sampler: Arc<dyn MaskSampler> = Arc::from(config.sampler()?);
+        let model_cfg = config.ijepa()?;
+        let model = match &resume {
+            Some(ck) => IJepa::from_parts(
+                model_cfg,
+                ck.encoder.clone(),
+                ck.target_encoder.clone(),
+                ck.predictor.clone(),
+            )?,
+            None => IJepa::new(model_cfg, &device)?,
+        };
+        let mut optimizer = AdamW::new(
+            AdamW::ijepa_groups(model.trainable_vars(), o.weight_decay),
+            o.lr,
+        );
+        let mut trainer = Self {
+            run_dir: run_dir.clone(),
+            device,
+            model,
+            lr,
+            wd,
+            source: Arc::new(source),
+            sampler,
+            transform,
+            steps_per_epoch,
+            total_steps,
+            step: 0,
+            position: Position::default(),
+            images_seen: 0,
+            skipped: vec![],
+            elapsed_s: 0.0,
+            last: None,
+            last_checkpoint: None,
+            resumed_from: None,
+            notes,
+            optimizer: AdamW::new(vec![], 0.0),
+            config,
+        };
+        if let Some(ck) = resume {
+            optimizer.load_state(&ck.optimizer, ck.state.step)?;
+            let s = ck.state;
+            trainer.step = s.step;
+            trainer.position = s.position;
+            trainer.images_seen = s.images_seen;
+            trainer.skipped = s.skipped;
+            trainer.elapsed_s = s.elapsed_s;
+            trainer.resumed_from = Some(ck.path.clone());
+            trainer.last_checkpoint = Some(ck.path);
+        }
+        trainer.optimizer = optimizer;
+        std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
+        checkpoint::write_atomic(
+            &run_dir.join("config.toml"),
+            trainer.config.to_toml().as_bytes(),
+        )?;
+        Ok(trainer)
+    }
+
+    /// The resolved configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The model in its current state.
+    pub fn model(&self) -> &IJepa {
+        &self.model
+    }
+
+    /// The images of the run.
+    pub fn source(&self) -> &ImageSource {
+        &self.source
+    }
+
+    /// Trains until the last epoch, `run.max_steps`, or `stop` turning true
+    /// (checked between steps: the run then writes a checkpoint and
+    /// returns). A checkpoint is always written at the end.
+    ///
+    /// # Errors
+    /// A NaN/Inf loss ([`TrainError::NonFinite`]: the run stops before
+    /// updating anything, the last checkpoint stays the newest), a failed
+    /// checkpoint or metrics write, a model error.
+    pub fn run(&mut self, observer: &mut dyn Observer, stop: &AtomicBool) -> Result<Summary> {
+        let stop_step = self
+            .config
+            .run
+            .max_steps
+            .map_or(self.total_steps, |m| m.min(self.total_steps));
+        let epochs = self.config.optim.epochs;
+        let acc = self.config.optim.accumulate;
+        observer.start(&RunInfo {
+            run_dir: self.run_dir.clone(),
+            images: self.source.len(),
+            steps_per_epoch: self.steps_per_epoch,
+            total_steps: self.total_steps,
+            stop_step,
+            start_step: self.step,
+            resumed_from: self.resumed_from.clone(),
+            parameters: self
+                .model
+                .trainable_vars()
+                .iter()
+                .map(|(_, v)| v.elem_count())
+                .sum(),
+        });
+        for note in &self.notes {
+            observer.message(note);
+        }
+        let mut metrics = MetricsLog::open(&self.run_dir, self.step)?;
+        let workers = match self.config.data.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let loader = Loader::start(
+            self.source.clone(),
+            self.sampler.clone(),
+            LoaderConfig {
+                batch_size: self.config.data.batch_size,
+                seed: self.config.run.seed,
+                workers,
+                prefetch: self.config.data.prefetch,
+                transform: self.transform.clone(),
+            },
+            self.position,
+            epochs,
+        )?;
+        let used_batches = self.steps_per_epoch * acc as u64;
+        let mut pending: Vec<Batch> = Vec::with_capacity(acc);
+        let mut interrupted = false;
+        for batch in loader {
+            if self.step >= stop_step {
+                break;
+            }
+            if stop.load(Ordering::SeqCst) {
+                interrupted = true;
+                break;
+            }
+            if batch.position.batch >= used_batches {
+                continue; // a remainder that makes no full accumulation
+            }
+            for (name, reason) in &batch.skipped {
+                observer.message(&format!("skipped unreadable image {name}: {reason}"));
+            }
+            self.skipped.extend(batch.skipped.iter().cloned());
+            pending.push(batch);
+            if pending.len() < acc {
+                continue;
+            }
+            let last_pos = pending[pending.len() - 1].position;
+            let done = self.train_step(&pending)?;
+            pending.clear();
+            self.position = if last_pos.batch + 1 >= used_batches {
+                Position {
+                    epoch: last_pos.epoch + 1,
+                    batch: 0,
+                }
+            } else {
+                Position {
+                    epoch: last_pos.epoch,
+                    batch: last_pos.batch + 1,
+                }
+            };
+            if let Some(m) = done {
+                metrics.push(&m)?;
+                observer.step(&m);
+                self.last = Some(m);
+            }
+            let every = self.config.run.checkpoint_every;
+            let due = if every == 0 {
+                self.position.batch == 0
+            } else {
+                self.step.is_multiple_of(every)
+            };
+            if due && self.step < stop_step {
+                self.save_checkpoint(&metrics, observer)?;
+            }
+        }
+        let written = self
+            .last_checkpoint
+            .as_ref()
+            .is_some_and(|p| p.ends_with(format!("step-{:08}", self.step)));
+        if !written {
+            self.save_checkpoint(&metrics, observer)?;
+        }
+        let checkpoint = self.last_checkpoint.clone().unwrap_or_default();
+        Ok(Summary {
+            steps: self.step,
+            final_loss: self.last.as_ref().map_or(f32::NAN, |m| m.loss),
+            images_seen: self.images_seen,
+            skipped: self.skipped.clone(),
+            checkpoint,
+            elapsed_s: self.elapsed_s,
+            interrupted,
+        })
+    }
+
+    fn save_checkpoint(&mut self, metrics: &MetricsLog, observer: &mut dyn Observer) -> Result<()> {
+        let last = self.last.clone();
+        let state = CheckpointState {
+            format: FORMAT.into(),
+            step: self.step,
+            position: self.position,
+            steps_per_epoch: self.steps_per_epoch,
+            total_steps: self.total_steps,
+            loss: last.as_ref().map_or(f32::NAN, |m| m.loss),
+            lr: last.as_ref().map_or(self.lr.at(self.step), |m| m.lr),
+            weight_decay: last
+                .as_ref()
+                .map_or(self.wd.at(self.step), |m| m.weight_decay),
+            momentum: last
+                .as_ref()
+                .map_or(self.config.optim.ema.0, |m| m.momentum),
+            images_seen: self.images_seen,
+            skipped: self.skipped.clone(),
+            elapsed_s: self.elapsed_s,
+            rng: format!(
+                "keyed by run.seed = {} and the position; nothing else is random",
+                self.config.run.seed
+            ),
+            config: self.config.clone(),
+        };
+        let student = self.model.student_weights()?;
+        let predictor = self.model.predictor_weights()?;
+        let path = checkpoint::save(
+            &self.run_dir,
+            [
+                ("encoder", &student),
+                ("target_encoder", self.model.teacher_weights()),
+                ("predictor", &predictor),
+            ],
+            &self.optimizer.state_tensors(),
+            &state,
+            self.config.run.keep_checkpoints,
+        )?;
+        plot_losses(metrics.losses(), &self.run_dir.join("loss.png"))?;
+        observer.checkpoint(&path);
+        self.last_checkpoint = Some(path);
+        Ok(())
+    }
+
+    /// One optimizer step over `batches` (gradients summed, then averaged).
+    /// `None` when every image of the step was unreadable.
+    fn train_step(&mut self, batches: &[Batch]) -> Result<Option<StepMetrics>> {
+        let start = Instant::now();
+        let (h, w) = self.transform.size();
+        let step = self.step + 1;
+        let mut grads: Option<GradStore> = None;
+        let (mut loss_sum, mut used, mut images) = (0f64, 0usize, 0usize);
+        let (mut context_tokens, mut target_tokens) = (0, 0);
+        let vars = self.model.trainable_vars();
+        for b in batches.iter().filter(|b| b.len > 0) {
+            let x = Tensor::from_slice(&b.images, (b.len, 3, h, w), &self.device)?;
+            let index = |m: &IndexBatch| {
+                Tensor::from_slice(m.as_flat(), (m.batch_size(), m.len()), &self.device)
+            };
+            let context = index(&b.masks.contexts[0])?;
+            let targets = b
+                .masks
+                .targets
+                .iter()
+                .map(index)
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            context_tokens = b.masks.contexts[0].len();
+            target_tokens = b.masks.targets.iter().map(|t| t.len()).sum();
+            let out =
+                self.model
+                    .forward_with_masks(&x, &context, &targets, EmbeddingSource::Teacher)?;
+            let loss = out.loss.to_scalar::<f32>()?;
+            if !loss.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step,
+                    loss,
+                    last_checkpoint: self
+                        .last_checkpoint
+                        .as_ref()
+                        .map_or("none".into(), |p| p.display().to_string()),
+                });
+            }
+            let g = out.loss.backward()?;
+            grads = Some(match grads {
+                None => g,
+                Some(mut sum) => {
+                    for (_, v) in &vars {
+                        if let (Some(a), Some(b)) = (sum.get(v.as_tensor()), g.get(v.as_tensor())) {
+                            let total = (a + b)?;
+                            sum.insert(v.as_tensor(), total);
+                        }
+                    }
+                    sum
+                }
+            });
+            loss_sum += f64::from(loss);
+            used += 1;
+            images += b.len;
+        }
+        let Some(mut grads) = grads else {
+            return Ok(None);
+        };
+        if used > 1 {
+            for (_, v) in &vars {
+                if let Some(g) = grads.get(v.as_tensor()) {
+                    let mean = (g / used as f64)?;
+                    grads.insert(v.as_tensor(), mean);
+                }
+            }
+        }
+        let mut sq = 0f64;
+        for (_, v) in &vars {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+            }
+        }
+        let grad_norm = sq.sqrt();
+        if let Some(max) = self.config.optim.grad_clip {
+            // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6) when above.
+            let scale = max / (grad_norm + 1e-6);
+            if scale < 1.0 {
+                for (_, v) in &vars {
+                    if let Some(g) = grads.get(v.as_tensor()) {
+                        let clipped = (g * scale)?;
+                        grads.insert(v.as_tensor(), clipped);
+                    }
+                }
+            }
+        }
+        let (lr, wd) = (self.lr.at(step), self.wd.at(step));
+        self.optimizer.lr = lr;
+        self.optimizer.set_weight_decay(wd);
+        self.optimizer.step(&grads)?;
+        drop(grads);
+        let epoch = batches[0].position.epoch;
+        let momentum = self.model.config().ema_momentum(
+            step - 1,
+            self.total_steps,
+            epoch,
+            self.config.optim.epochs,
+        );
+        self.model.update_teacher(momentum)?;
+        self.step = step;
+        self.images_seen += images as u64;
+        let secs = start.elapsed().as_secs_f64();
+        self.elapsed_s += secs;
+        Ok(Some(StepMetrics {
+            epoch,
+            itr: batches[0].position.batch / self.config.optim.accumulate as u64,
+            step,
+            loss: (loss_sum / used as f64) as f32,
+            context_tokens,
+            target_tokens,
+            time_ms: secs * 1e3,
+            lr,
+            weight_decay: wd,
+            momentum,
+            images,
+            images_per_s: images as f64 / secs,
+            grad_norm,
+        }))
+    }
+}

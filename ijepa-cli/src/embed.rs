@@ -5,28 +5,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
-use clap::{Args, ValueEnum};
-use ijepa_encoder::hub::HubOptions;
-use ijepa_encoder::weights::{self, Branch, LoadOptions};
+use clap::Args;
 use ijepa_encoder::TokenEncoder;
+
+use crate::encoder_source::{load_encoder, Which};
 use ijepa_train::data::{decode_rgb, image_files, EvalTransform, Filter};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-
-/// Which encoder of a training checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Which {
-    /// The EMA target encoder (what I-JEPA evaluates).
-    Target,
-    /// The context encoder.
-    Context,
-}
 
 /// Options of `ijepa-cli embed`.
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
     /// Encoder weights: a timm or Hugging Face folder, a .safetensors file, an
-    /// official .pth.tar checkpoint, or `hf-hub:org/name[@revision]`.
+    /// official .pth.tar checkpoint, `hf-hub:org/name[@revision]`, or an
+    /// ijepa-rs run directory or checkpoint folder.
     #[arg(long)]
     weights: String,
     /// An image file, or a folder searched at any depth for .jpg/.jpeg/.png.
@@ -59,21 +51,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         args.batch_size > 0,
         "--batch-size must be at least 1, got 0"
     );
-    let hub = HubOptions {
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        ..HubOptions::from_env()
-    };
-    let path = weights::resolve(&args.weights, &hub)?;
-    let opts = LoadOptions {
-        model: args.model.clone(),
-        branch: match args.encoder {
-            Which::Target => Branch::Target,
-            Which::Context => Branch::Context,
-        },
-        ..LoadOptions::default()
-    };
-    let loaded =
-        weights::load(&path, &opts).with_context(|| format!("loading weights {}", args.weights))?;
+    let loaded = load_encoder(&args.weights, args.model.as_deref(), args.encoder)?;
     let vit = loaded.build()?;
     let data = &loaded.data;
     let size = args.image_size.map_or(data.input_size, |s| (s, s));

@@ -17,7 +17,10 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod download;
 mod embed;
+mod encoder_source;
+mod inspect;
 mod masks;
 mod masks_png;
 mod pretrain;
@@ -38,6 +41,10 @@ enum Command {
     Masks(masks::MasksArgs),
     /// Embed images with a pretrained encoder and write the features to a .safetensors file.
     Embed(embed::EmbedArgs),
+    /// Download a model from the Hugging Face Hub into the standard cache.
+    Download(download::DownloadArgs),
+    /// Describe a weight file, Hub model or ijepa-rs run: layout, architecture, parameters, tensors.
+    Inspect(inspect::InspectArgs),
     /// Measure throughput (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -49,6 +56,8 @@ fn main() {
         Command::Pretrain(args) => pretrain::run(&args),
         Command::Masks(args) => masks::run(&args),
         Command::Embed(args) => embed::run(&args),
+        Command::Download(args) => download::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),
     };
     if let Err(err) = result {

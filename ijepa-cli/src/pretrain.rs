@@ -285,7 +285,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     probe(&trainer, &cfg)
 }
 
-/// k-NN on held-out synthetic shapes: the learned target encoder beside the
+/// k-NN and linear probes on held-out synthetic shapes: the learned target encoder beside the
 /// same architecture at its initial (random) weights.
 fn probe(trainer: &Trainer, cfg: &TrainConfig) -> Result<()> {
     let started = Instant::now();
@@ -302,23 +302,26 @@ fn probe(trainer: &Trainer, cfg: &TrainConfig) -> Result<()> {
     )?;
     let random = VisionTransformer::from_weights(&model_cfg.encoder, initial)?;
     let (train, test) = (1024, 512);
-    let knn = |vit: &VisionTransformer| {
-        ijepa_train::probe::synthetic_knn(vit, train, test, cfg.data.mean, cfg.data.std, &device)
-            .context("k-NN probe")
+    let scores = |vit: &VisionTransformer| {
+        ijepa_train::probe::synthetic_probe(vit, train, test, cfg.data.mean, cfg.data.std, &device)
+            .context("probe")
     };
-    let learned = knn(trainer.model().teacher())?;
-    let baseline = knn(&random)?;
+    let learned = scores(trainer.model().teacher())?;
+    let baseline = scores(&random)?;
     eprintln!(
-        "k-NN probe (k = 20, held-out synthetic shapes, {train} train / {test} test, 8 classes, chance 12.5 %), {:.0} s:",
+        "probes on held-out synthetic shapes (mean-pooled features; {train} train / {test} test images, 8 classes, chance 12.5 %), {:.0} s:",
         started.elapsed().as_secs_f64()
     );
-    println!(
-        "k-NN top-1  I-JEPA target encoder: {:5.1} %",
-        100.0 * learned
-    );
-    println!(
-        "k-NN top-1  random initialisation: {:5.1} %",
-        100.0 * baseline
-    );
+    println!("                               k-NN top-1   linear top-1");
+    for (name, s) in [
+        ("I-JEPA target encoder", learned),
+        ("random initialisation", baseline),
+    ] {
+        println!(
+            "{name:<30} {:>8.1} %   {:>8.1} %",
+            100.0 * s.knn_top1,
+            100.0 * s.linear_top1
+        );
+    }
     Ok(())
 }

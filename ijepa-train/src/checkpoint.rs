@@ -277,3 +277,40 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         state,
     })
 }
+
+/// The checkpoint folder `path` names: a checkpoint folder itself (it has a
+/// `state.json`) or a run directory (its `latest`). `None` when `path` is
+/// neither, i.e. not ijepa-rs's.
+///
+/// # Errors
+/// A run directory whose `latest` is broken.
+pub fn find(path: &Path) -> Result<Option<PathBuf>> {
+    if path.join("state.json").is_file() && path.join("model.safetensors").is_file() {
+        return Ok(Some(path.to_path_buf()));
+    }
+    if checkpoints_dir(path).join("latest").is_file() {
+        return latest(path);
+    }
+    Ok(None)
+}
+
+/// One encoder of an ijepa-rs checkpoint, ready to build: its architecture
+/// (from the run's configuration) and weights.
+///
+/// # Errors
+/// An unreadable checkpoint or configuration.
+pub fn load_encoder(
+    checkpoint: &Path,
+    target: bool,
+    device: &Device,
+) -> Result<(ijepa_encoder::VitConfig, WeightMap, TrainConfig)> {
+    let ck = load(checkpoint, device)?;
+    let cfg = ck.state.config.ijepa()?.encoder;
+    let weights = if target {
+        ck.target_encoder
+    } else {
+        ck.encoder
+    };
+    ijepa_encoder::weights::check(&cfg, &weights, &checkpoint.join("model.safetensors"))?;
+    Ok((cfg, weights, ck.state.config))
+}

@@ -165,21 +165,30 @@ pub fn linear_top1(
 /// images from `run.seed`, these from fixed seeds far from small integers).
 const PROBE_SEEDS: (u64, u64) = (0x7072_6f62_6574_726e, 0x7072_6f62_6574_7374);
 
-/// Weighted k-NN top-1 (k = 20, temperature 0.07) of `encoder`'s
-/// mean-pooled features on held-out synthetic shapes: `train` labelled
-/// images as the memory, `test` images to classify, drawn at the encoder's
-/// input size and normalised with `mean`/`std`. Chance is 1/8.
+/// Top-1 accuracies of one encoder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeScores {
+    /// Weighted k-NN (k = 20, temperature 0.07).
+    pub knn_top1: f64,
+    /// Linear classifier ([`linear_top1`], 300 steps).
+    pub linear_top1: f64,
+}
+
+/// k-NN and linear probes of `encoder`'s mean-pooled features on held-out
+/// synthetic shapes: `train` labelled images to fit on, `test` images to
+/// classify, drawn at the encoder's input size and normalised with
+/// `mean`/`std`. Chance is 1/8.
 ///
 /// # Errors
 /// A model error.
-pub fn synthetic_knn(
+pub fn synthetic_probe(
     encoder: &VisionTransformer,
     train: usize,
     test: usize,
     mean: [f32; 3],
     std: [f32; 3],
     device: &Device,
-) -> Result<f64> {
+) -> Result<ProbeScores> {
     let (h, w) = encoder.config().image_size;
     let set = |seed: u64, n: usize| -> Result<(Tensor, Vec<usize>)> {
         let data = crate::data::SyntheticShapes::new(h.max(w) as u32, n, seed);
@@ -198,7 +207,10 @@ pub fn synthetic_knn(
     };
     let (train_x, train_y) = set(PROBE_SEEDS.0, train)?;
     let (test_x, test_y) = set(PROBE_SEEDS.1, test)?;
-    knn_top1(&train_x, &train_y, &test_x, &test_y, 20, 0.07)
+    Ok(ProbeScores {
+        knn_top1: knn_top1(&train_x, &train_y, &test_x, &test_y, 20, 0.07)?,
+        linear_top1: linear_top1(&train_x, &train_y, &test_x, &test_y, 300)?,
+    })
 }
 
 #[cfg(test)]

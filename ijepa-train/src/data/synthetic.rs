@@ -75,9 +75,9 @@ fn draw(size: u32, label: usize, rng: &mut ChaCha8Rng) -> RgbImage {
     let s = size as f32;
     let (bg_a, bg_b) = (colour(rng), colour(rng));
     let (fg_a, fg_b) = (colour(rng), colour(rng));
-    let cx = s * rng.random_range(0.3..0.7);
-    let cy = s * rng.random_range(0.3..0.7);
-    let r = s * rng.random_range(0.18..0.3);
+    let cx = s * rng.random_range(0.4..0.6);
+    let cy = s * rng.random_range(0.4..0.6);
+    let r = s * rng.random_range(0.28..0.42);
     let angle: f32 = rng.random_range(0.0..std::f32::consts::PI);
     let period = s * rng.random_range(0.06..0.12);
     let noise_seed: u64 = rng.random();
@@ -103,7 +103,7 @@ fn draw(size: u32, label: usize, rng: &mut ChaCha8Rng) -> RgbImage {
             };
             [0, 1, 2].map(|k| fg_a[k] * (1.0 - t) + fg_b[k] * t)
         } else {
-            let t = y as f32 / s;
+            let t = 0.25 * y as f32 / s;
             [0, 1, 2].map(|k| bg_a[k] * (1.0 - t) + bg_b[k] * t)
         };
         Rgb(c.map(|v| ((v + n).clamp(0.0, 1.0) * 255.0).round() as u8))

@@ -1,0 +1,177 @@
+//! `download` against a local stand-in for the Hub, and `inspect` on every
+//! layout we load (timm, Hugging Face, official, ijepa-rs).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+#[path = "../../ijepa-encoder/tests/support/hub_server.rs"]
+mod hub_server;
+
+fn encoder_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ijepa-encoder/tests/fixtures")
+        .join(name)
+}
+
+fn cli(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("ijepa-cli runs")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn download_fills_the_cache_that_inspect_then_reads_offline() {
+    let cache = std::env::temp_dir().join(format!("ijepa-cli-hub-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let files: HashMap<String, Vec<u8>> = ["config.json", "model.safetensors"]
+        .iter()
+        .map(|f| {
+            (
+                f.to_string(),
+                std::fs::read(encoder_fixture("timm_gap").join(f)).unwrap(),
+            )
+        })
+        .collect();
+    let (endpoint, server) = hub_server::serve("test-org/tiny-ijepa", files, 5);
+    let out = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
+        .args(["download", "test-org/tiny-ijepa", "--revision", "main"])
+        .env("HF_ENDPOINT", &endpoint)
+        .env("HF_HUB_CACHE", &cache)
+        .output()
+        .unwrap();
+    let snapshot = PathBuf::from(stdout(&out).trim());
+    server.join().unwrap();
+    assert_eq!(
+        snapshot,
+        cache
+            .join("models--test-org--tiny-ijepa/snapshots")
+            .join(hub_server::COMMIT)
+    );
+    for f in ["config.json", "model.safetensors"] {
+        assert_eq!(
+            std::fs::read(snapshot.join(f)).unwrap(),
+            std::fs::read(encoder_fixture("timm_gap").join(f)).unwrap()
+        );
+    }
+    // Offline, from the cache only (the server is gone).
+    let out = cli(
+        &["inspect", "hf-hub:test-org/tiny-ijepa", "--json"],
+        &[("HF_HUB_CACHE", &cache), ("HF_HUB_OFFLINE", Path::new("1"))],
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["layout"], "timm");
+    // An unknown repository is an error naming it.
+    let out = cli(
+        &["download", "test-org/missing"],
+        &[("HF_HUB_CACHE", &cache), ("HF_HUB_OFFLINE", Path::new("1"))],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test-org/missing"));
+    std::fs::remove_dir_all(&cache).unwrap();
+}
+
+#[test]
+fn inspect_reports_every_layout() {
+    for (fixture, extra, layout, params) in [
+        ("timm_gap", vec![], "timm", 85_680),
+        ("hf_ijepa", vec![], "hf", 66_672),
+        ("hf_ijepa_v4", vec![], "hf", 66_672),
+        (
+            "official/official.pth.tar",
+            vec!["--model", "vit_tiny_patch14_224", "--encoder", "context"],
+            "official",
+            0,
+        ),
+    ] {
+        let path = encoder_fixture(fixture);
+        let mut args = vec![
+            "inspect",
+            path.to_str().unwrap(),
+            "--json",
+            "--tensors",
+            "100",
+        ];
+        args.extend(extra);
+        let out = cli(&args, &[]);
+        let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(r["layout"], layout, "{fixture}");
+        let total = r["encoder"]["parameters"].as_u64().unwrap();
+        if params > 0 {
+            assert_eq!(total, params, "{fixture}");
+        }
+        // The listed tensors add up to the parameter count.
+        let listed: u64 = r["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                t["shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap())
+                    .product::<u64>()
+            })
+            .sum();
+        assert_eq!(listed, total, "{fixture}");
+        assert_eq!(r["architecture"]["embed_dim"], 48, "{fixture}");
+    }
+}
+
+#[test]
+fn inspect_reads_an_ijepa_rs_run() {
+    let run = std::env::temp_dir().join(format!("ijepa-cli-inspect-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run);
+    let out = cli(
+        &[
+            "pretrain",
+            "--out",
+            run.to_str().unwrap(),
+            "--model",
+            "vit_tiny_patch4_gap_48",
+            "--set",
+            "model.embed_dim=32",
+            "--set",
+            "model.num_heads=2",
+            "--set",
+            "model.depth=1",
+            "--set",
+            "data.synthetic_images=8",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "2",
+            "--no-probe",
+        ],
+        &[],
+    );
+    stdout(&out);
+    let out = cli(&["inspect", run.to_str().unwrap(), "--json"], &[]);
+    let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(r["layout"], "ijepa-rs");
+    assert_eq!(r["checkpoint"]["step"], 2);
+    assert_eq!(r["architecture"]["embed_dim"], 32);
+    for part in ["encoder", "target_encoder", "predictor", "optimizer"] {
+        assert!(
+            r["checkpoint"]["parts"][part]["parameters"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "{part}"
+        );
+    }
+    std::fs::remove_dir_all(&run).unwrap();
+}

@@ -20,6 +20,7 @@ mod bench;
 mod download;
 mod embed;
 mod encoder_source;
+mod export;
 mod inspect;
 mod masks;
 mod masks_png;
@@ -41,6 +42,8 @@ enum Command {
     Masks(masks::MasksArgs),
     /// Embed images with a pretrained encoder and write the features to a .safetensors file.
     Embed(embed::EmbedArgs),
+    /// Write an encoder (of a run, or any weights we read) as a timm or Hugging Face model folder.
+    Export(export::ExportArgs),
     /// Download a model from the Hugging Face Hub into the standard cache.
     Download(download::DownloadArgs),
     /// Describe a weight file, Hub model or ijepa-rs run: layout, architecture, parameters, tensors.
@@ -56,6 +59,7 @@ fn main() {
         Command::Pretrain(args) => pretrain::run(&args),
         Command::Masks(args) => masks::run(&args),
         Command::Embed(args) => embed::run(&args),
+        Command::Export(args) => export::run(&args),
         Command::Download(args) => download::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),

@@ -142,3 +142,52 @@ fn timm_layout_round_trips_from_every_source() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[test]
+fn hf_export_writes_the_published_key_layout_and_round_trips() {
+    let source = load(&fixture("hf_ijepa"), &LoadOptions::default()).unwrap();
+    let out = scratch("save-hf").join("export");
+    ijepa_encoder::weights::save_hf(&out, &source.config, &source.data, &source.weights).unwrap();
+    // The keys and shapes of the transformers-4 file the facebook/ijepa_* checkpoints use.
+    let shapes = |p: PathBuf| -> Vec<(String, Vec<usize>)> {
+        let mut v: Vec<_> = candle_core::safetensors::load(p, &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, t)| (k, t.dims().to_vec()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        shapes(out.join("model.safetensors")),
+        shapes(fixture("hf_ijepa_v4").join("model.safetensors"))
+    );
+    let back = load(&out, &LoadOptions::default()).unwrap();
+    assert_eq!(back.layout, WeightLayout::Hf);
+    assert_eq!(back.config, source.config);
+    assert_eq!(
+        (back.data.mean, back.data.std),
+        (source.data.mean, source.data.std)
+    );
+    for (name, t) in &source.weights {
+        let diff = (t - &back.weights[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+    }
+    // What IJepaModel cannot express is refused, naming it.
+    let timm = load(&fixture("timm_cls"), &LoadOptions::default()).unwrap();
+    let err = ijepa_encoder::weights::save_hf(
+        &scratch("save-hf-cls"),
+        &timm.config,
+        &timm.data,
+        &timm.weights,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("class token"), "{err}");
+    std::fs::remove_dir_all(out.parent().unwrap()).unwrap();
+}

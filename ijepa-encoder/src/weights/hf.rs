@@ -221,6 +221,130 @@ fn to_timm(raw: WeightMap) -> Result<WeightMap> {
     Ok(out)
 }
 
+/// Writes `weights` (timm names) as a Hugging Face `IJepaModel` folder:
+/// `config.json`, `model.safetensors` in the key layout of the published
+/// `facebook/ijepa_*` checkpoints (transformers 4 names, which transformers
+/// 5 reads too; `qkv` split into query/key/value) and a
+/// `preprocessor_config.json` with `data`'s size, mean, std and filter.
+///
+/// # Errors
+/// An architecture `IJepaModel` cannot express (class or register tokens,
+/// layer scale, `fc_norm`, a non-square image, no qkv bias), weights that do
+/// not fit `cfg`, or a file that cannot be written.
+pub fn save_hf(dir: &Path, cfg: &VitConfig, data: &DataConfig, weights: &WeightMap) -> Result<()> {
+    super::check(cfg, weights, dir)?;
+    let unsupported = [
+        (cfg.class_token, "a class token"),
+        (cfg.reg_tokens > 0, "register tokens"),
+        (cfg.layer_scale.is_some(), "layer scale"),
+        (cfg.fc_norm, "fc_norm"),
+        (cfg.image_size.0 != cfg.image_size.1, "a non-square image"),
+        (!cfg.qkv_bias, "attention without qkv bias"),
+    ];
+    if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
+        return Err(EncoderError::InvalidConfig(format!(
+            "Hugging Face IJepaModel has no {what}: export this encoder as timm instead"
+        )));
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| EncoderError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut out = WeightMap::new();
+    let d = cfg.embed_dim;
+    for (name, t) in weights {
+        let t = t.contiguous()?;
+        if let Some(rest) = name.strip_prefix("blocks.") {
+            let (layer, param) = rest.split_once('.').unwrap_or((rest, ""));
+            let prefix = format!("encoder.layer.{layer}.");
+            if let Some(kind) = param.strip_prefix("attn.qkv.") {
+                for (i, part) in ["query", "key", "value"].iter().enumerate() {
+                    out.insert(
+                        format!("{prefix}attention.attention.{part}.{kind}"),
+                        t.narrow(0, i * d, d)?.contiguous()?,
+                    );
+                }
+                continue;
+            }
+            let hf = [
+                ("attn.proj.", "attention.output.dense."),
+                ("mlp.fc1.", "intermediate.dense."),
+                ("mlp.fc2.", "output.dense."),
+                ("norm1.", "layernorm_before."),
+                ("norm2.", "layernorm_after."),
+            ]
+            .iter()
+            .find_map(|(from, to)| param.strip_prefix(from).map(|p| format!("{prefix}{to}{p}")));
+            match hf {
+                Some(k) => out.insert(k, t),
+                None => return Err(unknown_key(name)),
+            };
+            continue;
+        }
+        let key = match name.as_str() {
+            "patch_embed.proj.weight" => "embeddings.patch_embeddings.projection.weight",
+            "patch_embed.proj.bias" => "embeddings.patch_embeddings.projection.bias",
+            "pos_embed" => "embeddings.position_embeddings",
+            "norm.weight" => "layernorm.weight",
+            "norm.bias" => "layernorm.bias",
+            _ => return Err(unknown_key(name)),
+        };
+        out.insert(key.to_string(), t);
+    }
+    let config = serde_json::json!({
+        "architectures": ["IJepaModel"],
+        "model_type": "ijepa",
+        "hidden_size": d,
+        "num_hidden_layers": cfg.depth,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.mlp_hidden_dim,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": cfg.norm_eps,
+        "image_size": cfg.image_size.0,
+        "patch_size": cfg.patch_size,
+        "num_channels": cfg.in_channels,
+        "qkv_bias": cfg.qkv_bias,
+        "pooler_output_size": d,
+        "pooler_act": "tanh",
+    });
+    let resample = if data.interpolation == "bicubic" {
+        3
+    } else {
+        2
+    };
+    let pre = serde_json::json!({
+        "image_processor_type": "ViTImageProcessor",
+        "do_resize": true,
+        "size": {"height": data.input_size.0, "width": data.input_size.1},
+        "resample": resample,
+        "do_rescale": true,
+        "rescale_factor": 1.0 / 255.0,
+        "do_normalize": true,
+        "image_mean": data.mean,
+        "image_std": data.std,
+    });
+    for (file, json) in [("config.json", config), ("preprocessor_config.json", pre)] {
+        let path = dir.join(file);
+        let text = serde_json::to_string_pretty(&json).expect("JSON values serialise");
+        std::fs::write(&path, text + "\n").map_err(io(&path))?;
+    }
+    let path = dir.join("model.safetensors");
+    candle_core::safetensors::save(&out, &path).map_err(|e| EncoderError::ConfigFile {
+        path: path.clone(),
+        reason: format!("cannot write safetensors: {e}"),
+    })
+}
+
+fn unknown_key(name: &str) -> EncoderError {
+    EncoderError::InvalidConfig(format!(
+        "tensor {name} has no place in a Hugging Face IJepaModel"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ use crate::error::{EncoderError, Result};
 use crate::vit::VisionTransformer;
 use crate::WeightMap;
 
+pub use hf::save_hf;
 pub use timm::save_timm;
 
 /// The layout a weight file was written in.

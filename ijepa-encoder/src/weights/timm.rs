@@ -215,7 +215,28 @@ fn data_config(pretrained: Option<&Value>, image_size: (usize, usize)) -> DataCo
     data
 }
 
-/// The timm name whose preset is closest to `cfg` (model_args carries the rest).
+/// timm names registered in timm 1.0 that [`architecture`] may produce.
+const REGISTERED: &[&str] = &[
+    "vit_tiny_patch16_224",
+    "vit_tiny_patch16_384",
+    "vit_small_patch16_224",
+    "vit_small_patch16_384",
+    "vit_small_patch14_dinov2",
+    "vit_base_patch16_224",
+    "vit_base_patch16_384",
+    "vit_base_patch16_gap_224",
+    "vit_large_patch16_224",
+    "vit_large_patch16_384",
+    "vit_huge_patch14_224",
+    "vit_huge_patch14_gap_224",
+    "vit_huge_patch16_gap_448",
+    "vit_giant_patch14_224",
+    "vit_giant_patch16_gap_224",
+];
+
+/// A registered timm name close to `cfg` (`model_args` carry every
+/// hyper-parameter, so the name only has to exist): the preset of this
+/// size when timm has it, else `vit_base_patch16[_gap]_224`.
 fn architecture(cfg: &VitConfig) -> String {
     let size = match cfg.embed_dim {
         192 => "tiny",
@@ -226,10 +247,15 @@ fn architecture(cfg: &VitConfig) -> String {
         _ => "base",
     };
     let gap = if cfg.class_token { "" } else { "_gap" };
-    format!(
+    let name = format!(
         "vit_{size}_patch{}{gap}_{}",
         cfg.patch_size, cfg.image_size.0
-    )
+    );
+    if REGISTERED.contains(&name.as_str()) {
+        name
+    } else {
+        format!("vit_base_patch16{gap}_224")
+    }
 }
 
 /// `mlp_ratio` such that timm's `int(dim · ratio)` gives back `hidden`.

@@ -4,14 +4,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use clap::Args;
 use ijepa_encoder::TokenEncoder;
+use ijepa_train::data::image_files;
 
 use crate::encoder_source::{load_encoder, Which};
-use ijepa_train::data::{decode_rgb, image_files, EvalTransform, Filter};
-use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
+use crate::features::{eval_transform, extract};
 
 /// Options of `ijepa-cli embed`.
 #[derive(Debug, Args)]
@@ -53,83 +52,29 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     );
     let loaded = load_encoder(&args.weights, args.model.as_deref(), args.encoder)?;
     let vit = loaded.build()?;
-    let data = &loaded.data;
-    let size = args.image_size.map_or(data.input_size, |s| (s, s));
-    let filter = Filter::from_name(&data.interpolation).with_context(|| {
-        format!(
-            "interpolation {:?} is not supported (bilinear, bicubic)",
-            data.interpolation
-        )
-    })?;
-    let transform = EvalTransform::new(
-        size,
-        data.crop_pct,
-        data.crop_mode == "squash",
-        filter,
-        data.mean,
-        data.std,
-    )?;
-
+    let transform = eval_transform(&loaded.data, args.image_size)?;
+    let size = transform.size();
     let files = image_files(&args.images)?;
     let root = if args.images.is_dir() {
         args.images.as_path()
     } else {
         args.images.parent().unwrap_or(Path::new(""))
     };
-    let bar = ProgressBar::new(files.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
-            .expect("static template is valid"),
-    );
+    let feats = extract(&vit, &transform, &files, args.batch_size, 1, args.tokens)?;
+    let order: Vec<String> = feats
+        .read
+        .iter()
+        .map(|&i| relative(&files[i], root))
+        .collect();
+    let skipped: Vec<String> = feats
+        .skipped
+        .iter()
+        .map(|(i, _)| relative(&files[*i], root))
+        .collect();
 
-    let (mut pooled, mut tokens) = (vec![], vec![]);
-    let (mut order, mut skipped) = (vec![], vec![]);
-    for chunk in files.chunks(args.batch_size) {
-        let decoded: Vec<(&PathBuf, Result<Vec<f32>, String>)> = chunk
-            .par_iter()
-            .map(|p| {
-                (
-                    p,
-                    decode_rgb(p)
-                        .map(|img| transform.apply(&img))
-                        .map_err(|e| e.to_string()),
-                )
-            })
-            .collect();
-        let mut batch = vec![];
-        for (p, result) in decoded {
-            match result {
-                Ok(chw) => {
-                    batch.extend(chw);
-                    order.push(relative(p, root));
-                }
-                Err(e) => {
-                    bar.suspend(|| eprintln!("warning: skipped {e}"));
-                    skipped.push(relative(p, root));
-                }
-            }
-        }
-        let n = batch.len() / (3 * size.0 * size.1);
-        if n > 0 {
-            let images = Tensor::from_vec(batch, (n, 3, size.0, size.1), &Device::Cpu)?;
-            let t = vit.forward(&images)?;
-            pooled.push(vit.pool_patches(&t)?);
-            if args.tokens {
-                tokens.push(t);
-            }
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    anyhow::ensure!(
-        !order.is_empty(),
-        "no image of {} could be read",
-        args.images.display()
-    );
-
-    let mut out: Vec<(&str, Tensor)> = vec![("pooled", Tensor::cat(&pooled, 0)?)];
-    if args.tokens {
-        out.push(("tokens", Tensor::cat(&tokens, 0)?));
+    let mut out: Vec<(&str, Tensor)> = vec![("pooled", feats.pooled)];
+    if let Some(tokens) = feats.tokens {
+        out.push(("tokens", tokens));
     }
     let metadata = HashMap::from([
         ("images".to_string(), serde_json::to_string(&order)?),

@@ -21,10 +21,12 @@ mod download;
 mod embed;
 mod encoder_source;
 mod export;
+mod features;
 mod inspect;
 mod masks;
 mod masks_png;
 mod pretrain;
+mod probe;
 
 /// I-JEPA self-supervised pretraining of Vision Transformers, in Rust.
 #[derive(Debug, Parser)]
@@ -42,6 +44,8 @@ enum Command {
     Masks(masks::MasksArgs),
     /// Embed images with a pretrained encoder and write the features to a .safetensors file.
     Embed(embed::EmbedArgs),
+    /// k-NN and linear probes of a frozen encoder on labelled image folders.
+    Probe(probe::ProbeArgs),
     /// Write an encoder (of a run, or any weights we read) as a timm or Hugging Face model folder.
     Export(export::ExportArgs),
     /// Download a model from the Hugging Face Hub into the standard cache.
@@ -59,6 +63,7 @@ fn main() {
         Command::Pretrain(args) => pretrain::run(&args),
         Command::Masks(args) => masks::run(&args),
         Command::Embed(args) => embed::run(&args),
+        Command::Probe(args) => probe::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Download(args) => download::run(&args),
         Command::Inspect(args) => inspect::run(&args),

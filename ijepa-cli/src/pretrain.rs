@@ -319,8 +319,8 @@ fn probe(trainer: &Trainer, cfg: &TrainConfig) -> Result<()> {
     ] {
         println!(
             "{name:<30} {:>8.1} %   {:>8.1} %",
-            100.0 * s.knn_top1,
-            100.0 * s.linear_top1
+            100.0 * s.knn.top1,
+            100.0 * s.linear.top1
         );
     }
     Ok(())

@@ -175,3 +175,91 @@ fn inspect_reads_an_ijepa_rs_run() {
     }
     std::fs::remove_dir_all(&run).unwrap();
 }
+
+/// `root/{dark,light}/i.png`: dark and light noisy squares, trivially separable.
+fn two_class_folder(root: &Path, per_class: usize, seed: u32) {
+    for (class, base) in [("dark", 40u8), ("light", 210u8)] {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let img = image::RgbImage::from_fn(40, 40, |x, y| {
+                let n = ((x * 31 + y * 17 + i as u32 * 101 + seed * 7) % 23) as u8;
+                image::Rgb([base + n, base + n / 2, base + n / 3])
+            });
+            img.save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn probe_classifies_separable_folders_with_every_layout() {
+    let root = std::env::temp_dir().join(format!("ijepa-cli-probe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    two_class_folder(&root.join("train"), 12, 0);
+    two_class_folder(&root.join("val"), 6, 1);
+    let (train, val) = (root.join("train"), root.join("val"));
+    for (weights, extra) in [
+        (encoder_fixture("timm_gap"), vec![]),
+        (encoder_fixture("hf_ijepa"), vec!["--last-layers", "2"]),
+        (
+            encoder_fixture("official/official.pth.tar"),
+            vec!["--model", "vit_tiny_patch14_224"],
+        ),
+    ] {
+        let mut args = vec![
+            "probe",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--train",
+            train.to_str().unwrap(),
+            "--val",
+            val.to_str().unwrap(),
+            "--json",
+            "--k",
+            "5",
+        ];
+        args.extend(extra.iter().copied());
+        let r: serde_json::Value = serde_json::from_str(&stdout(&cli(&args, &[]))).unwrap();
+        assert_eq!(
+            (
+                r["classes"].as_u64(),
+                r["train_images"].as_u64(),
+                r["val_images"].as_u64()
+            ),
+            (Some(2), Some(24), Some(12))
+        );
+        for method in ["knn", "linear"] {
+            assert_eq!(
+                r["results"][method]["top1"],
+                1.0,
+                "{method} on {}: {r}",
+                weights.display()
+            );
+            assert!(
+                r["results"][method]["top5"].is_null(),
+                "2 classes have no top-5"
+            );
+        }
+        if extra.contains(&"--last-layers") {
+            assert_eq!(r["feature_dim"], 96, "two blocks of 48 concatenated");
+        }
+    }
+    // A class the training folder lacks is an error naming it.
+    two_class_folder(&root.join("val2"), 1, 2);
+    std::fs::rename(root.join("val2/light"), root.join("val2/zebra")).unwrap();
+    let out = cli(
+        &[
+            "probe",
+            "--weights",
+            encoder_fixture("timm_gap").to_str().unwrap(),
+            "--train",
+            train.to_str().unwrap(),
+            "--val",
+            root.join("val2").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"zebra\""));
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -188,6 +188,34 @@ impl VisionTransformer {
         })
     }
 
+    /// The outputs of the last `k` blocks, each through the final norm (as
+    /// the last one is in [`TokenEncoder::forward`]): `k` tensors
+    /// `(B, prefix + N, D)`, the last block's last. Linear probes often
+    /// concatenate their pooled means.
+    ///
+    /// # Errors
+    /// `k` of 0 or more than the depth.
+    pub fn forward_last_layers(&self, images: &Tensor, k: usize) -> Result<Vec<Tensor>> {
+        let depth = self.blocks.len();
+        if k == 0 || k > depth {
+            return Err(EncoderError::InvalidConfig(format!(
+                "last {k} layers requested from an encoder of depth {depth}"
+            )));
+        }
+        let mut x = self.embed(images)?;
+        let mut out = Vec::with_capacity(k);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x)?;
+            if i + k >= depth {
+                out.push(match &self.norm {
+                    Some(norm) => norm.forward(&x)?,
+                    None => x.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// One vector per image: mean of the patch tokens (normalised by `fc_norm`
     /// when the model has one), `(B, D)`, from the output of
     /// [`TokenEncoder::forward`].

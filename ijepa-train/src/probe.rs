@@ -37,27 +37,75 @@ pub fn pooled_features(
     Ok(Tensor::cat(&out, 0)?)
 }
 
-/// Top-1 accuracy of a cosine k-NN classifier with temperature-weighted
-/// votes (each of the `k` nearest training features votes for its class with
-/// weight `exp(similarity / temperature)`), as in the DINO and
-/// stable-pretraining probes.
+/// Top-1 and top-5 accuracy (top-5 only with at least 5 classes).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Accuracy {
+    /// Fraction of test samples whose best class is right.
+    pub top1: f64,
+    /// Fraction whose right class is among the best five.
+    pub top5: Option<f64>,
+}
+
+fn check_inputs(
+    what: &str,
+    train: &Tensor,
+    train_labels: &[usize],
+    test: &Tensor,
+    test_labels: &[usize],
+) -> Result<usize> {
+    let (n, m) = (train.dim(0)?, test.dim(0)?);
+    if n != train_labels.len() || m != test_labels.len() || n == 0 || m == 0 {
+        return Err(EncoderError::InvalidConfig(format!(
+            "{what}: {n} train features for {} labels, {m} test features for {} labels",
+            train_labels.len(),
+            test_labels.len()
+        )));
+    }
+    Ok(train_labels
+        .iter()
+        .chain(test_labels)
+        .max()
+        .map_or(1, |c| c + 1))
+}
+
+/// Top-1/top-5 from one score row per test sample.
+fn accuracy(scores: &[Vec<f64>], labels: &[usize], classes: usize) -> Accuracy {
+    let (mut top1, mut top5) = (0usize, 0usize);
+    for (row, &label) in scores.iter().zip(labels) {
+        // Classes scoring strictly higher than the true one; ties go against it.
+        let better = row.iter().filter(|&&s| s >= row[label]).count() - 1;
+        top1 += usize::from(better == 0);
+        top5 += usize::from(better < 5);
+    }
+    let m = labels.len() as f64;
+    Accuracy {
+        top1: top1 as f64 / m,
+        top5: (classes >= 5).then_some(top5 as f64 / m),
+    }
+}
+
+/// A cosine k-NN classifier with temperature-weighted votes (each of the
+/// `k` nearest training features votes for its class with weight
+/// `exp(similarity / temperature)`), as in the DINO and stable-pretraining
+/// probes (k = 20, temperature 0.07).
 ///
-/// `train` `(N, D)` and `test` `(M, D)` features; labels in `0..num_classes`.
-pub fn knn_top1(
+/// `train` `(N, D)` and `test` `(M, D)` features; labels in `0..classes`.
+///
+/// # Errors
+/// Mismatched features and labels, `k` of 0, or a tensor error.
+pub fn knn(
     train: &Tensor,
     train_labels: &[usize],
     test: &Tensor,
     test_labels: &[usize],
     k: usize,
     temperature: f64,
-) -> Result<f64> {
-    let (n, m) = (train.dim(0)?, test.dim(0)?);
-    if n != train_labels.len() || m != test_labels.len() || n == 0 || m == 0 || k == 0 {
-        return Err(EncoderError::InvalidConfig(format!(
-            "k-NN probe: {n} train features for {} labels, {m} test features for {} labels, k = {k}",
-            train_labels.len(),
-            test_labels.len()
-        )));
+) -> Result<Accuracy> {
+    let classes = check_inputs("k-NN probe", train, train_labels, test, test_labels)?;
+    if k == 0 {
+        return Err(EncoderError::InvalidConfig(
+            "k-NN probe: k must be at least 1".into(),
+        ));
     }
     let normalise = |x: &Tensor| -> candle_core::Result<Tensor> {
         x.broadcast_div(
@@ -67,58 +115,47 @@ pub fn knn_top1(
                 .clamp(1e-12, f64::INFINITY)?,
         )
     };
-    let sims = normalise(test)?
-        .matmul(&normalise(train)?.t()?)?
-        .to_vec2::<f32>()?;
-    let num_classes = train_labels
-        .iter()
-        .chain(test_labels)
-        .max()
-        .map_or(0, |m| m + 1);
+    let n = train.dim(0)?;
     let k = k.min(n);
-    let mut correct = 0;
-    for (row, &label) in sims.iter().zip(test_labels) {
-        let mut order: Vec<usize> = (0..n).collect();
-        order.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]));
-        let mut votes = vec![0f64; num_classes];
-        for &j in &order[..k] {
-            votes[train_labels[j]] += (row[j] as f64 / temperature).exp();
+    let mut scores = Vec::with_capacity(test.dim(0)?);
+    // Chunks of test samples keep the similarity matrix small.
+    let train_n = normalise(train)?.t()?.contiguous()?;
+    let test_n = normalise(test)?;
+    for start in (0..test.dim(0)?).step_by(1024) {
+        let len = 1024.min(test.dim(0)? - start);
+        let sims = test_n
+            .narrow(0, start, len)?
+            .matmul(&train_n)?
+            .to_vec2::<f32>()?;
+        for row in sims {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]));
+            let mut votes = vec![0f64; classes];
+            for &j in &order[..k] {
+                votes[train_labels[j]] += (row[j] as f64 / temperature).exp();
+            }
+            scores.push(votes);
         }
-        let best = (0..num_classes)
-            .max_by(|&a, &b| votes[a].total_cmp(&votes[b]))
-            .unwrap_or(0);
-        correct += usize::from(best == label);
     }
-    Ok(correct as f64 / m as f64)
+    Ok(accuracy(&scores, test_labels, classes))
 }
 
-/// Top-1 accuracy of a linear classifier on frozen features: features
-/// standardised with the training set's mean and std, then multinomial
-/// logistic regression trained full-batch with AdamW (lr 1e-2, weight decay
-/// 1e-4) for `steps` steps from zero weights — deterministic.
+/// A linear classifier on frozen features: features standardised with the
+/// training set's mean and std, then multinomial logistic regression
+/// trained full-batch with AdamW (lr 1e-2, weight decay 1e-4) for `steps`
+/// steps (300 is plenty) from zero weights — deterministic.
 ///
 /// # Errors
-/// Mismatched features and labels, or a model error.
-pub fn linear_top1(
+/// Mismatched features and labels, or a tensor error.
+pub fn linear(
     train: &Tensor,
     train_labels: &[usize],
     test: &Tensor,
     test_labels: &[usize],
     steps: usize,
-) -> Result<f64> {
-    let (n, m) = (train.dim(0)?, test.dim(0)?);
-    if n != train_labels.len() || m != test_labels.len() || n == 0 || m == 0 {
-        return Err(EncoderError::InvalidConfig(format!(
-            "linear probe: {n} train features for {} labels, {m} test features for {} labels",
-            train_labels.len(),
-            test_labels.len()
-        )));
-    }
-    let classes = train_labels
-        .iter()
-        .chain(test_labels)
-        .max()
-        .map_or(1, |c| c + 1);
+) -> Result<Accuracy> {
+    let classes = check_inputs("linear probe", train, train_labels, test, test_labels)?;
+    let n = train.dim(0)?;
     let mean = train.mean_keepdim(0)?;
     let std = (train.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?.sqrt()? + 1e-6)?;
     let z = |x: &Tensor| x.broadcast_sub(&mean)?.broadcast_div(&std);
@@ -152,26 +189,23 @@ pub fn linear_top1(
         let loss = candle_nn::loss::cross_entropy(&logits(&xtr)?, &ytr)?;
         opt.step(&loss.backward()?)?;
     }
-    let pred = logits(&xte)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    let correct = pred
-        .iter()
-        .zip(test_labels)
-        .filter(|(p, l)| **p as usize == **l)
-        .count();
-    Ok(correct as f64 / m as f64)
+    let scores: Vec<Vec<f64>> = logits(&xte)?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec2::<f64>()?;
+    Ok(accuracy(&scores, test_labels, classes))
 }
 
 /// Seeds of the held-out synthetic probe sets (never a run's data: runs draw
 /// images from `run.seed`, these from fixed seeds far from small integers).
 const PROBE_SEEDS: (u64, u64) = (0x7072_6f62_6574_726e, 0x7072_6f62_6574_7374);
 
-/// Top-1 accuracies of one encoder.
+/// Both probes of one encoder.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProbeScores {
     /// Weighted k-NN (k = 20, temperature 0.07).
-    pub knn_top1: f64,
-    /// Linear classifier ([`linear_top1`], 300 steps).
-    pub linear_top1: f64,
+    pub knn: Accuracy,
+    /// Linear classifier ([`linear`], 300 steps).
+    pub linear: Accuracy,
 }
 
 /// k-NN and linear probes of `encoder`'s mean-pooled features on held-out
@@ -208,8 +242,8 @@ pub fn synthetic_probe(
     let (train_x, train_y) = set(PROBE_SEEDS.0, train)?;
     let (test_x, test_y) = set(PROBE_SEEDS.1, test)?;
     Ok(ProbeScores {
-        knn_top1: knn_top1(&train_x, &train_y, &test_x, &test_y, 20, 0.07)?,
-        linear_top1: linear_top1(&train_x, &train_y, &test_x, &test_y, 300)?,
+        knn: knn(&train_x, &train_y, &test_x, &test_y, 20, 0.07)?,
+        linear: linear(&train_x, &train_y, &test_x, &test_y, 300)?,
     })
 }
 
@@ -241,19 +275,35 @@ mod tests {
     fn separable_features_are_classified_and_random_labels_are_not() {
         let (train, yt) = clusters(200, 0.3, 1);
         let (test, ye) = clusters(100, 0.3, 2);
-        assert_eq!(knn_top1(&train, &yt, &test, &ye, 20, 0.07).unwrap(), 1.0);
+        let acc = knn(&train, &yt, &test, &ye, 20, 0.07).unwrap();
+        assert_eq!((acc.top1, acc.top5), (1.0, None)); // 4 classes: no top-5
+        assert_eq!(linear(&train, &yt, &test, &ye, 300).unwrap().top1, 1.0);
         // Labels scrambled per sample: the neighbours vote at random.
         let scrambled: Vec<usize> = (0..200).map(|i| (i * 37 / 7) % 4).collect();
-        let acc = knn_top1(&train, &scrambled, &test, &ye, 20, 0.07).unwrap();
+        let acc = knn(&train, &scrambled, &test, &ye, 20, 0.07).unwrap().top1;
+        assert!(acc < 0.5, "{acc}");
+        let acc = linear(&train, &scrambled, &test, &ye, 300).unwrap().top1;
         assert!(acc < 0.5, "{acc}");
     }
 
     #[test]
     fn mismatched_inputs_are_refused() {
         let (train, yt) = clusters(10, 0.1, 1);
-        let err = knn_top1(&train, &yt[..5], &train, &yt, 3, 0.07)
+        let err = knn(&train, &yt[..5], &train, &yt, 3, 0.07)
             .unwrap_err()
             .to_string();
         assert!(err.contains("10 train features for 5 labels"), "{err}");
+    }
+
+    #[test]
+    fn top5_counts_the_true_class_among_the_best_five() {
+        let scores = vec![
+            vec![0.9, 0.1, 0.0, 0.0, 0.0, 0.0], // label 0: top-1
+            vec![0.9, 0.8, 0.7, 0.6, 0.5, 0.4], // label 4: 5th best
+            vec![0.9, 0.8, 0.7, 0.6, 0.5, 0.4], // label 5: 6th best
+            vec![0.5, 0.5, 0.0, 0.0, 0.0, 0.0], // label 1: tied first, counted as a miss
+        ];
+        let acc = accuracy(&scores, &[0, 4, 5, 1], 6);
+        assert_eq!((acc.top1, acc.top5), (0.25, Some(0.75)));
     }
 }

@@ -1,0 +1,182 @@
+//! `ijepa-cli probe`: k-NN and linear probes of a frozen encoder on
+//! labelled image folders.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use ijepa_train::data::ImageFolder;
+use ijepa_train::probe::{knn, linear, Accuracy};
+use serde_json::json;
+
+use crate::encoder_source::{load_encoder, Which};
+use crate::features::{eval_transform, extract};
+
+/// Which probes to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// Weighted k-NN on cosine similarity.
+    Knn,
+    /// Logistic regression on standardised features.
+    Linear,
+    /// Both.
+    Both,
+}
+
+/// Options of `ijepa-cli probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The encoder: an ijepa-rs run directory or checkpoint, a timm or Hugging
+    /// Face folder, a .safetensors file, an official .pth.tar, or hf-hub:org/name.
+    #[arg(long)]
+    weights: String,
+    /// Labelled training images: one sub-folder per class.
+    #[arg(long)]
+    train: PathBuf,
+    /// Labelled evaluation images, with the training set's class folders.
+    #[arg(long)]
+    val: PathBuf,
+    /// Probes to run.
+    #[arg(long, value_enum, default_value_t = Method::Both)]
+    method: Method,
+    /// Encoder of a training checkpoint (the paper probes the target encoder).
+    #[arg(long, value_enum, default_value_t = Which::Target)]
+    encoder: Which,
+    /// timm model name for what the weights do not say.
+    #[arg(long)]
+    model: Option<String>,
+    /// Concatenate the mean-pooled patch tokens of the last K blocks.
+    #[arg(long, default_value_t = 1)]
+    last_layers: usize,
+    /// Neighbours of the k-NN probe.
+    #[arg(long, default_value_t = 20)]
+    k: usize,
+    /// Temperature of the k-NN votes.
+    #[arg(long, default_value_t = 0.07)]
+    temperature: f64,
+    /// Full-batch AdamW steps of the linear probe.
+    #[arg(long, default_value_t = 300)]
+    linear_steps: usize,
+    /// Square input size (default: the weights' own).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Labels of `folder`'s images by class name, numbered as in `classes`.
+fn labels(folder: &ImageFolder, classes: &[String]) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(folder.files().len());
+    for f in folder.files() {
+        let rel = f.strip_prefix(folder.root()).unwrap_or(f);
+        let name = match (rel.components().next(), rel.components().nth(1)) {
+            (Some(first), Some(_)) => first.as_os_str().to_string_lossy().into_owned(),
+            _ => String::new(),
+        };
+        let label = classes.binary_search(&name).map_err(|_| {
+            anyhow::anyhow!(
+                "{}: class {name:?} is not among the training classes {classes:?}",
+                f.display()
+            )
+        })?;
+        out.push(label);
+    }
+    Ok(out)
+}
+
+/// Runs `ijepa-cli probe`.
+pub fn run(args: &ProbeArgs) -> Result<()> {
+    anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    let started = Instant::now();
+    let enc = load_encoder(&args.weights, args.model.as_deref(), args.encoder)?;
+    let vit = enc.build()?;
+    let transform = eval_transform(&enc.data, args.image_size)?;
+    let train = ImageFolder::open(&args.train)?;
+    let val = ImageFolder::open(&args.val)?;
+    let classes = train.classes().to_vec();
+    anyhow::ensure!(
+        classes.len() >= 2,
+        "{}: a probe needs at least 2 class sub-folders, found {classes:?}",
+        args.train.display()
+    );
+    let train_labels = labels(&train, &classes)?;
+    let val_labels = labels(&val, &classes)?;
+    let mut sets = vec![];
+    for (name, folder, all_labels) in [("train", &train, &train_labels), ("val", &val, &val_labels)]
+    {
+        eprintln!("features of {} {name} images…", folder.files().len());
+        let f = extract(
+            &vit,
+            &transform,
+            folder.files(),
+            args.batch_size,
+            args.last_layers,
+            false,
+        )
+        .with_context(|| format!("{name} images in {}", folder.root().display()))?;
+        let labels: Vec<usize> = f.read.iter().map(|&i| all_labels[i]).collect();
+        sets.push((f.pooled, labels, f.skipped.len()));
+    }
+    let [(xtr, ytr, skipped_train), (xval, yval, skipped_val)] =
+        <[_; 2]>::try_from(sets).map_err(|_| anyhow::anyhow!("two feature sets"))?;
+    let mut results = serde_json::Map::new();
+    if matches!(args.method, Method::Knn | Method::Both) {
+        let acc = knn(&xtr, &ytr, &xval, &yval, args.k, args.temperature)?;
+        results.insert("knn".into(), json!({"k": args.k, "temperature": args.temperature, "top1": acc.top1, "top5": acc.top5}));
+    }
+    if matches!(args.method, Method::Linear | Method::Both) {
+        let acc = linear(&xtr, &ytr, &xval, &yval, args.linear_steps)?;
+        results.insert(
+            "linear".into(),
+            json!({"steps": args.linear_steps, "top1": acc.top1, "top5": acc.top5}),
+        );
+    }
+    let report = json!({
+        "weights": args.weights, "layout": enc.layout, "source": enc.path.display().to_string(),
+        "classes": classes.len(), "train_images": ytr.len(), "val_images": yval.len(),
+        "skipped": skipped_train + skipped_val, "feature_dim": xtr.dim(1)?,
+        "last_layers": args.last_layers, "seconds": started.elapsed().as_secs_f64(),
+        "results": results,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} ({} layout): {} classes, {} train / {} val images, features of dimension {} (mean-pooled patch tokens{})",
+        args.weights,
+        enc.layout,
+        classes.len(),
+        ytr.len(),
+        yval.len(),
+        xtr.dim(1)?,
+        if args.last_layers > 1 { format!(", last {} blocks", args.last_layers) } else { String::new() }
+    );
+    let show = |name: &str, acc: Accuracy| {
+        let top5 = acc
+            .top5
+            .map_or(String::new(), |t| format!(", top-5 {:.1} %", 100.0 * t));
+        println!("{name}: top-1 {:.1} %{top5}", 100.0 * acc.top1);
+    };
+    for (name, v) in &results {
+        let acc = Accuracy {
+            top1: v["top1"].as_f64().unwrap_or(f64::NAN),
+            top5: v["top5"].as_f64(),
+        };
+        let label = if name == "knn" {
+            format!("k-NN (k = {}, T = {})", args.k, args.temperature)
+        } else {
+            format!("linear ({} steps)", args.linear_steps)
+        };
+        show(&label, acc);
+    }
+    if skipped_train + skipped_val > 0 {
+        println!("{} unreadable images skipped", skipped_train + skipped_val);
+    }
+    Ok(())
+}

@@ -178,19 +178,34 @@ impl Observer for Progress {
         let done = (m.step - self.start_step) as f64;
         let per_step = self.started.elapsed().as_secs_f64() / done.max(1.0);
         let left = eta(per_step * (self.stop_step.saturating_sub(m.step)) as f64);
-        let line = format!(
+        let mut line = format!(
             "loss {:.4}  lr {:.2e}  wd {:.3}  ema {:.5}  {:.1} img/s",
             m.loss, m.lr, m.weight_decay, m.momentum, m.images_per_s
         );
+        if let Some(acc) = m.knn_top1 {
+            line.push_str(&format!("  k-NN {:.1} %", 100.0 * acc));
+            if let Some(bar) = &self.bar {
+                bar.println(format!(
+                    "step {}: online k-NN top-1 {:.1} %",
+                    m.step,
+                    100.0 * acc
+                ));
+            }
+        }
         match &self.bar {
             Some(bar) => {
                 bar.set_position(m.step);
                 bar.set_message(line);
             }
-            None if m.step.is_multiple_of(self.log_every) || m.step == self.stop_step => eprintln!(
-                "epoch {} itr {} step {}/{}  {line}  ctx {} tgt {}  eta {left}",
-                m.epoch, m.itr, m.step, self.stop_step, m.context_tokens, m.target_tokens
-            ),
+            None if m.step.is_multiple_of(self.log_every)
+                || m.step == self.stop_step
+                || m.knn_top1.is_some() =>
+            {
+                eprintln!(
+                    "epoch {} itr {} step {}/{}  {line}  ctx {} tgt {}  eta {left}",
+                    m.epoch, m.itr, m.step, self.stop_step, m.context_tokens, m.target_tokens
+                )
+            }
             None => {}
         }
         if self.abort_after == Some(m.step) {

@@ -263,3 +263,59 @@ fn probe_classifies_separable_folders_with_every_layout() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"zebra\""));
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn the_online_probe_logs_knn_accuracy_in_metrics_csv() {
+    let root = std::env::temp_dir().join(format!("ijepa-cli-online-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    two_class_folder(&root.join("train"), 8, 0);
+    two_class_folder(&root.join("val"), 4, 1);
+    let run = root.join("run");
+    let set = |k: &str, p: &Path| format!("{k}={}", toml_string(p));
+    let (train, val) = (
+        set("probe.train", &root.join("train")),
+        set("probe.val", &root.join("val")),
+    );
+    let out = cli(
+        &[
+            "pretrain",
+            "--out",
+            run.to_str().unwrap(),
+            "--data",
+            root.join("train").to_str().unwrap(),
+            "--model",
+            "vit_tiny_patch4_gap_48",
+            "--set",
+            "model.embed_dim=32",
+            "--set",
+            "model.num_heads=2",
+            "--set",
+            "model.depth=1",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "3",
+            "--set",
+            "probe.every=2",
+            "--set",
+            &train,
+            "--set",
+            &val,
+            "--no-probe",
+        ],
+        &[],
+    );
+    stdout(&out);
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows[0].last(), Some(&"knn_top1"));
+    // Step 2 is probed (two trivially separable classes), steps 1 and 3 are not.
+    assert_eq!(rows[1].last(), Some(&""));
+    assert_eq!(rows[2].last(), Some(&"1.0000"), "{csv}");
+    assert_eq!(rows[3].last(), Some(&""));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+fn toml_string(p: &Path) -> String {
+    format!("{:?}", p.to_str().unwrap())
+}

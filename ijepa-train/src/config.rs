@@ -28,6 +28,48 @@ use serde::{Deserialize, Serialize};
 use crate::error::{io, Result, TrainError};
 use crate::model::{IJepaConfig, Recipe};
 
+/// Optional fields in TOML: unset is written `""` (TOML has no null), so a
+/// saved configuration reads back exactly, including an override that
+/// unsets a field whose default is set.
+mod optional {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => v.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        /// Only the empty string.
+        struct Unset;
+        impl<'de> Deserialize<'de> for Unset {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                match String::deserialize(d)?.as_str() {
+                    "" => Ok(Unset),
+                    _ => Err(serde::de::Error::custom("not empty")),
+                }
+            }
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either<T> {
+            Unset(Unset),
+            Value(T),
+        }
+        match Either::deserialize(d) {
+            Ok(Either::Unset(_)) => Ok(None),
+            Ok(Either::Value(v)) => Ok(Some(v)),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a value of the field's type, or \"\" for unset",
+            )),
+        }
+    }
+}
+
 /// A whole training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -42,6 +84,37 @@ pub struct TrainConfig {
     pub optim: OptimSection,
     /// Run directory, seed, checkpoints, logging.
     pub run: RunSection,
+    /// The online k-NN probe (off by default).
+    pub probe: ProbeSection,
+}
+
+/// A k-NN probe of the target encoder every few steps, logged in
+/// `metrics.csv` (column `knn_top1`), as stable-pretraining's online probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeSection {
+    /// Probe every this many optimizer steps; 0: never (default).
+    pub every: u64,
+    /// Labelled folder (one sub-folder per class) the neighbours come from.
+    /// Unset while pretraining on the synthetic shapes: held-out shapes.
+    #[serde(with = "optional")]
+    pub train: Option<PathBuf>,
+    /// Labelled folder classified, with the same class folders.
+    #[serde(with = "optional")]
+    pub val: Option<PathBuf>,
+    /// At most this many images of each folder, spread over its classes.
+    pub max_images: usize,
+}
+
+impl Default for ProbeSection {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            train: None,
+            val: None,
+            max_images: 2000,
+        }
+    }
 }
 
 /// The encoder and predictor.
@@ -54,19 +127,24 @@ pub struct ModelSection {
     pub name: String,
     /// Overrides the width of the named size (default 128: the demonstration
     /// ViT is narrower than ViT-Ti's 192).
+    #[serde(with = "optional")]
     pub embed_dim: Option<usize>,
     /// Overrides the depth of the named size (default 4).
+    #[serde(with = "optional")]
     pub depth: Option<usize>,
     /// Overrides the attention heads of the named size (default 4).
+    #[serde(with = "optional")]
     pub num_heads: Option<usize>,
     /// `official` (the paper's masks and predictor, default) or `seed`
     /// (stable-pretraining's variant).
     pub recipe: Recipe,
     /// Predictor width; unset: 384 as in the paper, but never wider than the
     /// encoder.
+    #[serde(with = "optional")]
     pub predictor_embed_dim: Option<usize>,
     /// Predictor depth; unset: half the encoder depth, at least 2 and at
     /// most 12 (the paper: 12 for ViT-H/14, 16 for ViT-g/16).
+    #[serde(with = "optional")]
     pub predictor_depth: Option<usize>,
 }
 
@@ -91,6 +169,7 @@ pub struct DataSection {
     /// Image folder (any nesting; `.jpg`/`.jpeg`/`.png`; sub-folder names
     /// are class labels for evaluation). Unset: the built-in synthetic
     /// shapes.
+    #[serde(with = "optional")]
     pub path: Option<PathBuf>,
     /// Number of synthetic images when `path` is unset.
     pub synthetic_images: usize,
@@ -189,6 +268,7 @@ pub struct OptimSection {
     /// Stretches every schedule by this factor (1.0).
     pub ipe_scale: f64,
     /// Clip the global gradient norm to this value (off, as in the paper).
+    #[serde(with = "optional")]
     pub grad_clip: Option<f64>,
     /// Batches whose gradients are summed per optimizer step (1: off).
     pub accumulate: usize,
@@ -229,6 +309,7 @@ pub struct RunSection {
     pub log_every: u64,
     /// Stop after this many optimizer steps in all (the schedules still
     /// span every epoch); unset: run every epoch.
+    #[serde(with = "optional")]
     pub max_steps: Option<u64>,
     /// `cpu`, or `cuda` (needs the `cuda` feature).
     pub device: String,
@@ -291,8 +372,8 @@ impl TrainConfig {
 
     /// Applies one `section.key=value` override; `value` is read as TOML
     /// (`8`, `0.5`, `true`, `[0.3, 1.0]`, `"text"`) and falls back to a
-    /// string. An empty value (`data.path=`) restores the default, which
-    /// unsets an optional field.
+    /// string. An empty value (`model.depth=`) unsets an optional field
+    /// (written `""` in TOML).
     ///
     /// # Errors
     /// No `=`, a key that does not exist, or a value of the wrong type.
@@ -305,6 +386,7 @@ impl TrainConfig {
         let key = key.trim();
         let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
             .ok()
+            .filter(|_| !raw.trim().is_empty())
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
         let mut tree = toml::Table::try_from(&*self)
@@ -321,11 +403,7 @@ impl TrainConfig {
                 .as_table_mut()
                 .ok_or_else(|| TrainError::Config(format!("{key}: {part} is not a section")))?;
         }
-        if raw.trim().is_empty() {
-            table.remove(leaf); // `key=`: back to the default (unset for options)
-        } else {
-            table.insert(leaf.to_string(), value);
-        }
+        table.insert(leaf.to_string(), value);
         *self = tree
             .try_into()
             .map_err(|e: toml::de::Error| TrainError::Config(format!("override {key}: {e}")))?;
@@ -494,6 +572,19 @@ impl TrainConfig {
         if o.accumulate == 0 {
             return bad("optim.accumulate must be at least 1".into());
         }
+        let p = &self.probe;
+        if p.every > 0 && self.data.path.is_some() && (p.train.is_none() || p.val.is_none()) {
+            return bad(
+                "probe.every > 0 needs probe.train and probe.val (labelled folders) when pretraining on data.path"
+                    .into(),
+            );
+        }
+        if p.every > 0 && p.max_images < 2 {
+            return bad(format!(
+                "probe.max_images = {} must be at least 2",
+                p.max_images
+            ));
+        }
         let r = &self.run;
         if r.keep_checkpoints == 0 {
             return bad("run.keep_checkpoints must be at least 1".into());
@@ -541,6 +632,8 @@ mod tests {
         cfg.set("run.max_steps=7").unwrap();
         cfg.set("model.depth=").unwrap();
         assert_eq!(cfg.model.depth, None);
+        // Unset fields read back unset (the saved config of a resumed run).
+        assert_eq!(TrainConfig::from_toml_str(&cfg.to_toml()).unwrap(), cfg);
         assert_eq!(cfg.optim.lr, 0.5);
         assert_eq!(cfg.data.crop_scale, (0.5, 1.0));
         assert_eq!(cfg.data.path, Some(PathBuf::from("/tmp/images")));

@@ -37,16 +37,18 @@ pub struct StepMetrics {
     pub images_per_s: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
+    /// Online k-NN probe top-1 of the target encoder, on the steps it runs.
+    pub knn_top1: Option<f64>,
 }
 
 /// The columns of `metrics.csv`: the official log's first, then ours.
 pub const HEADER: &str =
-    "epoch,itr,step,loss,context_tokens,target_tokens,time_ms,lr,wd,momentum,images,img_per_s,grad_norm";
+    "epoch,itr,step,loss,context_tokens,target_tokens,time_ms,lr,wd,momentum,images,img_per_s,grad_norm,knn_top1";
 
 impl StepMetrics {
     fn csv(&self) -> String {
         format!(
-            "{},{},{},{:.6},{},{},{:.1},{:.6e},{:.6e},{:.8},{},{:.2},{:.6e}",
+            "{},{},{},{},{},{},{:.1},{:.6e},{:.6e},{:.8},{},{:.2},{:.6e},{}",
             self.epoch,
             self.itr,
             self.step,
@@ -59,7 +61,8 @@ impl StepMetrics {
             self.momentum,
             self.images,
             self.images_per_s,
-            self.grad_norm
+            self.grad_norm,
+            self.knn_top1.map_or(String::new(), |v| format!("{v:.4}"))
         )
     }
 }
@@ -264,6 +267,7 @@ mod tests {
             images: 8,
             images_per_s: 800.0,
             grad_norm: 1.0,
+            knn_top1: None,
         }
     }
 

@@ -195,6 +195,134 @@ pub fn linear(
     Ok(accuracy(&scores, test_labels, classes))
 }
 
+/// Features of image files ([`extract_files`]).
+pub struct FileFeatures {
+    /// `(n, D·last_layers)`: mean of the patch tokens (through `fc_norm`
+    /// when the model has one and one layer is taken), layers concatenated.
+    pub pooled: Tensor,
+    /// `(n, T, D)`: every token of the last layer, when asked for.
+    pub tokens: Option<Tensor>,
+    /// Indices into the file list of the `n` images read, in order.
+    pub read: Vec<usize>,
+    /// Indices and reasons of the files that could not be read.
+    pub skipped: Vec<(usize, String)>,
+}
+
+/// Frozen features of image files prepared by `transform`, `batch` images
+/// per forward pass (decoded in parallel). Unreadable files are skipped and
+/// reported; `progress` hears of every finished batch (images done) and of
+/// every skipped file.
+///
+/// # Errors
+/// No file readable, or a model error.
+pub fn extract_files(
+    encoder: &VisionTransformer,
+    transform: &crate::data::EvalTransform,
+    files: &[std::path::PathBuf],
+    batch: usize,
+    last_layers: usize,
+    keep_tokens: bool,
+    progress: &mut dyn FnMut(usize, Option<(&std::path::Path, &str)>),
+) -> Result<FileFeatures> {
+    use rayon::prelude::*;
+    let (h, w) = transform.size();
+    let batch = batch.max(1);
+    let (mut pooled, mut tokens, mut read, mut skipped) = (vec![], vec![], vec![], vec![]);
+    for (c, chunk) in files.chunks(batch).enumerate() {
+        let decoded: Vec<std::result::Result<Vec<f32>, String>> = chunk
+            .par_iter()
+            .map(|p| {
+                crate::data::decode_rgb(p)
+                    .map(|img| transform.apply(&img))
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        let mut pixels = vec![];
+        for (i, result) in decoded.into_iter().enumerate() {
+            let index = c * batch + i;
+            match result {
+                Ok(chw) => {
+                    pixels.extend(chw);
+                    read.push(index);
+                }
+                Err(e) => {
+                    progress(0, Some((&files[index], &e)));
+                    skipped.push((index, e));
+                }
+            }
+        }
+        let n = pixels.len() / (3 * h * w);
+        if n > 0 {
+            let images = Tensor::from_vec(pixels, (n, 3, h, w), encoder_device(encoder))?;
+            if last_layers <= 1 {
+                let t = encoder.forward(&images)?.detach();
+                pooled.push(encoder.pool_patches(&t)?);
+                if keep_tokens {
+                    tokens.push(t);
+                }
+            } else {
+                let layers = encoder.forward_last_layers(&images, last_layers)?;
+                let prefix = encoder.num_prefix_tokens();
+                let means = layers
+                    .iter()
+                    .map(|t| t.narrow(1, prefix, t.dim(1)? - prefix)?.mean(1))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                pooled.push(Tensor::cat(&means, 1)?.detach());
+                if keep_tokens {
+                    tokens.push(layers[layers.len() - 1].detach());
+                }
+            }
+        }
+        progress(chunk.len(), None);
+    }
+    if read.is_empty() {
+        return Err(EncoderError::InvalidConfig(format!(
+            "none of the {} images could be read",
+            files.len()
+        )));
+    }
+    Ok(FileFeatures {
+        pooled: Tensor::cat(&pooled, 0)?,
+        tokens: if keep_tokens {
+            Some(Tensor::cat(&tokens, 0)?)
+        } else {
+            None
+        },
+        read,
+        skipped,
+    })
+}
+
+fn encoder_device(encoder: &VisionTransformer) -> &Device {
+    encoder.pos_embed().device()
+}
+
+/// At most `max` of `len` items, spread evenly (every ⌈len/max⌉-th), so a
+/// class-sorted folder keeps every class.
+pub fn spread(len: usize, max: usize) -> Vec<usize> {
+    let step = len.div_ceil(max.max(1)).max(1);
+    (0..len).step_by(step).collect()
+}
+
+/// Features and labels of (at most `max` of) a labelled folder's images,
+/// for a probe.
+///
+/// # Errors
+/// An unreadable folder or a model error.
+pub fn folder_features(
+    encoder: &VisionTransformer,
+    transform: &crate::data::EvalTransform,
+    folder: &crate::data::ImageFolder,
+    max: usize,
+) -> Result<(Tensor, Vec<usize>)> {
+    let picked = spread(folder.files().len(), max);
+    let files: Vec<std::path::PathBuf> =
+        picked.iter().map(|&i| folder.files()[i].clone()).collect();
+    let f = extract_files(encoder, transform, &files, 64, 1, false, &mut |_, _| {})?;
+    let labels = f.read.iter().map(|&i| folder.label(picked[i])).collect();
+    Ok((f.pooled, labels))
+}
+
 /// Seeds of the held-out synthetic probe sets (never a run's data: runs draw
 /// images from `run.seed`, these from fixed seeds far from small integers).
 const PROBE_SEEDS: (u64, u64) = (0x7072_6f62_6574_726e, 0x7072_6f62_6574_7374);

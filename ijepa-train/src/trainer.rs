@@ -112,6 +112,7 @@ pub struct Trainer {
     last_checkpoint: Option<PathBuf>,
     resumed_from: Option<PathBuf>,
     notes: Vec<String>,
+    probe_sets: Option<(ImageFolder, ImageFolder)>,
 }
 
 fn device_of(name: &str) -> Result<Device> {
@@ -278,6 +279,7 @@ impl Trainer {
             last_checkpoint: None,
             resumed_from: None,
             notes,
+            probe_sets: None,
             optimizer: AdamW::new(vec![], 0.0),
             config,
         };
@@ -293,6 +295,9 @@ impl Trainer {
             trainer.last_checkpoint = Some(ck.path);
         }
         trainer.optimizer = optimizer;
+        if let (Some(t), Some(v)) = (&trainer.config.probe.train, &trainer.config.probe.val) {
+            trainer.probe_sets = Some((ImageFolder::open(t)?, ImageFolder::open(v)?));
+        }
         std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
         checkpoint::write_atomic(
             &run_dir.join("config.toml"),
@@ -404,7 +409,11 @@ impl Trainer {
                     batch: last_pos.batch + 1,
                 }
             };
-            if let Some(m) = done {
+            if let Some(mut m) = done {
+                let every = self.config.probe.every;
+                if every > 0 && m.step.is_multiple_of(every) {
+                    m.knn_top1 = Some(self.online_probe()?);
+                }
                 metrics.push(&m)?;
                 observer.step(&m);
                 self.last = Some(m);
@@ -436,6 +445,32 @@ impl Trainer {
             elapsed_s: self.elapsed_s,
             interrupted,
         })
+    }
+
+    /// k-NN top-1 (k = 20, T = 0.07) of the target encoder's mean-pooled
+    /// features on the probe folders, or on held-out synthetic shapes.
+    fn online_probe(&self) -> Result<f64> {
+        let teacher = self.model.teacher();
+        let d = &self.config.data;
+        let max = self.config.probe.max_images;
+        let Some((train, val)) = &self.probe_sets else {
+            let scores =
+                crate::probe::synthetic_probe(teacher, max, max / 2, d.mean, d.std, &self.device)?;
+            return Ok(scores.knn.top1);
+        };
+        let mut data = ijepa_encoder::weights::DataConfig::imagenet(self.transform.size());
+        (data.mean, data.std) = (d.mean, d.std);
+        let transform = crate::data::EvalTransform::new(
+            data.input_size,
+            data.crop_pct,
+            false,
+            crate::data::Filter::Bicubic,
+            data.mean,
+            data.std,
+        )?;
+        let (xt, yt) = crate::probe::folder_features(teacher, &transform, train, max)?;
+        let (xv, yv) = crate::probe::folder_features(teacher, &transform, val, max)?;
+        Ok(crate::probe::knn(&xt, &yt, &xv, &yv, 20, 0.07)?.top1)
     }
 
     fn save_checkpoint(&mut self, metrics: &MetricsLog, observer: &mut dyn Observer) -> Result<()> {
@@ -598,6 +633,7 @@ impl Trainer {
             images,
             images_per_s: images as f64 / secs,
             grad_norm,
+            knn_top1: None,
         }))
     }
 }

@@ -57,6 +57,11 @@ impl ImageFolder {
         &self.files
     }
 
+    /// Class of image `index` (of [`ImageFolder::files`]).
+    pub fn label(&self, index: usize) -> usize {
+        self.labels[index]
+    }
+
     /// Class names, sorted; label `i` is `classes()[i]`.
     pub fn classes(&self) -> &[String] {
         &self.classes

@@ -9,7 +9,7 @@ use ijepa_encoder::hub::{fetch, HubModel, HubOptions};
 pub struct DownloadArgs {
     /// Hub model, `org/name` (an `hf-hub:` prefix is accepted).
     model: String,
-    /// Branch, tag or commit [default: main, or the `@revision` in the id].
+    /// Branch, tag or commit (default: main, or the `@revision` in the id).
     #[arg(long)]
     revision: Option<String>,
 }

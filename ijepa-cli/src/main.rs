@@ -1,12 +1,13 @@
 //! `ijepa-cli`: the ijepa-rs command line.
 //!
-//! Subcommands arrive with the crates they drive; today:
-//! - `masks`: sample I-JEPA masks and print their statistics (and a picture);
+//! - `pretrain`: I-JEPA pretraining (TOML or official YAML configs, resume);
+//! - `probe`: k-NN and linear probes of a frozen encoder;
 //! - `embed`: features of images from timm, Hugging Face, official or
-//!   ijepa-rs weights.
-//!
-//! `pretrain`, `probe`, `export`, `download` and `inspect` follow
-//! with the encoder, predictor and trainer crates.
+//!   ijepa-rs weights;
+//! - `export`, `download`, `inspect`: move weights between ijepa-rs, timm,
+//!   Hugging Face and the Hub, and look inside them;
+//! - `masks`: sample I-JEPA masks and print their statistics (and a picture);
+//! - `bench`: throughput measurements for BENCHMARKS.md.
 
 use clap::{Parser, Subcommand};
 

@@ -12,11 +12,24 @@
 //! - [`probe`]: the weighted k-NN probe on frozen features;
 //! - [`schedule`]: the official warm-up + cosine learning rate and the
 //!   half-cosine weight decay;
-//! - [`data`]: image decoding and timm's evaluation transform (equal to
-//!   timm's to the bit), and the built-in synthetic labelled image set.
+//! - [`data`]: image folders, decoding, the pretraining transform
+//!   (RandomResizedCrop, flip), timm's evaluation transform (equal to timm's
+//!   to the bit), the keyed prefetching loader, and the built-in synthetic
+//!   labelled image set;
+//! - [`config`]: the run configuration (TOML, `--set` overrides) and
+//!   [`official`]: the official YAML files mapped onto it;
+//! - [`trainer`]: the training loop with metrics, the online probe and
+//!   checkpoints ([`checkpoint`], [`metrics`]), resumable bit-exactly.
 //!
-//! Still to come (issues #5–#6): the training loop, data pipeline,
-//! checkpoints and probes.
+//! ```no_run
+//! use ijepa_train::{trainer::Trainer, TrainConfig};
+//!
+//! let (mut cfg, _notes) = TrainConfig::from_file("in1k_vith14_ep300.yaml".as_ref())?;
+//! cfg.set("data.path=\"/datasets/imagenet/train\"")?;
+//! let summary = Trainer::new(cfg)?.run(&mut (), &Default::default())?;
+//! println!("final loss {}", summary.final_loss);
+//! # Ok::<(), ijepa_train::TrainError>(())
+//! ```
 #![warn(missing_docs)]
 
 pub mod checkpoint;

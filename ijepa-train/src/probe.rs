@@ -208,6 +208,10 @@ pub struct FileFeatures {
     pub skipped: Vec<(usize, String)>,
 }
 
+/// Hears of every finished batch (images done, `None`) and of every skipped
+/// file (0, its path and the reason).
+pub type Progress<'a> = dyn FnMut(usize, Option<(&std::path::Path, &str)>) + 'a;
+
 /// Frozen features of image files prepared by `transform`, `batch` images
 /// per forward pass (decoded in parallel). Unreadable files are skipped and
 /// reported; `progress` hears of every finished batch (images done) and of
@@ -222,7 +226,7 @@ pub fn extract_files(
     batch: usize,
     last_layers: usize,
     keep_tokens: bool,
-    progress: &mut dyn FnMut(usize, Option<(&std::path::Path, &str)>),
+    progress: &mut Progress<'_>,
 ) -> Result<FileFeatures> {
     use rayon::prelude::*;
     let (h, w) = transform.size();

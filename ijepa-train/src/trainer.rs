@@ -120,7 +120,7 @@ fn device_of(name: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "cuda" => Device::new_cuda(0).map_err(|e| {
             TrainError::Config(format!(
-                "run.device = \"cuda\": {e} (build ijepa-cli with `--features cuda`)"
+                "run.device = \"cuda\": {e} (build ijepa-cli with `--features cuda`; untested so far)"
             ))
         }),
         other => Err(TrainError::Config(format!(

@@ -242,3 +242,65 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_checkpoint() {
     assert!(state["loss"].as_f64().unwrap().is_finite(), "{state}");
     std::fs::remove_dir_all(&run).unwrap();
 }
+
+#[test]
+fn gradient_accumulation_takes_one_step_per_group_of_batches() {
+    let run = dir("accumulate");
+    let mut args = TINY.to_vec();
+    args.extend(["--set", "optim.accumulate=2"]);
+    ok(&pretrain(&run, &args, None));
+    // 16 images in batches of 4 = 4 batches per epoch = 2 steps of 8 images, 3 epochs.
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r[10] == "8"), "{csv}");
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
+#[test]
+fn ctrl_c_finishes_the_step_and_writes_a_checkpoint() {
+    let run = dir("interrupt");
+    let mut args: Vec<&str> = TINY.to_vec();
+    args.extend(["--set", "optim.epochs=1000"]); // far longer than the test waits
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
+        .arg("pretrain")
+        .arg("--out")
+        .arg(&run)
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while losses_or_empty(&run).len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("interrupted") && log.contains("stopped after"),
+        "{log}"
+    );
+    // The checkpoint holds the last finished step.
+    let steps = losses(&run).len();
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), format!("step-{steps:08}"));
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
+fn losses_or_empty(run: &Path) -> Vec<(u64, String)> {
+    match std::fs::read_to_string(run.join("metrics.csv")) {
+        Ok(text) if text.lines().count() > 1 => losses(run),
+        _ => vec![],
+    }
+}

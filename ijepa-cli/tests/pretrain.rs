@@ -266,7 +266,7 @@ fn ctrl_c_finishes_the_step_and_writes_a_checkpoint() {
     let run = dir("interrupt");
     let mut args: Vec<&str> = TINY.to_vec();
     args.extend(["--set", "optim.epochs=1000"]); // far longer than the test waits
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
         .arg("pretrain")
         .arg("--out")
         .arg(&run)

@@ -304,3 +304,27 @@ fn losses_or_empty(run: &Path) -> Vec<(u64, String)> {
         _ => vec![],
     }
 }
+
+#[test]
+fn a_run_stopped_before_its_first_step_leaves_a_readable_checkpoint() {
+    let run = dir("zero");
+    let mut args = TINY.to_vec();
+    args.extend(["--max-steps", "0"]);
+    ok(&pretrain(&run, &args, None));
+    let out = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
+        .args(["inspect", "--json"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    ok(&out);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["checkpoint"]["step"], 0);
+    assert!(r["checkpoint"]["loss"].is_null());
+    // It resumes too.
+    ok(&pretrain(
+        &run,
+        &["--resume", "--max-steps", "1", "--no-probe"],
+        None,
+    ));
+    std::fs::remove_dir_all(&run).unwrap();
+}

@@ -44,8 +44,8 @@ pub struct CheckpointState {
     pub steps_per_epoch: u64,
     /// Steps the schedules span.
     pub total_steps: u64,
-    /// Loss of the last step.
-    pub loss: f32,
+    /// Loss of the last step (none before the first; JSON has no NaN).
+    pub loss: Option<f32>,
     /// Learning rate of the last step.
     pub lr: f64,
     /// Weight decay of the last step.

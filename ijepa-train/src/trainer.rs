@@ -481,7 +481,7 @@ impl Trainer {
             position: self.position,
             steps_per_epoch: self.steps_per_epoch,
             total_steps: self.total_steps,
-            loss: last.as_ref().map_or(f32::NAN, |m| m.loss),
+            loss: last.as_ref().map(|m| m.loss),
             lr: last.as_ref().map_or(self.lr.at(self.step), |m| m.lr),
             weight_decay: last
                 .as_ref()

@@ -20,9 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use ijepa_encoder::VitConfig;
-use ijepa_masking::{
-    Grid, MaskSampler, MultiBlock, MultiBlockConfig, SeedMasking, SeedMaskingConfig,
-};
+use ijepa_masking::{MaskSampler, MultiBlockConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io, Result, TrainError};
@@ -447,6 +445,9 @@ impl TrainConfig {
         cfg.target_scale = self.mask.target_scale;
         cfg.target_aspect_ratio = self.mask.target_aspect_ratio;
         cfg.context_scale = self.mask.context_scale;
+        cfg.min_keep = self.mask.min_keep;
+        cfg.allow_overlap = self.mask.allow_overlap;
+        cfg.official_compat = self.mask.official_compat;
         cfg.ema_decay_start = self.optim.ema.0;
         cfg.ema_decay_end = self.optim.ema.1;
         cfg.recipe = self.model.recipe;
@@ -461,44 +462,9 @@ impl TrainConfig {
     /// A mask setting the samplers reject (e.g. blocks too small for
     /// `min_keep` on this grid).
     pub fn sampler(&self) -> Result<Box<dyn MaskSampler>> {
-        let enc = self.encoder()?;
-        let (h, w) = enc.grid_size();
-        let masking = |e: ijepa_masking::MaskingError| TrainError::Config(format!("mask: {e}"));
-        let grid = Grid::new_2d(h, w).map_err(masking)?;
-        let m = &self.mask;
-        Ok(match self.model.recipe {
-            Recipe::Official => Box::new(
-                MultiBlock::new(
-                    grid,
-                    MultiBlockConfig {
-                        num_targets: m.num_targets,
-                        target_scale: m.target_scale,
-                        target_aspect_ratio: m.target_aspect_ratio,
-                        context_scale: m.context_scale,
-                        min_keep: m.min_keep,
-                        allow_overlap: m.allow_overlap,
-                        official_compat: m.official_compat,
-                        seed: self.run.seed,
-                        ..MultiBlockConfig::default()
-                    },
-                )
-                .map_err(masking)?,
-            ),
-            Recipe::Seed => Box::new(
-                SeedMasking::new(
-                    grid,
-                    SeedMaskingConfig {
-                        num_targets: m.num_targets,
-                        target_scale: m.target_scale,
-                        target_aspect_ratio: m.target_aspect_ratio,
-                        context_scale: m.context_scale,
-                        seed: self.run.seed,
-                        ..SeedMaskingConfig::default()
-                    },
-                )
-                .map_err(masking)?,
-            ),
-        })
+        self.ijepa()?
+            .sampler()
+            .map_err(|e| TrainError::Config(format!("mask: {e}")))
     }
 
     /// Checks every value and their consistency (model, masks, schedules,

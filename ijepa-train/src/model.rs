@@ -70,6 +70,12 @@ pub struct IJepaConfig {
     /// Context block scale (official) or kept fraction of non-target
     /// patches (seed).
     pub context_scale: Range,
+    /// Fewest context patches a mask may keep (official sampler).
+    pub min_keep: usize,
+    /// Let the context overlap the targets (official sampler).
+    pub allow_overlap: bool,
+    /// Reproduce the official sampler's two biases instead of the fix.
+    pub official_compat: bool,
     /// EMA momentum at the start of training.
     pub ema_decay_start: f64,
     /// EMA momentum at the end of training.
@@ -98,6 +104,9 @@ impl IJepaConfig {
             target_scale: (0.15, 0.2),
             target_aspect_ratio: (0.75, 1.5),
             context_scale: (0.85, 1.0),
+            min_keep: 10,
+            allow_overlap: false,
+            official_compat: false,
             ema_decay_start: 0.996,
             ema_decay_end: 1.0,
             recipe: Recipe::Official,
@@ -152,6 +161,9 @@ impl IJepaConfig {
                         target_scale: self.target_scale,
                         target_aspect_ratio: self.target_aspect_ratio,
                         context_scale: self.context_scale,
+                        min_keep: self.min_keep,
+                        allow_overlap: self.allow_overlap,
+                        official_compat: self.official_compat,
                         seed: self.seed,
                         ..MultiBlockConfig::default()
                     },

@@ -66,23 +66,12 @@ fn assert_bit_identical(a: &Path, b: &Path) {
     let mut names: Vec<_> = ta.keys().collect();
     names.sort();
     assert_eq!(names.len(), tb.len(), "{}", a.display());
+    let bits = |t: &Tensor| -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    };
     for name in names {
-        let x: Vec<u32> = ta[name]
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect();
-        let y: Vec<u32> = tb[name]
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect();
+        let (x, y) = (bits(&ta[name]), bits(&tb[name]));
         assert_eq!(x, y, "{name} differs in {}", a.display());
     }
 }

@@ -27,7 +27,7 @@
 //! let (mut cfg, _notes) = TrainConfig::from_file("in1k_vith14_ep300.yaml".as_ref())?;
 //! cfg.set("data.path=\"/datasets/imagenet/train\"")?;
 //! let summary = Trainer::new(cfg)?.run(&mut (), &Default::default())?;
-//! println!("final loss {}", summary.final_loss);
+//! println!("final loss {:?}", summary.final_loss);
 //! # Ok::<(), ijepa_train::TrainError>(())
 //! ```
 #![warn(missing_docs)]

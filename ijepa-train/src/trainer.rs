@@ -64,8 +64,9 @@ impl Observer for () {}
 pub struct Summary {
     /// Optimizer steps done in all (including before a resume).
     pub steps: u64,
-    /// Loss of the last step.
-    pub final_loss: f32,
+    /// Loss of the last step this process ran; `None` when it ran none
+    /// (a run resumed at its end, or `max_steps = 0`).
+    pub final_loss: Option<f32>,
     /// Images trained on in all.
     pub images_seen: u64,
     /// Images that could not be read: name and reason.
@@ -87,7 +88,7 @@ pub struct Summary {
 /// cfg.run.out = "runs/demo".into();
 /// let mut trainer = Trainer::new(cfg)?;
 /// let summary = trainer.run(&mut (), &Default::default())?;
-/// println!("{} steps, loss {}", summary.steps, summary.final_loss);
+/// println!("{} steps, loss {:?}", summary.steps, summary.final_loss);
 /// # Ok::<(), ijepa_train::TrainError>(())
 /// ```
 pub struct Trainer {
@@ -438,7 +439,7 @@ impl Trainer {
         let checkpoint = self.last_checkpoint.clone().unwrap_or_default();
         Ok(Summary {
             steps: self.step,
-            final_loss: self.last.as_ref().map_or(f32::NAN, |m| m.loss),
+            final_loss: self.last.as_ref().map(|m| m.loss),
             images_seen: self.images_seen,
             skipped: self.skipped.clone(),
             checkpoint,

@@ -39,7 +39,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Pretrain an encoder with I-JEPA (no arguments: a small ViT on built-in synthetic shapes, a few minutes).
+    /// Pretrain an encoder with I-JEPA (no arguments: a small ViT on built-in synthetic garments, about 10 minutes).
     Pretrain(pretrain::PretrainArgs),
     /// Sample I-JEPA context/target masks and report their statistics.
     Masks(masks::MasksArgs),

@@ -18,7 +18,7 @@ use ijepa_train::TrainConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Options of `ijepa-cli pretrain`. With none, a small ViT learns the
-/// built-in synthetic shapes for a few minutes and is probed at the end.
+/// built-in synthetic garments for about 10 minutes and is probed at the end.
 #[derive(Debug, Args)]
 pub struct PretrainArgs {
     /// Configuration file: TOML (see `--print-config`), or an official
@@ -269,7 +269,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         bar.finish();
     }
     eprintln!(
-        "{} after {} steps ({} images, {:.0} s of training): final loss {:.4}; checkpoint {}",
+        "{} after {} steps ({} images, {:.0} s of training): final loss {}; checkpoint {}",
         if summary.interrupted {
             "stopped"
         } else {
@@ -278,7 +278,9 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         summary.steps,
         summary.images_seen,
         summary.elapsed_s,
-        summary.final_loss,
+        summary
+            .final_loss
+            .map_or_else(|| "- (no step run)".to_string(), |l| format!("{l:.4}")),
         summary.checkpoint.display()
     );
     if !summary.skipped.is_empty() {
@@ -300,8 +302,8 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     probe(&trainer, &cfg)
 }
 
-/// k-NN and linear probes on held-out synthetic shapes: the learned target encoder beside the
-/// same architecture at its initial (random) weights.
+/// k-NN and linear probes on held-out synthetic shapes: the learned target and context encoders
+/// beside the same architecture at its initial (random) weights.
 fn probe(trainer: &Trainer, cfg: &TrainConfig) -> Result<()> {
     let started = Instant::now();
     let device = Device::Cpu;
@@ -316,12 +318,13 @@ fn probe(trainer: &Trainer, cfg: &TrainConfig) -> Result<()> {
         &device,
     )?;
     let random = VisionTransformer::from_weights(&model_cfg.encoder, initial)?;
-    let (train, test) = (1024, 512);
+    let (train, test) = (2048, 1024);
     let scores = |vit: &VisionTransformer| {
         ijepa_train::probe::synthetic_probe(vit, train, test, cfg.data.mean, cfg.data.std, &device)
             .context("probe")
     };
-    let learned = scores(trainer.model().teacher())?;
+    let target = scores(trainer.model().teacher())?;
+    let context = scores(trainer.model().student())?;
     let baseline = scores(&random)?;
     eprintln!(
         "probes on held-out synthetic shapes (mean-pooled features; {train} train / {test} test images, 8 classes, chance 12.5 %), {:.0} s:",
@@ -329,7 +332,8 @@ fn probe(trainer: &Trainer, cfg: &TrainConfig) -> Result<()> {
     );
     println!("                               k-NN top-1   linear top-1");
     for (name, s) in [
-        ("I-JEPA target encoder", learned),
+        ("I-JEPA target encoder", target),
+        ("I-JEPA context encoder", context),
         ("random initialisation", baseline),
     ] {
         println!(

@@ -2,7 +2,7 @@
 //!
 //! Every field has a default, so a file names only what it changes; unknown
 //! keys are errors. [`TrainConfig::default`] is the built-in demonstration
-//! run (a small ViT on the synthetic shapes, a few minutes on two CPU
+//! run (a small ViT on the synthetic garments, about 10 minutes on two CPU
 //! cores); the paper's values are given beside each field, and
 //! [`crate::official`] maps the official facebookresearch/ijepa YAML files
 //! onto this tree.
@@ -121,7 +121,8 @@ impl Default for ProbeSection {
 pub struct ModelSection {
     /// timm-style encoder name, `vit_{size}_patch{P}[_gap]_{image size}`
     /// (`_gap`: no class token, as the official I-JEPA encoders). Default
-    /// `vit_tiny_patch8_gap_96`; the paper uses `vit_huge_patch14_gap_224`.
+    /// `vit_tiny_patch4_gap_36` (a 9 × 9 grid); the paper uses
+    /// `vit_huge_patch14_gap_224`.
     pub name: String,
     /// Overrides the width of the named size (default 128: the demonstration
     /// ViT is narrower than ViT-Ti's 192).
@@ -149,7 +150,7 @@ pub struct ModelSection {
 impl Default for ModelSection {
     fn default() -> Self {
         Self {
-            name: "vit_tiny_patch8_gap_96".into(),
+            name: "vit_tiny_patch4_gap_36".into(),
             embed_dim: Some(128),
             depth: Some(4),
             num_heads: Some(4),
@@ -193,7 +194,7 @@ impl Default for DataSection {
     fn default() -> Self {
         Self {
             path: None,
-            synthetic_images: 2048,
+            synthetic_images: 8192,
             batch_size: 32,
             crop_scale: (0.3, 1.0),
             crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
@@ -247,13 +248,15 @@ impl Default for MaskSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimSection {
-    /// Passes over the data (default 4; the paper: 300 for ViT-H/14).
+    /// Passes over the data (default 6; the paper: 300 for ViT-H/14).
     pub epochs: u64,
-    /// Epochs of linear learning-rate warm-up (default 0.5; the paper: 40).
+    /// Epochs of linear learning-rate warm-up (default 1; the paper: 40).
     pub warmup_epochs: f64,
-    /// Learning rate at the start of the warm-up (2e-4).
+    /// Learning rate at the start of the warm-up (default 5e-5; the paper:
+    /// 2e-4 at batch 2,048).
     pub start_lr: f64,
-    /// Peak learning rate (1e-3).
+    /// Peak learning rate (default 1.5e-4, for batch 32; the paper: 1e-3 at
+    /// batch 2,048).
     pub lr: f64,
     /// Learning rate at the end (1e-6).
     pub final_lr: f64,
@@ -275,10 +278,10 @@ pub struct OptimSection {
 impl Default for OptimSection {
     fn default() -> Self {
         Self {
-            epochs: 4,
-            warmup_epochs: 0.5,
-            start_lr: 2e-4,
-            lr: 1e-3,
+            epochs: 6,
+            warmup_epochs: 1.0,
+            start_lr: 5e-5,
+            lr: 1.5e-4,
             final_lr: 1e-6,
             weight_decay: 0.04,
             final_weight_decay: 0.4,

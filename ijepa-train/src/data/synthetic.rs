@@ -18,7 +18,6 @@ use rand_chacha::ChaCha8Rng;
 /// Number of classes.
 pub const NUM_CLASSES: usize = 8;
 
-
 /// The procedural data set: `len` images of `size × size` pixels, image `i`
 /// fully determined by `(seed, i)`.
 ///
@@ -87,10 +86,7 @@ enum Part {
 /// The parts of each class.
 fn parts(class: usize) -> &'static [Part] {
     use Part::*;
-    const SHIRT: &[Part] = &[
-        Rect(-0.45, -0.6, 0.45, 0.85),
-        Rect(-0.9, -0.6, 0.9, -0.2),
-    ];
+    const SHIRT: &[Part] = &[Rect(-0.45, -0.6, 0.45, 0.85), Rect(-0.9, -0.6, 0.9, -0.2)];
     const TROUSERS: &[Part] = &[
         Rect(-0.45, -0.9, 0.45, -0.55),
         Rect(-0.45, -0.6, -0.07, 0.9),

@@ -40,7 +40,7 @@ def parse():
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     for k, v in dict(img=28, patch=2, dim=128, depth=4, heads=4, pred_dim=128, pred_depth=2, epochs=1,
-                     batch=32, seed=0).items():
+                     batch=32, seed=0, min_keep=10).items():
         ap.add_argument(f"--{k.replace('_', '-')}", type=int, default=v)
     for k, v in dict(lr=5e-4, start_lr=1e-4, final_lr=1e-6, warmup=0.15).items():
         ap.add_argument(f"--{k.replace('_', '-')}", type=float, default=v)
@@ -79,7 +79,7 @@ def main():
     transform = T.Compose([T.RandomResizedCrop(a.img, scale=(0.3, 1.0)), T.ToTensor(), T.Normalize(MEAN, STD)])
     data = torchvision.datasets.ImageFolder(a.data, transform)
     collator = MaskCollator(input_size=(a.img, a.img), patch_size=a.patch, enc_mask_scale=(0.85, 1.0),
-                            pred_mask_scale=(0.15, 0.2), aspect_ratio=(0.75, 1.5), nenc=1, npred=4, min_keep=10,
+                            pred_mask_scale=(0.15, 0.2), aspect_ratio=(0.75, 1.5), nenc=1, npred=4, min_keep=a.min_keep,
                             allow_overlap=False)
     loader = torch.utils.data.DataLoader(data, batch_size=a.batch, shuffle=True, drop_last=True,
                                          collate_fn=collator)

@@ -96,17 +96,18 @@ impl IJepaConfig {
     /// embedding becomes the fixed sin-cos table of the official code.
     pub fn new(mut encoder: VitConfig) -> Self {
         encoder.fixed_pos_embed = true;
+        let masks = MultiBlockConfig::default(); // the paper's
         Self {
             encoder,
             predictor_embed_dim: 384,
             predictor_depth: 6,
-            num_targets: 4,
-            target_scale: (0.15, 0.2),
-            target_aspect_ratio: (0.75, 1.5),
-            context_scale: (0.85, 1.0),
-            min_keep: 10,
-            allow_overlap: false,
-            official_compat: false,
+            num_targets: masks.num_targets,
+            target_scale: masks.target_scale,
+            target_aspect_ratio: masks.target_aspect_ratio,
+            context_scale: masks.context_scale,
+            min_keep: masks.min_keep,
+            allow_overlap: masks.allow_overlap,
+            official_compat: masks.official_compat,
             ema_decay_start: 0.996,
             ema_decay_end: 1.0,
             recipe: Recipe::Official,

@@ -42,6 +42,11 @@ const TINY: &[&str] = &[
     "--no-probe",
 ];
 
+/// The tiny run's arguments followed by `extra`.
+fn tiny<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    [TINY, extra].concat()
+}
+
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ijepa-pretrain-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -203,8 +208,7 @@ fn an_official_yaml_config_starts_a_run() {
 #[test]
 fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_checkpoint() {
     let run = dir("nan");
-    let mut args = TINY.to_vec();
-    args.extend([
+    let args = tiny(&[
         "--set",
         "optim.lr=1e30",
         "--set",
@@ -235,9 +239,11 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_checkpoint() {
 #[test]
 fn gradient_accumulation_takes_one_step_per_group_of_batches() {
     let run = dir("accumulate");
-    let mut args = TINY.to_vec();
-    args.extend(["--set", "optim.accumulate=2"]);
-    ok(&pretrain(&run, &args, None));
+    ok(&pretrain(
+        &run,
+        &tiny(&["--set", "optim.accumulate=2"]),
+        None,
+    ));
     // 16 images in batches of 4 = 4 batches per epoch = 2 steps of 8 images, 3 epochs.
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let rows: Vec<Vec<&str>> = csv
@@ -253,8 +259,7 @@ fn gradient_accumulation_takes_one_step_per_group_of_batches() {
 #[test]
 fn ctrl_c_finishes_the_step_and_writes_a_checkpoint() {
     let run = dir("interrupt");
-    let mut args: Vec<&str> = TINY.to_vec();
-    args.extend(["--set", "optim.epochs=1000"]); // far longer than the test waits
+    let args = tiny(&["--set", "optim.epochs=1000"]); // far longer than the test waits
     let child = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
         .arg("pretrain")
         .arg("--out")
@@ -297,9 +302,7 @@ fn losses_or_empty(run: &Path) -> Vec<(u64, String)> {
 #[test]
 fn a_run_stopped_before_its_first_step_leaves_a_readable_checkpoint() {
     let run = dir("zero");
-    let mut args = TINY.to_vec();
-    args.extend(["--max-steps", "0"]);
-    ok(&pretrain(&run, &args, None));
+    ok(&pretrain(&run, &tiny(&["--max-steps", "0"]), None));
     let out = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
         .args(["inspect", "--json"])
         .arg(&run)

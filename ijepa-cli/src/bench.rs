@@ -106,8 +106,10 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn step(args: &StepArgs, train: bool) -> Result<()> {
-    use ijepa_train::model::{EmbeddingSource, IJepa, IJepaConfig};
-    use ijepa_train::optim::AdamW;
+    use ijepa_masking::{IndexBatch, MaskBatch};
+    use ijepa_train::collective::SingleProcess;
+    use ijepa_train::model::{IJepa, IJepaConfig};
+    use ijepa_train::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
     anyhow::ensure!(
         args.batch > 0 && args.iters > 0,
         "--batch and --iters must be at least 1"
@@ -120,34 +122,38 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
         gh * gw >= 186,
         "the fixed benchmark masks need at least 186 patches"
     );
-    let mut model = IJepa::new(cfg.clone(), &Device::Cpu)?;
-    let mut optimizer = AdamW::new(AdamW::ijepa_groups(model.trainable_vars(), 0.04), 1e-4);
+    let model = IJepa::new(cfg.clone(), &Device::Cpu)?;
     let (h, w) = cfg.encoder.image_size;
     let images = Tensor::randn(0f32, 1.0, (args.batch, 3, h, w), &Device::Cpu)?;
     // Fixed masks, the same as bench/torch_step.py.
-    let rows = |start: u32, len: u32| -> Result<Tensor> {
+    let rows = |start: u32, len: u32| {
         let row: Vec<u32> = (start..start + len).collect();
-        Ok(Tensor::from_vec(
-            row.repeat(args.batch),
-            (args.batch, len as usize),
-            &Device::Cpu,
-        )?)
+        IndexBatch::from_flat(args.batch, len as usize, row.repeat(args.batch))
     };
-    let context = rows(0, 60)?;
-    let targets = [60, 90, 120, 150]
-        .iter()
-        .map(|&s| rows(s, 36))
-        .collect::<Result<Vec<_>>>()?;
+    let masks = MaskBatch {
+        contexts: vec![rows(0, 60)],
+        targets: [60, 90, 120, 150].iter().map(|&s| rows(s, 36)).collect(),
+        ..Default::default()
+    };
+    let batch = StepBatch::new(images, &masks)?;
+    // The whole training step, as `pretrain` runs it, at fixed schedule values.
+    let hyper = StepHyper {
+        lr: 1e-4,
+        weight_decay: 0.04,
+        momentum: 0.996,
+    };
+    let mut train_step = TrainStep::new(model, 0.04, None, Box::new(SingleProcess));
     let mut times = vec![];
     for i in 0..args.warmup + args.iters {
         let start = Instant::now();
-        let out =
-            model.forward_with_masks(&images, &context, &targets, EmbeddingSource::Teacher)?;
-        let grads = out.loss.backward()?;
         if train {
-            optimizer.step(&grads)?;
-            drop(grads);
-            model.update_teacher(0.996)?;
+            if let StepOutcome::Refused(why) =
+                train_step.run(std::slice::from_ref(&batch), hyper)?
+            {
+                anyhow::bail!("benchmark step refused: {why}");
+            }
+        } else {
+            train_step.backward(&batch)?;
         }
         if i >= args.warmup {
             times.push(start.elapsed().as_secs_f64());

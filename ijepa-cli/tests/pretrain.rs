@@ -220,7 +220,7 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_checkpoint() {
     assert!(!out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
-        log.contains("the loss is") && log.contains("last good checkpoint"),
+        log.contains("was not applied") && log.contains("last good state"),
         "{log}"
     );
     // The newest checkpoint is the step before the failure, complete and loadable.

@@ -11,12 +11,12 @@ pub enum EncoderError {
     Candle(#[from] candle_core::Error),
 
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A model name that is not a preset we know.

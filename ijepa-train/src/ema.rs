@@ -1,6 +1,8 @@
 //! The EMA teacher: its update and the two momentum schedules.
 
-use ijepa_encoder::{Result, WeightMap};
+use ijepa_encoder::WeightMap;
+
+use crate::error::{Result, TrainError};
 
 /// `teacher ← m·teacher + (1 − m)·student` for every tensor, in place of
 /// the map's values. The student's values are read detached: the teacher
@@ -10,11 +12,9 @@ use ijepa_encoder::{Result, WeightMap};
 /// A key of the teacher that the student lacks (the two must be twins).
 pub fn ema_update(teacher: &mut WeightMap, student: &WeightMap, momentum: f64) -> Result<()> {
     for (name, t) in teacher.iter_mut() {
-        let s = student.get(name).ok_or_else(|| {
-            ijepa_encoder::EncoderError::InvalidConfig(format!(
-                "EMA: the student has no tensor {name}"
-            ))
-        })?;
+        let s = student
+            .get(name)
+            .ok_or_else(|| TrainError::Config(format!("EMA: the student has no tensor {name}")))?;
         *t = ((&*t * momentum)? + (s.detach() * (1.0 - momentum))?)?;
     }
     Ok(())

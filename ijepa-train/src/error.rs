@@ -1,4 +1,4 @@
-//! What can go wrong configuring and running a training run.
+//! The one error type of this crate.
 
 use std::path::PathBuf;
 
@@ -10,19 +10,28 @@ pub enum TrainError {
     /// A configuration value, file or override that is not valid.
     #[error("configuration: {0}")]
     Config(String),
+    /// A mask setting the samplers refuse.
+    #[error("masks: {0}")]
+    Masking(#[from] ijepa_masking::MaskingError),
     /// Images could not be found or prepared.
     #[error(transparent)]
     Data(#[from] DataError),
     /// The model could not be built or run.
     #[error(transparent)]
     Model(#[from] ijepa_encoder::EncoderError),
+    /// A probe's inputs or settings that cannot give a meaningful score.
+    #[error("probe: {0}")]
+    Probe(String),
+    /// Optimizer state that does not fit the parameters.
+    #[error("optimizer state: {0}")]
+    Optimizer(String),
     /// A file or folder of the run directory could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or folder.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A checkpoint that cannot be used.
     #[error("checkpoint {path}: {reason}")]
@@ -32,16 +41,19 @@ pub enum TrainError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The loss became NaN or infinite.
+    /// A step whose loss, gradients or updated weights are not finite: it
+    /// was not applied, and training stopped.
     #[error(
-        "the loss is {loss} at step {step}: training stopped; the last good checkpoint is kept ({last_checkpoint})"
+        "step {step}: {what}; the step was not applied and training stopped. \
+         The last good state is {last_checkpoint}; lower optim.lr (or set optim.grad_clip) and --resume"
     )]
     NonFinite {
-        /// Optimizer step (1-based) whose loss was not finite.
+        /// Optimizer step (1-based) that was refused.
         step: u64,
-        /// The loss value.
-        loss: f32,
-        /// The newest checkpoint on disk, or `none`.
+        /// What was not finite, with its value.
+        what: String,
+        /// The newest checkpoint on disk (written for the last good step
+        /// when it was not yet), or `none`.
         last_checkpoint: String,
     },
 }
@@ -58,5 +70,5 @@ pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 /// An I/O error that names its path.
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
     let path = path.into();
-    move |source| TrainError::Io { path, source }
+    move |error| TrainError::Io { path, error }
 }

@@ -18,6 +18,9 @@
 //!   labelled image set;
 //! - [`config`]: the run configuration (TOML, `--set` overrides) and
 //!   [`official`]: the official YAML files mapped onto it;
+//! - [`step`]: one training step as one unit ([`step::TrainStep`]), and
+//!   [`collective`]: the gradient exchange it goes through (one process by
+//!   default);
 //! - [`trainer`]: the training loop with metrics, the online probe and
 //!   checkpoints ([`checkpoint`], [`metrics`]), resumable bit-exactly.
 //!
@@ -33,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod ema;
@@ -44,6 +48,7 @@ pub mod official;
 pub mod optim;
 pub mod probe;
 pub mod schedule;
+pub mod step;
 pub mod trainer;
 
 pub use config::TrainConfig;

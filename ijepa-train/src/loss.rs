@@ -2,8 +2,10 @@
 //! representations of the target blocks, scored with smooth-L1.
 
 use candle_core::{Module, Tensor};
-use ijepa_encoder::{LayerNorm, Result, TokenEncoder};
+use ijepa_encoder::{LayerNorm, TokenEncoder};
 use ijepa_predictor::TargetPredictor;
+
+use crate::error::Result;
 
 /// What one forward of the objective produced.
 #[derive(Debug)]

@@ -194,7 +194,7 @@ pub fn plot_losses(losses: &[(u64, f32)], path: &Path) -> Result<()> {
     img.save_with_format(path, image::ImageFormat::Png)
         .map_err(|e| crate::error::TrainError::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::other(e),
+            error: std::io::Error::other(e),
         })
 }
 

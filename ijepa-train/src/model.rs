@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use ijepa_encoder::init::{init_weights, InitOptions};
 use ijepa_encoder::weights::to_varmap;
-use ijepa_encoder::{EncoderError, Result, TokenEncoder, VisionTransformer, VitConfig, WeightMap};
+use ijepa_encoder::{TokenEncoder, VisionTransformer, VitConfig, WeightMap};
 use ijepa_masking::{
     Grid, MaskBatch, MaskSampler, MultiBlock, MultiBlockConfig, Range, SeedMasking,
     SeedMaskingConfig,
@@ -15,6 +15,7 @@ use ijepa_masking::{
 use ijepa_predictor::{Predictor, PredictorConfig};
 
 use crate::ema::ema_update;
+use crate::error::{Result, TrainError};
 use crate::loss::objective;
 
 /// Which I-JEPA recipe: masks, predictor and initialisation.
@@ -39,13 +40,13 @@ pub enum EmbeddingSource {
 }
 
 impl FromStr for EmbeddingSource {
-    type Err = EncoderError;
+    type Err = TrainError;
 
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "teacher" => Ok(Self::Teacher),
             "student" => Ok(Self::Student),
-            other => Err(EncoderError::InvalidConfig(format!(
+            other => Err(TrainError::Config(format!(
                 "embedding_source must be 'teacher' or 'student', got '{other}'"
             ))),
         }
@@ -152,39 +153,33 @@ impl IJepaConfig {
     /// The mask sampler this configuration uses.
     pub fn sampler(&self) -> Result<Box<dyn MaskSampler>> {
         let (h, w) = self.encoder.grid_size();
-        let grid = Grid::new_2d(h, w).map_err(masking)?;
+        let grid = Grid::new_2d(h, w)?;
         Ok(match self.recipe {
-            Recipe::Official => Box::new(
-                MultiBlock::new(
-                    grid,
-                    MultiBlockConfig {
-                        num_targets: self.num_targets,
-                        target_scale: self.target_scale,
-                        target_aspect_ratio: self.target_aspect_ratio,
-                        context_scale: self.context_scale,
-                        min_keep: self.min_keep,
-                        allow_overlap: self.allow_overlap,
-                        official_compat: self.official_compat,
-                        seed: self.seed,
-                        ..MultiBlockConfig::default()
-                    },
-                )
-                .map_err(masking)?,
-            ),
-            Recipe::Seed => Box::new(
-                SeedMasking::new(
-                    grid,
-                    SeedMaskingConfig {
-                        num_targets: self.num_targets,
-                        target_scale: self.target_scale,
-                        target_aspect_ratio: self.target_aspect_ratio,
-                        context_scale: self.context_scale,
-                        seed: self.seed,
-                        ..SeedMaskingConfig::default()
-                    },
-                )
-                .map_err(masking)?,
-            ),
+            Recipe::Official => Box::new(MultiBlock::new(
+                grid,
+                MultiBlockConfig {
+                    num_targets: self.num_targets,
+                    target_scale: self.target_scale,
+                    target_aspect_ratio: self.target_aspect_ratio,
+                    context_scale: self.context_scale,
+                    min_keep: self.min_keep,
+                    allow_overlap: self.allow_overlap,
+                    official_compat: self.official_compat,
+                    seed: self.seed,
+                    ..MultiBlockConfig::default()
+                },
+            )?),
+            Recipe::Seed => Box::new(SeedMasking::new(
+                grid,
+                SeedMaskingConfig {
+                    num_targets: self.num_targets,
+                    target_scale: self.target_scale,
+                    target_aspect_ratio: self.target_aspect_ratio,
+                    context_scale: self.context_scale,
+                    seed: self.seed,
+                    ..SeedMaskingConfig::default()
+                },
+            )?),
         })
     }
 }
@@ -198,10 +193,6 @@ fn snapshot(vars: &VarMap) -> Result<WeightMap> {
         .iter()
         .map(|(k, v)| Ok((k.clone(), v.as_tensor().detach().copy()?)))
         .collect()
-}
-
-fn masking(e: ijepa_masking::MaskingError) -> EncoderError {
-    EncoderError::InvalidConfig(format!("masking: {e}"))
 }
 
 /// What [`IJepa::forward`] returns, as stable-pretraining's `IJEPAOutput`.
@@ -348,7 +339,7 @@ impl IJepa {
         let (h, w) = self.config.encoder.grid_size();
         let g = sampler.grid();
         if g.frames() != 1 || g.height() != h || g.width() != w {
-            return Err(EncoderError::InvalidConfig(format!(
+            return Err(TrainError::Config(format!(
                 "the sampler draws on a {g} grid, the encoder has {h}x{w} patches"
             )));
         }
@@ -459,7 +450,7 @@ impl IJepa {
         let masks = self.sample_masks(images.dim(0)?, batch_index);
         let device = images.device();
         let [context] = masks.contexts.as_slice() else {
-            return Err(EncoderError::InvalidConfig(format!(
+            return Err(TrainError::Config(format!(
                 "the model takes one context mask per image, the sampler drew {}",
                 masks.contexts.len()
             )));

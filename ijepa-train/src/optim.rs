@@ -6,7 +6,8 @@
 //! `torch.optim.AdamW` operation for operation.
 
 use candle_core::{backprop::GradStore, Tensor, Var};
-use ijepa_encoder::Result;
+
+use crate::error::{Result, TrainError};
 
 /// One group of variables sharing a weight decay.
 #[derive(Debug)]
@@ -118,8 +119,8 @@ impl AdamW {
                     (Some(m), Some(v)) => {
                         for t in [m, v] {
                             if t.dims() != var.dims() {
-                                return Err(ijepa_encoder::EncoderError::InvalidConfig(format!(
-                                    "optimizer state for {name} has shape {:?}, the parameter {:?}",
+                                return Err(TrainError::Optimizer(format!(
+                                    "{name} {name} has shape {:?}, the parameter {:?}",
                                     t.dims(),
                                     var.dims()
                                 )));
@@ -135,8 +136,8 @@ impl AdamW {
             }
         }
         if let Some(unknown) = tensors.keys().find(|k| !known.contains(*k)) {
-            return Err(ijepa_encoder::EncoderError::InvalidConfig(format!(
-                "optimizer state {unknown} belongs to no parameter of this model"
+            return Err(TrainError::Optimizer(format!(
+                "{unknown} belongs to no parameter of this model"
             )));
         }
         self.step = step;
@@ -145,29 +146,105 @@ impl AdamW {
 
     /// One update from `grads`; variables without a gradient are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        self.step += 1;
+        let update = self.propose(grads)?;
+        self.apply(update)
+    }
+
+    /// The update `grads` would make — new values of the variables and
+    /// their moments — without changing anything yet, so the caller can
+    /// check it first ([`Update::non_finite`]) and [`AdamW::apply`] it or
+    /// drop it.
+    pub fn propose(&self, grads: &GradStore) -> Result<Update> {
+        let step = self.step + 1;
         let (b1, b2) = self.betas;
-        let bias1 = 1.0 - b1.powi(self.step as i32);
-        let bias2 = 1.0 - b2.powi(self.step as i32);
-        for (group, states) in self.groups.iter().zip(self.state.iter_mut()) {
-            for ((_, var), state) in group.params.iter().zip(states.iter_mut()) {
+        let bias1 = 1.0 - b1.powi(step as i32);
+        let bias2 = 1.0 - b2.powi(step as i32);
+        let mut changes = vec![];
+        for (gi, (group, states)) in self.groups.iter().zip(&self.state).enumerate() {
+            for (pi, ((_, var), state)) in group.params.iter().zip(states).enumerate() {
                 let Some(g) = grads.get(var.as_tensor()) else {
                     continue;
                 };
-                let m = state.get_or_insert_with(|| Moments {
-                    exp_avg: g.zeros_like().expect("zeros"),
-                    exp_avg_sq: g.zeros_like().expect("zeros"),
-                });
+                let (m, v) = match state {
+                    Some(m) => (m.exp_avg.clone(), m.exp_avg_sq.clone()),
+                    None => (g.zeros_like()?, g.zeros_like()?),
+                };
                 // PyTorch: param *= 1 − lr·wd; then the Adam step.
                 let p = (var.as_tensor() * (1.0 - self.lr * group.weight_decay))?;
-                m.exp_avg = ((&m.exp_avg * b1)? + (g * (1.0 - b1))?)?;
-                m.exp_avg_sq = ((&m.exp_avg_sq * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-                let denom = ((m.exp_avg_sq.sqrt()? / bias2.sqrt())? + self.eps)?;
-                let update = (m.exp_avg.div(&denom)? * (self.lr / bias1))?;
-                var.set(&(p - update)?)?;
+                let exp_avg = ((m * b1)? + (g * (1.0 - b1))?)?;
+                let exp_avg_sq = ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+                let denom = ((exp_avg_sq.sqrt()? / bias2.sqrt())? + self.eps)?;
+                let value = (p - (exp_avg.div(&denom)? * (self.lr / bias1))?)?;
+                changes.push(Change {
+                    group: gi,
+                    param: pi,
+                    value,
+                    moments: Moments {
+                        exp_avg,
+                        exp_avg_sq,
+                    },
+                });
             }
         }
+        Ok(Update { step, changes })
+    }
+
+    /// Makes a proposed update: the variables take their new values and
+    /// the step counter advances.
+    ///
+    /// # Errors
+    /// An update proposed by another optimizer (stale or foreign).
+    pub fn apply(&mut self, update: Update) -> Result<()> {
+        if update.step != self.step + 1 {
+            return Err(TrainError::Optimizer(format!(
+                "an update for step {} cannot be applied after step {}",
+                update.step, self.step
+            )));
+        }
+        for c in update.changes {
+            self.groups[c.group].params[c.param].1.set(&c.value)?;
+            self.state[c.group][c.param] = Some(c.moments);
+        }
+        self.step = update.step;
         Ok(())
+    }
+}
+
+/// New value and moments of one variable.
+#[derive(Debug)]
+struct Change {
+    group: usize,
+    param: usize,
+    value: Tensor,
+    moments: Moments,
+}
+
+/// An AdamW update not applied yet ([`AdamW::propose`]).
+#[derive(Debug)]
+pub struct Update {
+    step: u64,
+    changes: Vec<Change>,
+}
+
+impl Update {
+    /// A scalar (on the parameters' device, not read back) that is 0 when
+    /// every new value and second moment is finite and NaN otherwise: one
+    /// reduction the caller reads when it reads the rest of the step.
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn non_finite(&self) -> Result<Option<Tensor>> {
+        let mut probes = Vec::with_capacity(2 * self.changes.len());
+        for c in &self.changes {
+            for t in [&c.value, &c.moments.exp_avg_sq] {
+                // x·0 is 0 for every finite x and NaN for ±∞ and NaN.
+                probes.push((t * 0.0)?.sum_all()?);
+            }
+        }
+        if probes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Tensor::stack(&probes, 0)?.sum_all()?))
     }
 }
 

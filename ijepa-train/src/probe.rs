@@ -1,7 +1,9 @@
 //! Frozen-feature evaluation: the weighted k-nearest-neighbour probe.
 
 use candle_core::{Device, Tensor, D};
-use ijepa_encoder::{EncoderError, Result, TokenEncoder, VisionTransformer};
+use ijepa_encoder::{TokenEncoder, VisionTransformer};
+
+use crate::error::{Result, TrainError};
 
 /// Frozen features of `count` images given as normalised `(3, H, W)`
 /// floats back to back: the encoder's patch tokens, mean-pooled (as the
@@ -20,7 +22,7 @@ pub fn pooled_features(
 ) -> Result<Tensor> {
     let per = 3 * size.0 * size.1;
     if pixels.len() != count * per || count == 0 {
-        return Err(EncoderError::InvalidConfig(format!(
+        return Err(TrainError::Probe(format!(
             "features: {} floats are not {count} images of 3x{}x{}",
             pixels.len(),
             size.0,
@@ -55,7 +57,7 @@ fn check_inputs(
 ) -> Result<usize> {
     let (n, m) = (train.dim(0)?, test.dim(0)?);
     if n != train_labels.len() || m != test_labels.len() || n == 0 || m == 0 {
-        return Err(EncoderError::InvalidConfig(format!(
+        return Err(TrainError::Probe(format!(
             "{what}: {n} train features for {} labels, {m} test features for {} labels",
             train_labels.len(),
             test_labels.len()
@@ -103,9 +105,7 @@ pub fn knn(
 ) -> Result<Accuracy> {
     let classes = check_inputs("k-NN probe", train, train_labels, test, test_labels)?;
     if k == 0 {
-        return Err(EncoderError::InvalidConfig(
-            "k-NN probe: k must be at least 1".into(),
-        ));
+        return Err(TrainError::Probe("k-NN probe: k must be at least 1".into()));
     }
     let normalise = |x: &Tensor| -> candle_core::Result<Tensor> {
         x.broadcast_div(
@@ -280,7 +280,7 @@ pub fn extract_files(
         progress(chunk.len(), None);
     }
     if read.is_empty() {
-        return Err(EncoderError::InvalidConfig(format!(
+        return Err(TrainError::Probe(format!(
             "none of the {} images could be read",
             files.len()
         )));

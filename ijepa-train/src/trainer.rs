@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
-use ijepa_masking::{IndexBatch, MaskSampler};
+use ijepa_masking::MaskSampler;
 
 use crate::checkpoint::{self, CheckpointState, FORMAT};
+use crate::collective::{Collective, SingleProcess};
 use crate::config::TrainConfig;
 use crate::data::loader::batches_per_epoch;
 use crate::data::{
@@ -19,9 +19,9 @@ use crate::data::{
 };
 use crate::error::{io, Result, TrainError};
 use crate::metrics::{plot_losses, MetricsLog, StepMetrics};
-use crate::model::{EmbeddingSource, IJepa};
-use crate::optim::AdamW;
+use crate::model::IJepa;
 use crate::schedule::{CosineWeightDecay, WarmupCosine};
+use crate::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
 
 /// What a run is about to do, told to the [`Observer`] once.
 #[derive(Debug, Clone)]
@@ -95,8 +95,7 @@ pub struct Trainer {
     config: TrainConfig,
     run_dir: PathBuf,
     device: Device,
-    model: IJepa,
-    optimizer: AdamW,
+    step: TrainStep,
     lr: WarmupCosine,
     wd: CosineWeightDecay,
     source: Arc<ImageSource>,
@@ -104,7 +103,7 @@ pub struct Trainer {
     transform: TrainTransform,
     steps_per_epoch: u64,
     total_steps: u64,
-    step: u64,
+    steps: u64,
     position: Position,
     images_seen: u64,
     skipped: Vec<(String, String)>,
@@ -163,6 +162,15 @@ impl Trainer {
     /// when not resuming (nothing is overwritten); no checkpoint to resume
     /// from; unreadable data.
     pub fn new(config: TrainConfig) -> Result<Self> {
+        Self::with_collective(config, Box::new(SingleProcess))
+    }
+
+    /// [`Trainer::new`] for one rank of a data-parallel job: gradients are
+    /// exchanged through `collective`.
+    ///
+    /// # Errors
+    /// As [`Trainer::new`].
+    pub fn with_collective(config: TrainConfig, collective: Box<dyn Collective>) -> Result<Self> {
         config.validate()?;
         let run_dir = config.run.out.clone();
         let device = device_of(&config.run.device)?;
@@ -256,14 +264,15 @@ impl Trainer {
             )?,
             None => IJepa::new(model_cfg, &device)?,
         };
-        let mut optimizer = AdamW::new(
-            AdamW::ijepa_groups(model.trainable_vars(), o.weight_decay),
-            o.lr,
-        );
+        let mut step = TrainStep::new(model, o.weight_decay, o.grad_clip, collective);
+        if let Some(ck) = &resume {
+            step.optimizer_mut()
+                .load_state(&ck.optimizer, ck.state.step)?;
+        }
         let mut trainer = Self {
             run_dir: run_dir.clone(),
             device,
-            model,
+            step,
             lr,
             wd,
             source: Arc::new(source),
@@ -271,7 +280,7 @@ impl Trainer {
             transform,
             steps_per_epoch,
             total_steps,
-            step: 0,
+            steps: 0,
             position: Position::default(),
             images_seen: 0,
             skipped: vec![],
@@ -281,13 +290,11 @@ impl Trainer {
             resumed_from: None,
             notes,
             probe_sets: None,
-            optimizer: AdamW::new(vec![], 0.0),
             config,
         };
         if let Some(ck) = resume {
-            optimizer.load_state(&ck.optimizer, ck.state.step)?;
             let s = ck.state;
-            trainer.step = s.step;
+            trainer.steps = s.step;
             trainer.position = s.position;
             trainer.images_seen = s.images_seen;
             trainer.skipped = s.skipped;
@@ -295,7 +302,6 @@ impl Trainer {
             trainer.resumed_from = Some(ck.path.clone());
             trainer.last_checkpoint = Some(ck.path);
         }
-        trainer.optimizer = optimizer;
         if let (Some(t), Some(v)) = (&trainer.config.probe.train, &trainer.config.probe.val) {
             trainer.probe_sets = Some((ImageFolder::open(t)?, ImageFolder::open(v)?));
         }
@@ -314,7 +320,7 @@ impl Trainer {
 
     /// The model in its current state.
     pub fn model(&self) -> &IJepa {
-        &self.model
+        self.step.model()
     }
 
     /// The images of the run.
@@ -344,10 +350,10 @@ impl Trainer {
             steps_per_epoch: self.steps_per_epoch,
             total_steps: self.total_steps,
             stop_step,
-            start_step: self.step,
+            start_step: self.steps,
             resumed_from: self.resumed_from.clone(),
             parameters: self
-                .model
+                .model()
                 .trainable_vars()
                 .iter()
                 .map(|(_, v)| v.elem_count())
@@ -356,7 +362,7 @@ impl Trainer {
         for note in &self.notes {
             observer.message(note);
         }
-        let mut metrics = MetricsLog::open(&self.run_dir, self.step)?;
+        let mut metrics = MetricsLog::open(&self.run_dir, self.steps)?;
         let workers = match self.config.data.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -378,7 +384,7 @@ impl Trainer {
         let mut pending: Vec<Batch> = Vec::with_capacity(acc);
         let mut interrupted = false;
         for batch in loader {
-            if self.step >= stop_step {
+            if self.steps >= stop_step {
                 break;
             }
             if stop.load(Ordering::SeqCst) {
@@ -397,7 +403,10 @@ impl Trainer {
                 continue;
             }
             let last_pos = pending[pending.len() - 1].position;
-            let done = self.train_step(&pending)?;
+            let done = match self.train_step(&pending)? {
+                Ok(done) => done,
+                Err(refused) => return Err(self.refuse(refused, &metrics, observer)),
+            };
             pending.clear();
             self.position = if last_pos.batch + 1 >= used_batches {
                 Position {
@@ -423,22 +432,22 @@ impl Trainer {
             let due = if every == 0 {
                 self.position.batch == 0
             } else {
-                self.step.is_multiple_of(every)
+                self.steps.is_multiple_of(every)
             };
-            if due && self.step < stop_step {
+            if due && self.steps < stop_step {
                 self.save_checkpoint(&metrics, observer)?;
             }
         }
         let written = self
             .last_checkpoint
             .as_ref()
-            .is_some_and(|p| p.ends_with(format!("step-{:08}", self.step)));
+            .is_some_and(|p| p.ends_with(format!("step-{:08}", self.steps)));
         if !written {
             self.save_checkpoint(&metrics, observer)?;
         }
         let checkpoint = self.last_checkpoint.clone().unwrap_or_default();
         Ok(Summary {
-            steps: self.step,
+            steps: self.steps,
             final_loss: self.last.as_ref().map(|m| m.loss),
             images_seen: self.images_seen,
             skipped: self.skipped.clone(),
@@ -451,7 +460,7 @@ impl Trainer {
     /// k-NN top-1 (k = 20, T = 0.07) of the target encoder's mean-pooled
     /// features on the probe folders, or on held-out synthetic shapes.
     fn online_probe(&self) -> Result<f64> {
-        let teacher = self.model.teacher();
+        let teacher = self.model().teacher();
         let d = &self.config.data;
         let max = self.config.probe.max_images;
         let Some((train, val)) = &self.probe_sets else {
@@ -478,15 +487,15 @@ impl Trainer {
         let last = self.last.clone();
         let state = CheckpointState {
             format: FORMAT.into(),
-            step: self.step,
+            step: self.steps,
             position: self.position,
             steps_per_epoch: self.steps_per_epoch,
             total_steps: self.total_steps,
             loss: last.as_ref().map(|m| m.loss),
-            lr: last.as_ref().map_or(self.lr.at(self.step), |m| m.lr),
+            lr: last.as_ref().map_or(self.lr.at(self.steps), |m| m.lr),
             weight_decay: last
                 .as_ref()
-                .map_or(self.wd.at(self.step), |m| m.weight_decay),
+                .map_or(self.wd.at(self.steps), |m| m.weight_decay),
             momentum: last
                 .as_ref()
                 .map_or(self.config.optim.ema.0, |m| m.momentum),
@@ -499,16 +508,17 @@ impl Trainer {
             ),
             config: self.config.clone(),
         };
-        let student = self.model.student_weights()?;
-        let predictor = self.model.predictor_weights()?;
+        let model = self.step.model();
+        let student = model.student_weights()?;
+        let predictor = model.predictor_weights()?;
         let path = checkpoint::save(
             &self.run_dir,
             [
                 ("encoder", &student),
-                ("target_encoder", self.model.teacher_weights()),
+                ("target_encoder", model.teacher_weights()),
                 ("predictor", &predictor),
             ],
-            &self.optimizer.state_tensors(),
+            &self.step.optimizer().state_tensors(),
             &state,
             self.config.run.keep_checkpoints,
         )?;
@@ -518,123 +528,96 @@ impl Trainer {
         Ok(())
     }
 
+    /// A refused step: the state (that of the last applied step) is
+    /// checkpointed when it is newer than the last checkpoint, then the
+    /// run stops with [`TrainError::NonFinite`].
+    fn refuse(
+        &mut self,
+        what: String,
+        metrics: &MetricsLog,
+        observer: &mut dyn Observer,
+    ) -> TrainError {
+        let step = self.steps + 1;
+        let current = format!("step-{:08}", self.steps);
+        let written = self
+            .last_checkpoint
+            .as_ref()
+            .is_some_and(|p| p.ends_with(&current));
+        if !written {
+            if let Err(e) = self.save_checkpoint(metrics, observer) {
+                observer.message(&format!(
+                    "the state after step {} could not be checkpointed: {e}",
+                    self.steps
+                ));
+            }
+        }
+        TrainError::NonFinite {
+            step,
+            what,
+            last_checkpoint: self
+                .last_checkpoint
+                .as_ref()
+                .map_or("none".into(), |p| p.display().to_string()),
+        }
+    }
+
     /// One optimizer step over `batches` (gradients summed, then averaged).
-    /// `None` when every image of the step was unreadable.
-    fn train_step(&mut self, batches: &[Batch]) -> Result<Option<StepMetrics>> {
+    /// `Ok(None)` when every image of the step was unreadable; the inner
+    /// `Err` says why a non-finite step was refused.
+    fn train_step(
+        &mut self,
+        batches: &[Batch],
+    ) -> Result<std::result::Result<Option<StepMetrics>, String>> {
         let start = Instant::now();
         let (h, w) = self.transform.size();
-        let step = self.step + 1;
-        let mut grads: Option<GradStore> = None;
-        let (mut loss_sum, mut used, mut images) = (0f64, 0usize, 0usize);
-        let (mut context_tokens, mut target_tokens) = (0, 0);
-        let vars = self.model.trainable_vars();
-        for b in batches.iter().filter(|b| b.len > 0) {
-            let x = Tensor::from_slice(&b.images, (b.len, 3, h, w), &self.device)?;
-            let index = |m: &IndexBatch| {
-                Tensor::from_slice(m.as_flat(), (m.batch_size(), m.len()), &self.device)
-            };
-            let context = index(&b.masks.contexts[0])?;
-            let targets = b
-                .masks
-                .targets
-                .iter()
-                .map(index)
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            context_tokens = b.masks.contexts[0].len();
-            target_tokens = b.masks.targets.iter().map(|t| t.len()).sum();
-            let out =
-                self.model
-                    .forward_with_masks(&x, &context, &targets, EmbeddingSource::Teacher)?;
-            let loss = out.loss.to_scalar::<f32>()?;
-            if !loss.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step,
-                    loss,
-                    last_checkpoint: self
-                        .last_checkpoint
-                        .as_ref()
-                        .map_or("none".into(), |p| p.display().to_string()),
-                });
-            }
-            let g = out.loss.backward()?;
-            grads = Some(match grads {
-                None => g,
-                Some(mut sum) => {
-                    for (_, v) in &vars {
-                        if let (Some(a), Some(b)) = (sum.get(v.as_tensor()), g.get(v.as_tensor())) {
-                            let total = (a + b)?;
-                            sum.insert(v.as_tensor(), total);
-                        }
-                    }
-                    sum
-                }
-            });
-            loss_sum += f64::from(loss);
-            used += 1;
-            images += b.len;
-        }
-        let Some(mut grads) = grads else {
-            return Ok(None);
+        let step = self.steps + 1;
+        let inputs = batches
+            .iter()
+            .filter(|b| b.len > 0)
+            .map(|b| {
+                let x = Tensor::from_slice(&b.images, (b.len, 3, h, w), &self.device)?;
+                StepBatch::new(x, &b.masks)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let Some(last) = inputs.last() else {
+            return Ok(Ok(None));
         };
-        if used > 1 {
-            for (_, v) in &vars {
-                if let Some(g) = grads.get(v.as_tensor()) {
-                    let mean = (g / used as f64)?;
-                    grads.insert(v.as_tensor(), mean);
-                }
-            }
-        }
-        let mut sq = 0f64;
-        for (_, v) in &vars {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
-            }
-        }
-        let grad_norm = sq.sqrt();
-        if let Some(max) = self.config.optim.grad_clip {
-            // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6) when above.
-            let scale = max / (grad_norm + 1e-6);
-            if scale < 1.0 {
-                for (_, v) in &vars {
-                    if let Some(g) = grads.get(v.as_tensor()) {
-                        let clipped = (g * scale)?;
-                        grads.insert(v.as_tensor(), clipped);
-                    }
-                }
-            }
-        }
-        let (lr, wd) = (self.lr.at(step), self.wd.at(step));
-        self.optimizer.lr = lr;
-        self.optimizer.set_weight_decay(wd);
-        self.optimizer.step(&grads)?;
-        drop(grads);
+        let (context_tokens, target_tokens) = (last.context_tokens(), last.target_tokens());
+        let images: usize = inputs.iter().map(StepBatch::len).sum();
         let epoch = batches[0].position.epoch;
-        let momentum = self.model.config().ema_momentum(
-            step - 1,
-            self.total_steps,
-            epoch,
-            self.config.optim.epochs,
-        );
-        self.model.update_teacher(momentum)?;
-        self.step = step;
+        let hyper = StepHyper {
+            lr: self.lr.at(step),
+            weight_decay: self.wd.at(step),
+            momentum: self.model().config().ema_momentum(
+                step - 1,
+                self.total_steps,
+                epoch,
+                self.config.optim.epochs,
+            ),
+        };
+        let report = match self.step.run(&inputs, hyper)? {
+            StepOutcome::Applied(report) => report,
+            StepOutcome::Refused(what) => return Ok(Err(what)),
+        };
+        self.steps = step;
         self.images_seen += images as u64;
         let secs = start.elapsed().as_secs_f64();
         self.elapsed_s += secs;
-        Ok(Some(StepMetrics {
+        Ok(Ok(Some(StepMetrics {
             epoch,
             itr: batches[0].position.batch / self.config.optim.accumulate as u64,
             step,
-            loss: (loss_sum / used as f64) as f32,
+            loss: report.loss,
             context_tokens,
             target_tokens,
             time_ms: secs * 1e3,
-            lr,
-            weight_decay: wd,
-            momentum,
+            lr: hyper.lr,
+            weight_decay: hyper.weight_decay,
+            momentum: hyper.momentum,
             images,
             images_per_s: images as f64 / secs,
-            grad_norm,
+            grad_norm: report.grad_norm,
             knn_top1: None,
-        }))
+        })))
     }
 }

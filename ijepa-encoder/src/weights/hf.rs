@@ -248,7 +248,7 @@ pub fn save_hf(dir: &Path, cfg: &VitConfig, data: &DataConfig, weights: &WeightM
     }
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| EncoderError::Io { path, source }
+        move |error| EncoderError::Io { path, error }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut out = WeightMap::new();

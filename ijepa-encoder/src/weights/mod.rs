@@ -163,7 +163,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
     } else if !path.exists() {
         return Err(EncoderError::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+            error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
         });
     } else if is_pickle(path) {
         official::load(path, opts)?
@@ -230,9 +230,9 @@ fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
         };
     }
     let pickles: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|source| EncoderError::Io {
+        .map_err(|error| EncoderError::Io {
             path: dir.to_path_buf(),
-            source,
+            error,
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| is_pickle(p))
@@ -295,9 +295,9 @@ pub(crate) fn f32_triple(v: Option<&serde_json::Value>) -> Option<[f32; 3]> {
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|source| EncoderError::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| EncoderError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     serde_json::from_str(&text).map_err(|e| EncoderError::ConfigFile {
         path: path.to_path_buf(),

@@ -278,9 +278,9 @@ pub fn save_timm(
     weights: &WeightMap,
 ) -> Result<()> {
     super::check(cfg, weights, dir)?;
-    std::fs::create_dir_all(dir).map_err(|source| EncoderError::Io {
+    std::fs::create_dir_all(dir).map_err(|error| EncoderError::Io {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     let pool = match cfg.global_pool {
         Pool::Token => "token",
@@ -327,7 +327,7 @@ pub fn save_timm(
     }
     let text = serde_json::to_string_pretty(&config).expect("JSON values serialise");
     let path = dir.join("config.json");
-    std::fs::write(&path, text + "\n").map_err(|source| EncoderError::Io { path, source })?;
+    std::fs::write(&path, text + "\n").map_err(|error| EncoderError::Io { path, error })?;
     let path = dir.join("model.safetensors");
     let contiguous: WeightMap = weights
         .iter()

@@ -18,7 +18,7 @@ fn is_image(path: &Path) -> bool {
 pub fn image_files(path: &Path) -> Result<Vec<PathBuf>, DataError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
-        move |source| DataError::Io { path: p, source }
+        move |error| DataError::Io { path: p, error }
     };
     let meta = std::fs::metadata(path).map_err(io(path))?;
     if meta.is_file() {

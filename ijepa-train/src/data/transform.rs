@@ -9,15 +9,15 @@ use super::{resize, DataError, Filter};
 /// Decodes an image file to 8-bit RGB (grey is replicated, alpha dropped,
 /// as PIL's `convert('RGB')`).
 pub fn decode_rgb(path: &Path) -> Result<RgbImage, DataError> {
-    let reader = image::ImageReader::open(path).map_err(|source| DataError::Io {
+    let reader = image::ImageReader::open(path).map_err(|error| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let reader = reader
         .with_guessed_format()
-        .map_err(|source| DataError::Io {
+        .map_err(|error| DataError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
     let img = reader.decode().map_err(|e| DataError::Decode {
         path: path.to_path_buf(),

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::Tensor;
 use clap::Args;
 use ijepa_encoder::TokenEncoder;
@@ -50,6 +50,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         args.batch_size > 0,
         "--batch-size must be at least 1, got 0"
     );
+    ijepa_encoder::output::check(&args.out)?;
     let loaded = load_encoder(&args.weights, args.model.as_deref(), args.encoder)?;
     let vit = loaded.build()?;
     let transform = eval_transform(&loaded.data, args.image_size)?;
@@ -84,7 +85,11 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         ("input_size".to_string(), format!("{}x{}", size.0, size.1)),
         ("embed_dim".to_string(), vit.embed_dim().to_string()),
     ]);
-    write_atomically(&args.out, &out, metadata)?;
+    ijepa_encoder::output::write_safetensors(
+        &args.out,
+        out.iter().map(|(k, t)| (*k, t)),
+        Some(&metadata),
+    )?;
     eprintln!(
         "wrote {} embeddings of dimension {} to {}{}",
         order.len(),
@@ -104,20 +109,4 @@ fn relative(path: &Path, root: &Path) -> String {
         .unwrap_or(path)
         .to_string_lossy()
         .into_owned()
-}
-
-/// Writes to a temporary file beside `path`, then renames: a crash never
-/// leaves a truncated output.
-fn write_atomically(
-    path: &Path,
-    tensors: &[(&str, Tensor)],
-    metadata: HashMap<String, String>,
-) -> Result<()> {
-    let tmp = path.with_extension("safetensors.partial");
-    let views: Vec<(&str, &Tensor)> = tensors.iter().map(|(k, t)| (*k, t)).collect();
-    safetensors::serialize_to_file(views, Some(metadata), &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("moving {} to {}", tmp.display(), path.display()))?;
-    Ok(())
 }

@@ -26,7 +26,7 @@ pub struct MasksArgs {
     /// Patch grid, HxW or TxHxW (224 px with patch 16 → 14x14; patch 14 → 16x16).
     #[arg(long, default_value = "14x14")]
     grid: String,
-    /// Images per batch.
+    /// Images per batch (at most 65,536).
     #[arg(long, default_value_t = 128)]
     batch: usize,
     /// Batches to draw.
@@ -38,6 +38,19 @@ pub struct MasksArgs {
     /// Reproduce the official collator's biases exactly (official recipe only).
     #[arg(long)]
     official_compat: bool,
+    /// Target blocks per image [default: 4, the paper's].
+    #[arg(long)]
+    num_targets: Option<usize>,
+    /// Fraction of the patches per target block, LO,HI [default: 0.15,0.2].
+    #[arg(long, value_parser = parse_range)]
+    target_scale: Option<(f64, f64)>,
+    /// Context block scale (official), or kept fraction of the non-target
+    /// patches (seed), LO,HI [default: 0.85,1.0].
+    #[arg(long, value_parser = parse_range)]
+    context_scale: Option<(f64, f64)>,
+    /// Fewest patches a context keeps (official recipe only) [default: 10].
+    #[arg(long)]
+    min_keep: Option<usize>,
     /// Seed of the mask streams.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -98,26 +111,54 @@ struct Report {
     sets_per_second: f64,
 }
 
+/// Most images per batch `masks` draws (the paper's global batch is 2,048).
+const MAX_BATCH: usize = 65_536;
+
+/// `LO,HI` as two numbers.
+fn parse_range(s: &str) -> std::result::Result<(f64, f64), String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    match parts.as_slice() {
+        [lo, hi] => match (lo.parse(), hi.parse()) {
+            (Ok(lo), Ok(hi)) => Ok((lo, hi)),
+            _ => Err(format!("{s:?} is not two numbers LO,HI")),
+        },
+        _ => Err(format!("{s:?} is not LO,HI (e.g. 0.15,0.2)")),
+    }
+}
+
 fn sampler(args: &MasksArgs, grid: Grid) -> Result<Box<dyn MaskSampler>> {
     Ok(match args.recipe {
-        Recipe::Official => Box::new(MultiBlock::new(
-            grid,
-            MultiBlockConfig {
-                official_compat: args.official_compat,
-                seed: args.seed,
-                ..MultiBlockConfig::default()
-            },
-        )?),
+        Recipe::Official => {
+            let d = MultiBlockConfig::default();
+            Box::new(MultiBlock::new(
+                grid,
+                MultiBlockConfig {
+                    num_targets: args.num_targets.unwrap_or(d.num_targets),
+                    target_scale: args.target_scale.unwrap_or(d.target_scale),
+                    context_scale: args.context_scale.unwrap_or(d.context_scale),
+                    min_keep: args.min_keep.unwrap_or(d.min_keep),
+                    official_compat: args.official_compat,
+                    seed: args.seed,
+                    ..d
+                },
+            )?)
+        }
         Recipe::Seed => {
-            anyhow::ensure!(
-                !args.official_compat,
-                "--official-compat applies to --recipe official only"
-            );
+            for (set, flag) in [
+                (args.official_compat, "--official-compat"),
+                (args.min_keep.is_some(), "--min-keep"),
+            ] {
+                anyhow::ensure!(!set, "{flag} applies to --recipe official only");
+            }
+            let d = SeedMaskingConfig::default();
             Box::new(SeedMasking::new(
                 grid,
                 SeedMaskingConfig {
+                    num_targets: args.num_targets.unwrap_or(d.num_targets),
+                    target_scale: args.target_scale.unwrap_or(d.target_scale),
+                    context_scale: args.context_scale.unwrap_or(d.context_scale),
                     seed: args.seed,
-                    ..SeedMaskingConfig::default()
+                    ..d
                 },
             )?)
         }
@@ -127,9 +168,16 @@ fn sampler(args: &MasksArgs, grid: Grid) -> Result<Box<dyn MaskSampler>> {
 /// Runs `ijepa-cli masks`.
 pub fn run(args: &MasksArgs) -> Result<()> {
     let grid: Grid = args.grid.parse()?;
-    anyhow::ensure!(args.batch > 0, "--batch must be at least 1, got 0");
+    anyhow::ensure!(
+        (1..=MAX_BATCH).contains(&args.batch),
+        "--batch {} is out of range: 1 to {MAX_BATCH} images",
+        args.batch
+    );
     anyhow::ensure!(args.batches > 0, "--batches must be at least 1, got 0");
     let sampler = sampler(args, grid)?;
+    if let Some(png) = &args.png {
+        ijepa_encoder::output::check(png)?;
+    }
 
     let n = grid.num_patches();
     let mut context_seen = vec![false; n];

@@ -4,8 +4,6 @@
 //! context in light grey, each target block in its own colour, patches in
 //! both a context and a target in red, the rest dark.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
 
 use anyhow::Result;
@@ -86,12 +84,13 @@ pub fn write(path: &Path, grid: &Grid, masks: &MaskBatch) -> Result<()> {
         }
     }
 
-    let file = File::create(path)?;
-    let mut encoder = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
+    let mut out = ijepa_encoder::output::OutputFile::create(path)?;
+    let mut encoder = png::Encoder::new(&mut out, width as u32, height as u32);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header()?;
     writer.write_image_data(pixels.as_flattened())?;
     writer.finish()?;
+    out.commit()?;
     Ok(())
 }

@@ -165,3 +165,56 @@ fn bad_arguments_are_clear_errors() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_output_never_replaces_a_folder_link_or_pipe() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = scratch("targets");
+    let weights = encoder("timm_gap");
+    let images = fixtures().join("embed_images");
+    let run = |out: &Path| {
+        embed(&[
+            "--weights",
+            weights.to_str().unwrap(),
+            "--images",
+            images.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    // A folder: refused before any feature is computed, nothing left beside it.
+    std::fs::create_dir(dir.join("folder")).unwrap();
+    let out = run(&dir.join("folder"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("a folder"), "{err}");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["folder"], "debris beside the folder");
+    // A symbolic link: it stays a link; its target receives the features.
+    std::os::unix::fs::symlink("real.safetensors", dir.join("link")).unwrap();
+    std::fs::write(dir.join("real.safetensors"), b"old").unwrap();
+    assert!(run(&dir.join("link")).status.success());
+    assert!(std::fs::symlink_metadata(dir.join("link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let real = std::fs::read(dir.join("real.safetensors")).unwrap();
+    assert!(SafeTensors::deserialize(&real).is_ok());
+    // A FIFO: written through to its reader, still a FIFO.
+    let fifo = dir.join("pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    assert!(run(&fifo).status.success());
+    assert!(SafeTensors::deserialize(&reader.join().unwrap()).is_ok());
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -96,6 +96,29 @@ fn text_output_and_png() {
 }
 
 #[test]
+fn mask_settings_are_flags_and_lift_the_small_grid_refusal() {
+    let r = json(&[
+        "masks",
+        "--grid",
+        "3x3",
+        "--min-keep",
+        "0",
+        "--target-scale",
+        "0.2,0.3",
+        "--num-targets",
+        "2",
+        "--batches",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(r["targets_per_image"], 2);
+    assert_eq!(
+        r["target_len"]["max"], 2,
+        "a 3x3 grid's largest block here has 2 patches"
+    );
+}
+
+#[test]
 fn bad_input_is_a_clear_error() {
     for (args, expected) in [
         (
@@ -103,7 +126,29 @@ fn bad_input_is_a_clear_error() {
             "cannot parse patch grid \"14\"",
         ),
         (vec!["masks", "--grid", "3x3"], "min_keep = 10"),
-        (vec!["masks", "--batch", "0"], "--batch must be at least 1"),
+        // The advice names settings `masks` has.
+        (
+            vec!["masks", "--grid", "3x3"],
+            "Raise target_scale or lower min_keep",
+        ),
+        (
+            vec!["masks", "--batch", "0"],
+            "--batch 0 is out of range: 1 to 65536",
+        ),
+        (
+            vec!["masks", "--batch", "100000000"],
+            "--batch 100000000 is out of range",
+        ),
+        (
+            vec!["masks", "--num-targets", "99999"],
+            "num_targets = 99999 is invalid: expected 1 to 64",
+        ),
+        (
+            vec!["masks", "--recipe", "seed", "--min-keep", "4"],
+            "--min-keep applies to --recipe official only",
+        ),
+        (vec!["masks", "--target-scale", "0.2"], "is not LO,HI"),
+        (vec!["masks", "--png", "/"], "a folder"),
         (
             vec!["masks", "--recipe", "seed", "--official-compat"],
             "--official-compat applies to --recipe official only",

@@ -9,6 +9,8 @@
 //! - [`VitConfig`] with the timm presets ([`VitConfig::from_timm_name`]).
 //! - [`init`]: seeded initialisation (the official recipe).
 //! - [`weights`]: layout detection, loading, checking and saving.
+//! - [`output`]: how every file is written (atomically, never in place of
+//!   anything but a regular file), and the streaming safetensors writer.
 //! - [`hub`]: `hf-hub:org/name[@revision]` through the standard Hugging
 //!   Face cache.
 //! - [`pos_embed`]: the 2-D sin-cos table and timm's resampling to other
@@ -40,6 +42,7 @@ pub mod hub;
 pub mod init;
 pub mod kernels;
 mod nn;
+pub mod output;
 mod patch_embed;
 pub mod pos_embed;
 mod vit;

@@ -38,13 +38,15 @@ pub enum MaskingError {
         expected: &'static str,
     },
 
-    /// A count that must be at least one.
-    #[error("{name} = {value} is invalid: expected at least 1")]
-    ZeroCount {
+    /// A count outside `1..=max`.
+    #[error("{name} = {value} is invalid: expected 1 to {max}")]
+    Count {
         /// The configuration field, e.g. `num_targets`.
         name: &'static str,
         /// The value as given.
         value: usize,
+        /// The largest value accepted.
+        max: usize,
     },
 
     /// A block the configuration can draw is too small to ever be kept.
@@ -54,7 +56,7 @@ pub enum MaskingError {
     #[error(
         "{which} blocks can be as small as {shape} = {area} patches on the {grid} grid, \
          which is not more than min_keep = {min_keep}: sampling could never keep such a block \
-         (the official code loops forever here). Raise the {which} scale or lower min_keep"
+         (the official code loops forever here). Raise {which}_scale or lower min_keep"
     )]
     BlockTooSmall {
         /// `"target"` or `"context"`.

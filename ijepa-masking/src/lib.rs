@@ -58,4 +58,4 @@ pub use multiblock::{MultiBlock, MultiBlockConfig};
 pub use output::{IndexBatch, MaskBatch, MaskStats};
 pub use sampler::{FullContext, MaskSampler};
 pub use seed::{SeedMasking, SeedMaskingConfig};
-pub use shape::Range;
+pub use shape::{Range, MAX_BLOCKS};

@@ -11,7 +11,7 @@ use crate::grid::{Block, BlockShape, Grid};
 use crate::output::{IndexBatch, MaskBatch, MaskStats};
 use crate::rng::{batch_rng, below};
 use crate::sampler::MaskSampler;
-use crate::shape::{check_aspect_ratio, check_fraction, OfficialShape, Range};
+use crate::shape::{check_aspect_ratio, check_count, check_fraction, OfficialShape, Range};
 use crate::subset::SubsetScratch;
 
 /// Failed context draws after which the last still-applied target constraint
@@ -112,14 +112,8 @@ impl MultiBlock {
     /// positive, or a grid on which some target or context block could keep
     /// `min_keep` patches or fewer (blocks are at most `(H−1)×(W−1)`).
     pub fn new(grid: Grid, config: MultiBlockConfig) -> Result<Self, MaskingError> {
-        for (name, value) in [
-            ("num_targets", config.num_targets),
-            ("num_contexts", config.num_contexts),
-        ] {
-            if value == 0 {
-                return Err(MaskingError::ZeroCount { name, value });
-            }
-        }
+        check_count("num_targets", config.num_targets)?;
+        check_count("num_contexts", config.num_contexts)?;
         check_fraction("target_scale", config.target_scale)?;
         check_fraction("context_scale", config.context_scale)?;
         check_fraction("temporal_scale", config.temporal_scale)?;
@@ -348,13 +342,17 @@ mod tests {
                 num_targets: 0,
                 ..Default::default()
             },
+            MultiBlockConfig {
+                num_targets: 99_999,
+                ..Default::default()
+            },
         ];
         for cfg in bad {
             let err = MultiBlock::new(grid14(), cfg.clone()).unwrap_err();
             assert!(
                 matches!(
                     err,
-                    MaskingError::InvalidRange { .. } | MaskingError::ZeroCount { .. }
+                    MaskingError::InvalidRange { .. } | MaskingError::Count { .. }
                 ),
                 "{cfg:?}: {err}"
             );

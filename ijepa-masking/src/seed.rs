@@ -9,7 +9,9 @@ use crate::grid::{Block, Grid};
 use crate::output::{IndexBatch, MaskBatch, MaskStats};
 use crate::rng::{batch_rng, below};
 use crate::sampler::MaskSampler;
-use crate::shape::{check_aspect_ratio, check_fraction, check_range, lerp, Range, SeedShape};
+use crate::shape::{
+    check_aspect_ratio, check_count, check_fraction, check_range, lerp, Range, SeedShape,
+};
 use crate::subset::SubsetScratch;
 
 /// Placement attempts per target block before it is left out.
@@ -85,12 +87,7 @@ impl SeedMasking {
     /// `num_targets` of zero, a target scale outside `(0, 1)`, an aspect
     /// ratio not positive, or a context scale outside `(0, 1]`.
     pub fn new(grid: Grid, config: SeedMaskingConfig) -> Result<Self, MaskingError> {
-        if config.num_targets == 0 {
-            return Err(MaskingError::ZeroCount {
-                name: "num_targets",
-                value: 0,
-            });
-        }
+        check_count("num_targets", config.num_targets)?;
         check_range(
             "target_scale",
             config.target_scale,

@@ -45,6 +45,23 @@ pub(crate) fn check_range(
 }
 
 /// Checks a fraction in `(0, 1]` (scales).
+/// Most blocks of one kind per image: far above any published recipe (the
+/// paper uses 4 targets, V-JEPA 8), low enough that a typo cannot make
+/// sampling slow or masks huge.
+pub const MAX_BLOCKS: usize = 64;
+
+/// A block count must lie in `1..=MAX_BLOCKS`.
+pub(crate) fn check_count(name: &'static str, value: usize) -> Result<(), MaskingError> {
+    if (1..=MAX_BLOCKS).contains(&value) {
+        return Ok(());
+    }
+    Err(MaskingError::Count {
+        name,
+        value,
+        max: MAX_BLOCKS,
+    })
+}
+
 pub(crate) fn check_fraction(name: &'static str, range: Range) -> Result<(), MaskingError> {
     check_range(name, range, true, 1.0, false, "0 < min <= max <= 1")
 }

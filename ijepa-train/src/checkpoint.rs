@@ -10,14 +10,24 @@
 //! - `state.json`: [`CheckpointState`] — step, data position, schedule
 //!   values, loss, the resolved configuration.
 //!
-//! and `checkpoints/latest`, a text file naming the newest. A checkpoint is
-//! written into a temporary folder, every file is fsynced, and the folder is
-//! renamed into place; `latest` is replaced the same way. A crash at any
-//! moment leaves the previous checkpoint intact and `latest` pointing at a
-//! complete one. Only the newest `keep` checkpoints are kept.
+//! and `checkpoints/latest`, a text file naming the newest.
+//!
+//! A checkpoint is complete and finite or it does not exist:
+//! - every tensor is checked finite before anything is written (and again
+//!   when a checkpoint is read back);
+//! - it is written into a temporary folder `.step-…tmp-PID` (every file
+//!   fsynced, see [`ijepa_encoder::output`]), which is renamed into place
+//!   only when complete; on an error (a full disk) the temporary folder is
+//!   removed at once;
+//! - `latest` is replaced atomically after the rename, so it only ever
+//!   names a complete checkpoint;
+//! - old checkpoints are pruned by renaming them out of the `step-…`
+//!   namespace first (`.trash-…`), then deleting: a kill during pruning
+//!   never leaves a half-deleted folder named like a checkpoint;
+//! - leftovers of a killed writer (`.step-…tmp-…`, `.trash-…`) are removed
+//!   by the next save, and [`list`] reports complete checkpoints only.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -91,45 +101,102 @@ fn name_of(step: u64) -> String {
     format!("step-{step:08}")
 }
 
-fn sync_file(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io(path))
+/// Files every complete checkpoint folder holds.
+const FILES: [&str; 3] = ["model.safetensors", "optimizer.safetensors", "state.json"];
+
+fn is_complete(dir: &Path) -> bool {
+    FILES.iter().all(|f| dir.join(f).is_file())
 }
 
-fn sync_dir(path: &Path) -> Result<()> {
-    // Directories can be opened and fsynced on Unix; elsewhere this is a no-op.
-    if cfg!(unix) {
-        sync_file(path)?;
-    }
-    Ok(())
-}
-
-fn write_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
-    candle_core::safetensors::save(tensors, path).map_err(|e| TrainError::Checkpoint {
+fn model_error(path: &Path) -> impl FnOnce(ijepa_encoder::EncoderError) -> TrainError + '_ {
+    move |e| TrainError::Checkpoint {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    })?;
-    sync_file(path)
+    }
 }
 
-/// Writes a text file atomically (temporary file, fsync, rename).
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, contents).map_err(io(&tmp))?;
-    sync_file(&tmp)?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(parent) = path.parent() {
-        sync_dir(parent)?;
+/// Refuses tensors that are not finite: such a checkpoint must not exist.
+fn check_finite(path: &Path, what: &str, tensors: &WeightMap) -> Result<()> {
+    let bad = ijepa_encoder::weights::non_finite(tensors).map_err(model_error(path))?;
+    if bad.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    Err(TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: format!(
+            "{what}: {} tensors hold NaN or infinite values ({})",
+            bad.len(),
+            ijepa_encoder::weights::some_names(&bad)
+        ),
+    })
+}
+
+/// Removes what a killed writer or pruner left in `dir`.
+fn remove_debris(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let debris = name.starts_with(".trash-")
+            || (name.starts_with(".step-") && name.contains(".tmp-"))
+            // An earlier version's temporary files.
+            || (name.starts_with("latest.tmp-"));
+        if debris {
+            let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+        }
+    }
+}
+
+/// Deletes a folder by renaming it out of the way first.
+fn discard(dir: &Path, folder: &Path) -> Result<()> {
+    let name = folder
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let trash = dir.join(format!(".trash-{name}-{}", std::process::id()));
+    std::fs::rename(folder, &trash).map_err(io(folder))?;
+    std::fs::remove_dir_all(&trash).map_err(io(&trash))
+}
+
+/// Writes the checkpoint's files into `tmp`.
+fn write_files(
+    tmp: &Path,
+    model: &WeightMap,
+    optimizer: &WeightMap,
+    state: &CheckpointState,
+) -> Result<()> {
+    std::fs::create_dir_all(tmp).map_err(io(tmp))?;
+    let tensors = |m: &'_ WeightMap| -> Vec<(String, Tensor)> {
+        m.iter().map(|(k, t)| (k.clone(), t.clone())).collect()
+    };
+    for (file, part) in [
+        ("model.safetensors", model),
+        ("optimizer.safetensors", optimizer),
+    ] {
+        let list = tensors(part);
+        ijepa_encoder::output::write_safetensors(
+            &tmp.join(file),
+            list.iter().map(|(k, t)| (k.as_str(), t)),
+            None,
+        )
+        .map_err(model_error(tmp))?;
+    }
+    let json = serde_json::to_vec_pretty(state).map_err(|e| TrainError::Checkpoint {
+        path: tmp.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    ijepa_encoder::output::write_file(&tmp.join("state.json"), &json).map_err(model_error(tmp))?;
+    ijepa_encoder::output::sync_dir(tmp).map_err(model_error(tmp))
 }
 
 /// Writes checkpoint `state.step` into `run_dir/checkpoints`, points
 /// `latest` at it and removes all but the newest `keep`. Returns its folder.
 ///
 /// # Errors
-/// Any file that cannot be written (the previous checkpoints stay intact).
+/// A tensor that is not finite (nothing is written), or a file that cannot
+/// be written (the previous checkpoints and `latest` stay as they were and
+/// no partial folder is left).
 pub fn save(
     run_dir: &Path,
     parts: [(&str, &WeightMap); 3],
@@ -139,34 +206,29 @@ pub fn save(
 ) -> Result<PathBuf> {
     let dir = checkpoints_dir(run_dir);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    remove_debris(&dir);
     let name = name_of(state.step);
     let final_path = dir.join(&name);
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let mut model = HashMap::new();
+    let mut model = WeightMap::new();
     for (prefix, weights) in parts {
         for (k, t) in weights {
             model.insert(format!("{prefix}.{k}"), t.clone());
         }
     }
-    write_tensors(&tmp.join("model.safetensors"), &model)?;
-    write_tensors(&tmp.join("optimizer.safetensors"), optimizer)?;
-    let json = serde_json::to_vec_pretty(state).map_err(|e| TrainError::Checkpoint {
-        path: tmp.clone(),
-        reason: e.to_string(),
-    })?;
-    std::fs::write(tmp.join("state.json"), json).map_err(io(tmp.join("state.json")))?;
-    sync_file(&tmp.join("state.json"))?;
-    sync_dir(&tmp)?;
+    check_finite(&final_path, "model", &model)?;
+    check_finite(&final_path, "optimizer state", optimizer)?;
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    if let Err(e) = write_files(&tmp, &model, optimizer, state) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     if final_path.exists() {
-        std::fs::remove_dir_all(&final_path).map_err(io(&final_path))?;
+        discard(&dir, &final_path)?;
     }
     std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
-    sync_dir(&dir)?;
-    write_atomic(&dir.join("latest"), format!("{name}\n").as_bytes())?;
+    ijepa_encoder::output::sync_dir(&dir).map_err(model_error(&dir))?;
+    ijepa_encoder::output::write_file(&dir.join("latest"), format!("{name}\n").as_bytes())
+        .map_err(model_error(&dir))?;
     prune(&dir, keep)?;
     Ok(final_path)
 }
@@ -181,10 +243,10 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
         .map_err(io(&dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.is_dir()
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("step-"))
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-"))
+                && is_complete(p)
         })
         .collect();
     found.sort();
@@ -194,14 +256,7 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
 fn prune(dir: &Path, keep: usize) -> Result<()> {
     let all = list(dir.parent().unwrap_or(dir))?;
     for old in &all[..all.len().saturating_sub(keep.max(1))] {
-        std::fs::remove_dir_all(old).map_err(io(old))?;
-    }
-    // Leftovers of a crash while writing.
-    for e in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
-        let n = e.file_name();
-        if n.to_string_lossy().starts_with('.') && n.to_string_lossy().contains(".tmp-") {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
+        discard(dir, old)?;
     }
     Ok(())
 }
@@ -217,10 +272,18 @@ pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
     }
     let name = std::fs::read_to_string(&file).map_err(io(&file))?;
     let path = checkpoints_dir(run_dir).join(name.trim());
-    if !path.is_dir() {
+    if !is_complete(&path) {
+        let newest = list(run_dir)?
+            .pop()
+            .map_or("there is no other complete checkpoint".into(), |p| {
+                format!("the newest complete one is {}", p.display())
+            });
         return Err(TrainError::Checkpoint {
             path: file,
-            reason: format!("names {}, which does not exist", path.display()),
+            reason: format!(
+                "names {}, which is missing or incomplete ({newest})",
+                path.display()
+            ),
         });
     }
     Ok(Some(path))
@@ -268,12 +331,21 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         };
         part.insert(rest.to_string(), t);
     }
+    let optimizer = read("optimizer.safetensors")?;
+    for (what, part) in [
+        ("encoder", &encoder),
+        ("target_encoder", &target_encoder),
+        ("predictor", &predictor),
+        ("optimizer state", &optimizer),
+    ] {
+        check_finite(path, what, part)?;
+    }
     Ok(Checkpoint {
         path: path.to_path_buf(),
         encoder,
         target_encoder,
         predictor,
-        optimizer: read("optimizer.safetensors")?,
+        optimizer,
         state,
     })
 }

@@ -105,7 +105,7 @@ impl MetricsLog {
         }
         let mut text = kept.join("\n");
         text.push('\n');
-        crate::checkpoint::write_atomic(&path, text.as_bytes())?;
+        ijepa_encoder::output::write_file(&path, text.as_bytes())?;
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
@@ -191,11 +191,13 @@ pub fn plot_losses(losses: &[(u64, f32)], path: &Path) -> Result<()> {
         let end = last.0.to_string();
         text(&mut img, x1 - 4 * end.len() as u32, y1 + 6, &end);
     }
-    img.save_with_format(path, image::ImageFormat::Png)
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
         .map_err(|e| crate::error::TrainError::Io {
             path: path.to_path_buf(),
             error: std::io::Error::other(e),
-        })
+        })?;
+    Ok(ijepa_encoder::output::write_file(path, png.get_ref())?)
 }
 
 fn polyline(img: &mut RgbImage, points: &[(f64, f64)], colour: Rgb<u8>) {

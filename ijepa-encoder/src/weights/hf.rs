@@ -330,13 +330,13 @@ pub fn save_hf(dir: &Path, cfg: &VitConfig, data: &DataConfig, weights: &WeightM
     for (file, json) in [("config.json", config), ("preprocessor_config.json", pre)] {
         let path = dir.join(file);
         let text = serde_json::to_string_pretty(&json).expect("JSON values serialise");
-        std::fs::write(&path, text + "\n").map_err(io(&path))?;
+        crate::output::write_file(&path, (text + "\n").as_bytes())?;
     }
-    let path = dir.join("model.safetensors");
-    candle_core::safetensors::save(&out, &path).map_err(|e| EncoderError::ConfigFile {
-        path: path.clone(),
-        reason: format!("cannot write safetensors: {e}"),
-    })
+    crate::output::write_safetensors(
+        &dir.join("model.safetensors"),
+        out.iter().map(|(k, t)| (k.as_str(), t)),
+        None,
+    )
 }
 
 fn unknown_key(name: &str) -> EncoderError {

@@ -194,6 +194,17 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
         *t = t.to_device(&opts.device)?.to_dtype(opts.dtype)?;
     }
     check(&loaded.config, &loaded.weights, &loaded.source)?;
+    let bad = non_finite(&loaded.weights)?;
+    if !bad.is_empty() {
+        return Err(EncoderError::ConfigFile {
+            path: loaded.source.clone(),
+            reason: format!(
+                "{} of its tensors hold NaN or infinite values ({}): the weights are corrupt",
+                bad.len(),
+                some_names(&bad)
+            ),
+        });
+    }
     Ok(loaded)
 }
 
@@ -402,6 +413,33 @@ pub fn check(cfg: &VitConfig, weights: &WeightMap, path: &Path) -> Result<()> {
         unexpected,
         mismatched,
     })
+}
+
+/// Names of the tensors of `weights` holding a NaN or an infinity, sorted.
+///
+/// # Errors
+/// A tensor error.
+pub fn non_finite(weights: &WeightMap) -> Result<Vec<String>> {
+    let mut bad = vec![];
+    for (name, t) in weights {
+        // x·0 is 0 for every finite x and NaN otherwise.
+        let probe = (t.to_dtype(DType::F32)? * 0.0)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        if !probe.is_finite() {
+            bad.push(name.clone());
+        }
+    }
+    bad.sort();
+    Ok(bad)
+}
+
+/// A one-line list of at most a few names, with the count of the rest.
+pub fn some_names(names: &[String]) -> String {
+    match names.len() {
+        0..=4 => names.join(", "),
+        n => format!("{} and {} more", names[..4].join(", "), n - 4),
+    }
 }
 
 /// Removes keys that are not part of the encoder (classifier heads, poolers)

@@ -326,17 +326,12 @@ pub fn save_timm(
         config["ijepa_rs"] = json!({ "norm_eps": cfg.norm_eps });
     }
     let text = serde_json::to_string_pretty(&config).expect("JSON values serialise");
-    let path = dir.join("config.json");
-    std::fs::write(&path, text + "\n").map_err(|error| EncoderError::Io { path, error })?;
-    let path = dir.join("model.safetensors");
-    let contiguous: WeightMap = weights
-        .iter()
-        .map(|(k, t)| Ok((k.clone(), t.contiguous()?)))
-        .collect::<Result<_>>()?;
-    candle_core::safetensors::save(&contiguous, &path).map_err(|e| EncoderError::ConfigFile {
-        path: path.clone(),
-        reason: format!("cannot write safetensors: {e}"),
-    })
+    crate::output::write_file(&dir.join("config.json"), (text + "\n").as_bytes())?;
+    crate::output::write_safetensors(
+        &dir.join("model.safetensors"),
+        weights.iter().map(|(k, t)| (k.as_str(), t)),
+        None,
+    )
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -242,18 +242,8 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     for n in &notes {
         eprintln!("note: {n}");
     }
+    let stop = Stop::install()?;
     let mut trainer = Trainer::new(cfg.clone())?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // A second Ctrl-C while the checkpoint is written still kills the process.
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\ninterrupted: finishing the step and writing a checkpoint (Ctrl-C again to quit now)");
-        });
-    }
     let mut progress = Progress {
         bar: None,
         log_every: cfg.run.log_every.max(1),
@@ -264,7 +254,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             .ok()
             .and_then(|v| v.parse().ok()),
     };
-    let summary = trainer.run(&mut progress, &stop)?;
+    let summary = trainer.run(&mut progress, &stop.flag)?;
     if let Some(bar) = &progress.bar {
         bar.finish();
     }
@@ -289,7 +279,8 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             eprintln!("  {name}: {reason}");
         }
     }
-    if args.no_probe || summary.interrupted {
+    stop.exit_if_signalled();
+    if args.no_probe {
         return Ok(());
     }
     if cfg.data.path.is_some() {
@@ -299,12 +290,87 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         );
         return Ok(());
     }
-    probe(&trainer, &cfg)
+    probe(&trainer, &cfg, &stop)
+}
+
+/// SIGINT and SIGTERM (Ctrl-C, `kill`, a container stop, SLURM's
+/// `--signal=TERM@N` before the time limit): the run finishes its step,
+/// writes a checkpoint and exits with 128 + the signal; a second signal
+/// exits at once, with the same status.
+struct Stop {
+    /// Read by the trainer between steps.
+    flag: Arc<AtomicBool>,
+    /// The signal that arrived first, 0 before.
+    signal: Arc<AtomicUsize>,
+}
+
+impl Stop {
+    fn install() -> Result<Self> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let flag = Arc::new(AtomicBool::new(false));
+        let signal = Arc::new(AtomicUsize::new(0));
+        for sig in [SIGINT, SIGTERM] {
+            // The shutdown goes first: it fires only once the flag is set.
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, flag.clone())
+                .and_then(|_| signal_hook::flag::register(sig, flag.clone()))
+                .context("installing the signal handlers")?;
+        }
+        // The first signal is the one to exit with.
+        for sig in [SIGINT, SIGTERM] {
+            let signal = signal.clone();
+            // SAFETY: the action only does an atomic compare-exchange, which
+            // is async-signal-safe.
+            unsafe {
+                signal_hook::low_level::register(sig, move || {
+                    let _ = signal.compare_exchange(
+                        0,
+                        sig as usize,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                })
+            }
+            .context("installing the signal handlers")?;
+        }
+        // Say so as soon as a signal arrives, not only when the step ends.
+        let (seen, watched) = (signal.clone(), flag.clone());
+        std::thread::Builder::new()
+            .name("ijepa-signals".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if watched.load(Ordering::SeqCst) {
+                    let name = signal_name(seen.load(Ordering::SeqCst));
+                    eprintln!("\n{name}: finishing the step and writing a checkpoint (a second signal quits at once)");
+                    return;
+                }
+            })
+            .context("starting the signal watcher")?;
+        Ok(Self { flag, signal })
+    }
+
+    /// Exits with 128 + the signal if one arrived.
+    fn exit_if_signalled(&self) {
+        let sig = self.signal.load(Ordering::SeqCst);
+        if sig != 0 {
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            eprintln!("exiting with status {} ({})", 128 + sig, signal_name(sig));
+            std::process::exit(128 + sig as i32);
+        }
+    }
+}
+
+fn signal_name(sig: usize) -> &'static str {
+    match sig as i32 {
+        signal_hook::consts::SIGINT => "SIGINT",
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        _ => "a signal",
+    }
 }
 
 /// k-NN and linear probes on held-out synthetic shapes: the learned target and context encoders
 /// beside the same architecture at its initial (random) weights.
-fn probe(trainer: &Trainer, cfg: &TrainConfig) -> Result<()> {
+fn probe(trainer: &Trainer, cfg: &TrainConfig, stop: &Stop) -> Result<()> {
     let started = Instant::now();
     let device = Device::Cpu;
     let model_cfg = trainer.model().config();
@@ -324,8 +390,11 @@ fn probe(trainer: &Trainer, cfg: &TrainConfig) -> Result<()> {
             .context("probe")
     };
     let target = scores(trainer.model().teacher())?;
+    stop.exit_if_signalled();
     let context = scores(trainer.model().student())?;
+    stop.exit_if_signalled();
     let baseline = scores(&random)?;
+    stop.exit_if_signalled();
     eprintln!(
         "probes on held-out synthetic shapes (mean-pooled features; {train} train / {test} test images, 8 classes, chance 12.5 %), {:.0} s:",
         started.elapsed().as_secs_f64()

@@ -205,34 +205,76 @@ fn an_official_yaml_config_starts_a_run() {
     std::fs::remove_dir_all(&run).unwrap();
 }
 
+/// Every tensor of a safetensors file is finite.
+fn all_finite(path: &Path) -> bool {
+    tensors(path).values().all(|t| {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.iter().all(|x| x.is_finite())
+    })
+}
+
 #[test]
-fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_checkpoint() {
+fn a_diverging_run_stops_before_a_poisoned_step_and_resumes_from_the_last_good_one() {
+    // The case: at lr 1e3 a step's loss is finite (~1e14) but its
+    // gradient norm NaN; before, that step was applied and checkpointed.
     let run = dir("nan");
-    let args = tiny(&[
-        "--set",
-        "optim.lr=1e30",
-        "--set",
-        "optim.start_lr=1e30",
-        "--set",
-        "run.checkpoint_every=1",
-    ]);
-    let out = pretrain(&run, &args, None);
-    assert!(!out.status.success());
+    for clip in [None, Some("optim.grad_clip=1.0")] {
+        let _ = std::fs::remove_dir_all(&run);
+        let mut args = tiny(&[
+            "--set",
+            "optim.lr=1e3",
+            "--set",
+            "optim.start_lr=1e3",
+            "--set",
+            "run.checkpoint_every=3",
+        ]);
+        if let Some(c) = clip {
+            args.extend(["--set", c]);
+        }
+        let out = pretrain(&run, &args, None);
+        assert!(!out.status.success(), "{clip:?}");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains("was not applied") && log.contains("last good state"),
+            "{log}"
+        );
+        // `latest` names the state before the refused step, complete and finite.
+        let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+        let ck = run.join("checkpoints").join(latest.trim());
+        for file in ["model.safetensors", "optimizer.safetensors"] {
+            assert!(all_finite(&ck.join(file)), "{clip:?}: {file} of {latest}");
+        }
+        let logged = losses(&run).len();
+        assert_eq!(
+            latest.trim(),
+            format!("step-{logged:08}"),
+            "{clip:?}: the last logged step is the one checkpointed"
+        );
+        assert!(log.contains(&format!("step {}:", logged + 1)), "{log}");
+    }
+    // The checkpoint resumes (before, `--resume` failed at once on NaN
+    // weights) and the same step is refused again, with the same reason.
+    let logged = losses(&run).len();
+    let out = pretrain(&run, &["--resume", "--no-probe"], None);
     let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
     assert!(
-        log.contains("was not applied") && log.contains("last good state"),
+        log.contains("resuming from") && log.contains(&format!("step {}:", logged + 1)),
         "{log}"
     );
-    // The newest checkpoint is the step before the failure, complete and loadable.
-    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
-    let state = std::fs::read_to_string(
-        run.join("checkpoints")
-            .join(latest.trim())
-            .join("state.json"),
-    )
-    .unwrap();
-    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
-    assert!(state["loss"].as_f64().unwrap().is_finite(), "{state}");
+    // Its encoder embeds images with exit 0 and finite features.
+    let feats = run.join("feats.safetensors");
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embed_images");
+    let out = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
+        .args(["embed", "--weights", run.to_str().unwrap(), "--images"])
+        .arg(&images)
+        .arg("--out")
+        .arg(&feats)
+        .args(["--image-size", "48"])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(all_finite(&feats));
     std::fs::remove_dir_all(&run).unwrap();
 }
 
@@ -256,39 +298,107 @@ fn gradient_accumulation_takes_one_step_per_group_of_batches() {
     std::fs::remove_dir_all(&run).unwrap();
 }
 
-#[test]
-fn ctrl_c_finishes_the_step_and_writes_a_checkpoint() {
-    let run = dir("interrupt");
+/// Starts a long tiny run, waits for `steps` logged steps, sends `signals`
+/// (e.g. `["-TERM"]`) and returns its output.
+fn signalled(run: &Path, signals: &[&str], steps: usize) -> Output {
     let args = tiny(&["--set", "optim.epochs=1000"]); // far longer than the test waits
     let child = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
         .arg("pretrain")
         .arg("--out")
-        .arg(&run)
+        .arg(run)
         .args(&args)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while losses_or_empty(&run).len() < 3 {
+    while losses_or_empty(run).len() < steps {
         assert!(std::time::Instant::now() < deadline, "no progress");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+    for sig in signals {
+        let status = Command::new("kill")
+            .args([*sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_130() {
+    let run = dir("interrupt");
+    let out = signalled(&run, &["-INT"], 3);
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    assert_eq!(out.status.code(), Some(130), "{log}");
     assert!(
-        log.contains("interrupted") && log.contains("stopped after"),
+        log.contains("SIGINT: finishing the step") && log.contains("stopped after"),
         "{log}"
     );
     // The checkpoint holds the last finished step.
     let steps = losses(&run).len();
     let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
     assert_eq!(latest.trim(), format!("step-{steps:08}"));
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
+#[test]
+fn sigterm_checkpoints_exits_143_and_the_resumed_run_is_bit_identical() {
+    // What a container stop or SLURM's --signal=TERM@N sends.
+    let run = dir("sigterm");
+    let out = signalled(&run, &["-TERM"], 3);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{log}");
+    let steps = losses(&run).len();
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), format!("step-{steps:08}"), "{log}");
+    // Resumed to step 12 (--max-steps), it equals a run never interrupted.
+    assert!(
+        steps < 12,
+        "the run was too fast to interrupt: {steps} steps"
+    );
+    let resumed = pretrain(&run, &["--resume", "--no-probe", "--max-steps", "12"], None);
+    ok(&resumed);
+    let straight = dir("sigterm-straight");
+    ok(&pretrain(
+        &straight,
+        &tiny(&["--set", "optim.epochs=1000", "--max-steps", "12"]),
+        None,
+    ));
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        assert_bit_identical(
+            &straight.join("checkpoints/step-00000012").join(file),
+            &run.join("checkpoints/step-00000012").join(file),
+        );
+    }
+    assert_eq!(losses(&straight), losses(&run));
+    for d in [run, straight] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn a_second_signal_exits_at_once_and_leaves_no_broken_checkpoint() {
+    let run = dir("twice");
+    let out = signalled(&run, &["-TERM", "-TERM"], 2);
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Whatever the second signal cut short, `latest` names a complete checkpoint.
+    if let Ok(latest) = std::fs::read_to_string(run.join("checkpoints/latest")) {
+        let ck = run.join("checkpoints").join(latest.trim());
+        for file in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+            assert!(ck.join(file).is_file(), "{} lacks {file}", ck.display());
+        }
+        ok(&pretrain(
+            &run,
+            &["--resume", "--no-probe", "--max-steps", "8"],
+            None,
+        ));
+    }
     std::fs::remove_dir_all(&run).unwrap();
 }
 

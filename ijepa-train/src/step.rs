@@ -274,16 +274,16 @@ impl TrainStep {
             .to_vec1::<f32>()?;
         let (loss, grad_norm) = (read[0], f64::from(read[1]).sqrt());
         if !loss.is_finite() {
-            return Ok(StepOutcome::Refused(format!("the loss is {loss}")));
+            return Ok(StepOutcome::Refused(format!("the loss is {loss:e}")));
         }
         if !grad_norm.is_finite() {
             return Ok(StepOutcome::Refused(format!(
-                "the gradient norm is {grad_norm} (loss {loss})"
+                "the gradient norm is {grad_norm:e} (loss {loss:.4e})"
             )));
         }
         if read.get(2).is_some_and(|v| !v.is_finite()) {
             return Ok(StepOutcome::Refused(format!(
-                "the update at lr {:.3e} would make weights that are not finite (loss {loss}, gradient norm {grad_norm:.3e})",
+                "the update at lr {:.3e} would make weights that are not finite (loss {loss:.4e}, gradient norm {grad_norm:.4e})",
                 hyper.lr
             )));
         }

@@ -29,10 +29,11 @@ pub struct EmbedArgs {
     /// Also write every token, `tokens` [N, T, D].
     #[arg(long)]
     tokens: bool,
-    /// Square input size in pixels (default: the weights' pretrained_cfg).
+    /// Square input size in pixels (default: the weights' pretrained_cfg; at
+    /// most 16,384 patches per image, e.g. 2048 at patch 16).
     #[arg(long)]
     image_size: Option<usize>,
-    /// Images per forward pass.
+    /// Images per forward pass (1 to 4,096).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// timm model name for what the weights do not say (official checkpoints
@@ -46,14 +47,11 @@ pub struct EmbedArgs {
 
 /// Runs `ijepa-cli embed`.
 pub fn run(args: &EmbedArgs) -> Result<()> {
-    anyhow::ensure!(
-        args.batch_size > 0,
-        "--batch-size must be at least 1, got 0"
-    );
+    crate::features::check_batch(args.batch_size)?;
     ijepa_encoder::output::check(&args.out)?;
     let loaded = load_encoder(&args.weights, args.model.as_deref(), args.encoder)?;
     let vit = loaded.build()?;
-    let transform = eval_transform(&loaded.data, args.image_size)?;
+    let transform = eval_transform(&loaded.data, args.image_size, &loaded.config)?;
     let size = transform.size();
     let files = image_files(&args.images)?;
     let root = if args.images.is_dir() {

@@ -9,10 +9,34 @@ use ijepa_train::data::{EvalTransform, Filter};
 use ijepa_train::probe::{extract_files, FileFeatures};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Most images per forward pass of `embed` and `probe`.
+pub const MAX_BATCH: usize = 4096;
+
+/// Checks `--batch-size` before any work.
+pub fn check_batch(batch: usize) -> Result<()> {
+    anyhow::ensure!(
+        (1..=MAX_BATCH).contains(&batch),
+        "--batch-size {batch} is out of range: 1 to {MAX_BATCH} images per forward pass"
+    );
+    Ok(())
+}
+
 /// The evaluation transform the weights ask for (timm's, Pillow-exact), at
-/// `image_size` when given.
-pub fn eval_transform(data: &DataConfig, image_size: Option<usize>) -> Result<EvalTransform> {
+/// `image_size` when given; the size is checked against the encoder's
+/// patch (at most [`ijepa_encoder::MAX_PATCHES`] patches) before any image
+/// is decoded.
+pub fn eval_transform(
+    data: &DataConfig,
+    image_size: Option<usize>,
+    encoder: &ijepa_encoder::VitConfig,
+) -> Result<EvalTransform> {
     let size = image_size.map_or(data.input_size, |s| (s, s));
+    ijepa_encoder::patch_grid(size.0, size.1, encoder.patch_size).with_context(
+        || match image_size {
+            Some(s) => format!("--image-size {s}"),
+            None => "the weights' input size".to_string(),
+        },
+    )?;
     let filter = Filter::from_name(&data.interpolation).with_context(|| {
         format!(
             "interpolation {:?} is not supported (bilinear, bicubic)",

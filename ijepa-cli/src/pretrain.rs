@@ -227,23 +227,24 @@ impl Observer for Progress {
 /// Runs `ijepa-cli pretrain`.
 pub fn run(args: &PretrainArgs) -> Result<()> {
     let (cfg, notes) = args.resolve()?;
-    if args.print_config {
-        print!("{}", cfg.to_toml());
-        return Ok(());
-    }
     cfg.validate()?;
-    eprintln!(
-        "# resolved configuration (saved as {}/config.toml)",
-        cfg.run.out.display()
-    );
-    for line in cfg.to_toml().lines() {
-        eprintln!("  {line}");
+    let toml = cfg.to_toml()?;
+    if args.print_config {
+        print!("{toml}");
+        return Ok(());
     }
     for n in &notes {
         eprintln!("note: {n}");
     }
     let stop = Stop::install()?;
     let mut trainer = Trainer::new(cfg.clone())?;
+    eprintln!(
+        "# resolved configuration (saved as {})",
+        cfg.run.out.join("config.toml").display()
+    );
+    for line in toml.lines() {
+        eprintln!("  {line}");
+    }
     let mut progress = Progress {
         bar: None,
         log_every: cfg.run.log_every.max(1),

@@ -46,22 +46,23 @@ pub struct ProbeArgs {
     /// timm model name for what the weights do not say.
     #[arg(long)]
     model: Option<String>,
-    /// Concatenate the mean-pooled patch tokens of the last K blocks.
+    /// Concatenate the mean-pooled patch tokens of the last K blocks (1 to the depth).
     #[arg(long, default_value_t = 1)]
     last_layers: usize,
-    /// Neighbours of the k-NN probe.
+    /// Neighbours of the k-NN probe (at least 1).
     #[arg(long, default_value_t = 20)]
     k: usize,
-    /// Temperature of the k-NN votes.
+    /// Temperature of the k-NN votes (a finite number > 0).
     #[arg(long, default_value_t = 0.07)]
     temperature: f64,
-    /// Full-batch AdamW steps of the linear probe.
+    /// Full-batch AdamW steps of the linear probe (at least 1).
     #[arg(long, default_value_t = 300)]
     linear_steps: usize,
-    /// Square input size (default: the weights' own).
+    /// Square input size (default: the weights' own; at most 16,384 patches
+    /// per image).
     #[arg(long)]
     image_size: Option<usize>,
-    /// Images per forward pass.
+    /// Images per forward pass (1 to 4,096).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Print one JSON object.
@@ -91,11 +92,19 @@ fn labels(folder: &ImageFolder, classes: &[String]) -> Result<Vec<usize>> {
 
 /// Runs `ijepa-cli probe`.
 pub fn run(args: &ProbeArgs) -> Result<()> {
-    anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    crate::features::check_batch(args.batch_size)?;
+    if matches!(args.method, Method::Knn | Method::Both) {
+        ijepa_train::probe::check_knn(args.k, args.temperature)?;
+    }
+    if matches!(args.method, Method::Linear | Method::Both) {
+        ijepa_train::probe::check_linear(args.linear_steps)?;
+    }
     let started = Instant::now();
     let enc = load_encoder(&args.weights, args.model.as_deref(), args.encoder)?;
     let vit = enc.build()?;
-    let transform = eval_transform(&enc.data, args.image_size)?;
+    vit.check_last_layers(args.last_layers)
+        .context("--last-layers")?;
+    let transform = eval_transform(&enc.data, args.image_size, &enc.config)?;
     let train = ImageFolder::open(&args.train)?;
     let val = ImageFolder::open(&args.val)?;
     let classes = train.classes().to_vec();

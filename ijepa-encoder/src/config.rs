@@ -4,6 +4,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EncoderError, Result};
 
+/// Most patches per image an encoder accepts: a 128 × 128 grid (2,048 px at
+/// patch 16, 1,792 px at patch 14). Attention over more tokens needs tens of
+/// GiB per image and head; larger requests are typos, refused before any
+/// memory is taken.
+pub const MAX_PATCHES: usize = 16_384;
+
+/// The patch grid of a `height × width` input at `patch` pixels per patch.
+///
+/// # Errors
+/// A side that is zero or not a multiple of `patch`, or more than
+/// [`MAX_PATCHES`] patches.
+pub fn patch_grid(height: usize, width: usize, patch: usize) -> Result<(usize, usize)> {
+    if patch == 0 || height == 0 || width == 0 || height % patch != 0 || width % patch != 0 {
+        return Err(EncoderError::OutOfRange(format!(
+            "image size {height}x{width} is not a positive multiple of the patch size {patch}"
+        )));
+    }
+    let (gh, gw) = (height / patch, width / patch);
+    if gh.saturating_mul(gw) > MAX_PATCHES {
+        return Err(EncoderError::OutOfRange(format!(
+            "image size {height}x{width} at patch {patch} is {gh}x{gw} = {} patches per image; \
+             at most {MAX_PATCHES} (e.g. 2048x2048 at patch 16)",
+            gh.saturating_mul(gw)
+        )));
+    }
+    Ok((gh, gw))
+}
+
 /// How the encoder's output is pooled into one vector per image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -197,13 +225,8 @@ impl VitConfig {
                 self.embed_dim, self.num_heads
             ));
         }
-        let (h, w) = self.image_size;
-        if h % self.patch_size != 0 || w % self.patch_size != 0 || h == 0 || w == 0 {
-            return bad(format!(
-                "image size {h}x{w} is not a positive multiple of patch size {}",
-                self.patch_size
-            ));
-        }
+        patch_grid(self.image_size.0, self.image_size.1, self.patch_size)
+            .map_err(|e| EncoderError::InvalidConfig(e.to_string()))?;
         if self.global_pool == Pool::Token && !self.class_token {
             return bad("token pooling needs a class token".into());
         }

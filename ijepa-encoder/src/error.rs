@@ -28,6 +28,11 @@ pub enum EncoderError {
         reason: String,
     },
 
+    /// A request outside what the model or this library can do (an image
+    /// size, a number of blocks), with what is accepted.
+    #[error("{0}")]
+    OutOfRange(String),
+
     /// A configuration value out of range or inconsistent with another.
     #[error("invalid encoder configuration: {0}")]
     InvalidConfig(String),

@@ -49,7 +49,7 @@ mod vit;
 pub mod weights;
 
 pub use block::{Attention, Block, BlockConfig, Mlp};
-pub use config::{Pool, VitConfig};
+pub use config::{patch_grid, Pool, VitConfig, MAX_PATCHES};
 pub use error::{EncoderError, Result};
 pub use nn::{LayerNorm, Linear};
 pub use patch_embed::PatchEmbed;

@@ -46,12 +46,10 @@ impl PatchEmbed {
                 self.in_channels
             )));
         }
-        if h % p != 0 || w % p != 0 || h == 0 || w == 0 {
-            return Err(shape_err(format!(
-                "height and width must be positive multiples of the patch size {p}, got {h}x{w}"
-            )));
-        }
-        Ok((h / p, w / p))
+        crate::config::patch_grid(h, w, p).map_err(|e| match e {
+            EncoderError::OutOfRange(reason) => shape_err(reason),
+            other => other,
+        })
     }
 
     /// Embeds `images`; returns the tokens and the patch grid.

@@ -188,6 +188,20 @@ impl VisionTransformer {
         })
     }
 
+    /// Checks that `k` blocks can be taken: `1..=depth`.
+    ///
+    /// # Errors
+    /// `k` of 0 or more than the depth.
+    pub fn check_last_layers(&self, k: usize) -> Result<()> {
+        let depth = self.blocks.len();
+        if k == 0 || k > depth {
+            return Err(EncoderError::OutOfRange(format!(
+                "the last {k} blocks were asked for; this encoder has {depth} (ask for 1 to {depth})"
+            )));
+        }
+        Ok(())
+    }
+
     /// The outputs of the last `k` blocks, each through the final norm (as
     /// the last one is in [`TokenEncoder::forward`]): `k` tensors
     /// `(B, prefix + N, D)`, the last block's last. Linear probes often
@@ -196,12 +210,8 @@ impl VisionTransformer {
     /// # Errors
     /// `k` of 0 or more than the depth.
     pub fn forward_last_layers(&self, images: &Tensor, k: usize) -> Result<Vec<Tensor>> {
+        self.check_last_layers(k)?;
         let depth = self.blocks.len();
-        if k == 0 || k > depth {
-            return Err(EncoderError::InvalidConfig(format!(
-                "last {k} layers requested from an encoder of depth {depth}"
-            )));
-        }
         let mut x = self.embed(images)?;
         let mut out = Vec::with_capacity(k);
         for (i, block) in self.blocks.iter().enumerate() {

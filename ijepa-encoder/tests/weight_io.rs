@@ -95,6 +95,46 @@ fn bad_paths_and_configs_say_why() {
         err.contains("model_args.qk_norm = true is not supported"),
         "{err}"
     );
+    // A data field of the wrong type is an error, never the default.
+    let json: serde_json::Value = serde_json::from_str(&config).unwrap();
+    for (key, value, expected) in [
+        (
+            "mean",
+            serde_json::json!("x"),
+            "pretrained_cfg.mean = \"x\" is not a list of 3 numbers",
+        ),
+        (
+            "std",
+            serde_json::json!([0.2, 0.0, 0.2]),
+            "is not a list of 3 positive numbers",
+        ),
+        (
+            "crop_pct",
+            serde_json::json!("0.9"),
+            "pretrained_cfg.crop_pct = \"0.9\" is not a number",
+        ),
+        (
+            "interpolation",
+            serde_json::json!(3),
+            "pretrained_cfg.interpolation = 3 is not a string",
+        ),
+        (
+            "input_size",
+            serde_json::json!([224, 224]),
+            "is not [channels, height, width]",
+        ),
+    ] {
+        let mut j = json.clone();
+        j["pretrained_cfg"][key] = value;
+        std::fs::write(timm.join("config.json"), j.to_string()).unwrap();
+        let err = load(&timm, &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(expected) && err.contains("config.json"),
+            "{key}: {err}"
+        );
+    }
     std::fs::remove_dir_all(&empty).unwrap();
     std::fs::remove_dir_all(&timm).unwrap();
 }

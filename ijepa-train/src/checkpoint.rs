@@ -289,6 +289,29 @@ pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
+/// Reads a checkpoint's `state.json` alone (its step, position and
+/// configuration), without its tensors.
+///
+/// # Errors
+/// A missing or malformed file, or another format.
+pub fn read_state(path: &Path) -> Result<CheckpointState> {
+    let bad = |reason: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let state_path = path.join("state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
+    let state: CheckpointState =
+        serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
+    if state.format != FORMAT {
+        return Err(bad(format!(
+            "format {:?}, expected {FORMAT:?}",
+            state.format
+        )));
+    }
+    Ok(state)
+}
+
 /// Reads a checkpoint folder.
 ///
 /// # Errors
@@ -305,16 +328,7 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         }
         candle_core::safetensors::load(&p, device).map_err(|e| bad(format!("{file}: {e}")))
     };
-    let state_path = path.join("state.json");
-    let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
-    let state: CheckpointState =
-        serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
-    if state.format != FORMAT {
-        return Err(bad(format!(
-            "format {:?}, expected {FORMAT:?}",
-            state.format
-        )));
-    }
+    let state = read_state(path)?;
     let (mut encoder, mut target_encoder, mut predictor) =
         (WeightMap::new(), WeightMap::new(), WeightMap::new());
     for (k, t) in read("model.safetensors")? {

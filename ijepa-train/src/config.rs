@@ -68,6 +68,13 @@ mod optional {
     }
 }
 
+/// Most images per batch (the paper's global batch is 2,048).
+pub const MAX_BATCH: usize = 65_536;
+/// Most decoding threads (`data.workers`).
+pub const MAX_WORKERS: usize = 256;
+/// Most batches prepared ahead (`data.prefetch`).
+pub const MAX_PREFETCH: usize = 64;
+
 /// A whole training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -172,7 +179,8 @@ pub struct DataSection {
     pub path: Option<PathBuf>,
     /// Number of synthetic images when `path` is unset.
     pub synthetic_images: usize,
-    /// Images per optimizer step (the paper: 2048 over 16+ GPUs).
+    /// Images per optimizer step (the paper: 2048 over 16+ GPUs); at most
+    /// 65,536.
     pub batch_size: usize,
     /// RandomResizedCrop area fraction (the paper: 0.3 – 1.0).
     pub crop_scale: (f64, f64),
@@ -184,9 +192,9 @@ pub struct DataSection {
     pub mean: [f32; 3],
     /// Normalisation standard deviation (ImageNet's).
     pub std: [f32; 3],
-    /// Decoding threads; 0: one per core.
+    /// Decoding threads; 0: one per core; at most 256.
     pub workers: usize,
-    /// Batches prepared ahead of the training step (bounds memory).
+    /// Batches prepared ahead of the training step (bounds memory); 1 to 64.
     pub prefetch: usize,
 }
 
@@ -354,7 +362,10 @@ impl TrainConfig {
     /// An unreadable file, or one that does not parse (named with the path).
     pub fn from_file(path: &Path) -> Result<(Self, Vec<String>)> {
         let text = std::fs::read_to_string(path).map_err(io(path))?;
-        let named = |e: TrainError| TrainError::Config(format!("{}: {e}", path.display()));
+        let named = |e: TrainError| match e {
+            TrainError::Config(m) => TrainError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        };
         let is_yaml = path
             .extension()
             .and_then(|e| e.to_str())
@@ -367,14 +378,39 @@ impl TrainConfig {
     }
 
     /// The configuration as TOML (every field, defaults included).
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("every field of TrainConfig is representable in TOML")
+    ///
+    /// # Errors
+    /// A path that is not valid UTF-8 (TOML holds UTF-8 text only; see
+    /// [`TrainConfig::validate`]).
+    pub fn to_toml(&self) -> Result<String> {
+        self.check_paths()?;
+        toml::to_string(self).map_err(|e| TrainError::Config(format!("cannot write as TOML: {e}")))
+    }
+
+    /// Every path field is UTF-8, so `config.toml` can hold it.
+    fn check_paths(&self) -> Result<()> {
+        let paths = [
+            ("data.path", self.data.path.as_deref()),
+            ("probe.train", self.probe.train.as_deref()),
+            ("probe.val", self.probe.val.as_deref()),
+            ("run.out", Some(self.run.out.as_path())),
+        ];
+        for (name, path) in paths {
+            if let Some(p) = path.filter(|p| p.to_str().is_none()) {
+                return Err(TrainError::Config(format!(
+                    "{name} = {p:?} is not valid UTF-8, and a run's config.toml can hold UTF-8 paths only: \
+                     rename it, or reach it through a symbolic link with a UTF-8 name"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Applies one `section.key=value` override; `value` is read as TOML
     /// (`8`, `0.5`, `true`, `[0.3, 1.0]`, `"text"`) and falls back to a
-    /// string. An empty value (`model.depth=`) unsets an optional field
-    /// (written `""` in TOML).
+    /// string. An empty value (`optim.lr=`) restores the field's default;
+    /// `""` (`'model.depth=""'` in a shell) unsets an optional field, as
+    /// `depth = ""` does in a file.
     ///
     /// # Errors
     /// No `=`, a key that does not exist, or a value of the wrong type.
@@ -385,17 +421,33 @@ impl TrainConfig {
             ))
         })?;
         let key = key.trim();
-        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-            .ok()
-            .filter(|_| !raw.trim().is_empty())
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
-        let mut tree = toml::Table::try_from(&*self)
-            .map_err(|e| TrainError::Config(format!("cannot serialise the configuration: {e}")))?;
+        self.check_paths()?;
+        let to_table = |c: &TrainConfig| {
+            toml::Table::try_from(c)
+                .map_err(|e| TrainError::Config(format!("cannot serialise the configuration: {e}")))
+        };
+        let mut tree = to_table(self)?;
         let mut parts = key.split('.').collect::<Vec<_>>();
         let leaf = parts.pop().filter(|l| !l.is_empty()).ok_or_else(|| {
             TrainError::Config(format!("override {assignment:?} has an empty key"))
         })?;
+        let value = if raw.trim().is_empty() {
+            let defaults = to_table(&TrainConfig::default())?;
+            let mut node = Some(&defaults);
+            for part in &parts {
+                node = node
+                    .and_then(|t| t.get(*part))
+                    .and_then(toml::Value::as_table);
+            }
+            node.and_then(|t| t.get(leaf)).cloned().ok_or_else(|| {
+                TrainError::Config(format!("{key}: no such setting (see --print-config)"))
+            })?
+        } else {
+            toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()))
+        };
         let mut table = &mut tree;
         for part in parts {
             table = table
@@ -477,12 +529,24 @@ impl TrainConfig {
     /// The first field out of range, named with its value and what is
     /// expected.
     pub fn validate(&self) -> Result<()> {
+        self.check_paths()?;
         self.ijepa()?;
         self.sampler()?;
         let bad = |msg: String| Err(TrainError::Config(msg));
         let d = &self.data;
-        if d.batch_size == 0 {
-            return bad("data.batch_size must be at least 1".into());
+        for (name, value, max) in [
+            ("data.batch_size", d.batch_size, MAX_BATCH),
+            ("data.prefetch", d.prefetch, MAX_PREFETCH),
+        ] {
+            if !(1..=max).contains(&value) {
+                return bad(format!("{name} = {value} is out of range: 1 to {max}"));
+            }
+        }
+        if d.workers > MAX_WORKERS {
+            return bad(format!(
+                "data.workers = {} is out of range: 0 (one per core) to {MAX_WORKERS}",
+                d.workers
+            ));
         }
         if d.path.is_none() && d.synthetic_images < d.batch_size {
             return bad(format!(
@@ -506,9 +570,6 @@ impl TrainConfig {
         }
         if d.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return bad(format!("data.std {:?} must be positive", d.std));
-        }
-        if d.prefetch == 0 {
-            return bad("data.prefetch must be at least 1".into());
         }
         let o = &self.optim;
         if o.epochs == 0 {
@@ -588,7 +649,10 @@ mod tests {
     fn the_default_is_valid_and_round_trips_through_toml() {
         let cfg = TrainConfig::default();
         cfg.validate().unwrap();
-        assert_eq!(TrainConfig::from_toml_str(&cfg.to_toml()).unwrap(), cfg);
+        assert_eq!(
+            TrainConfig::from_toml_str(&cfg.to_toml().unwrap()).unwrap(),
+            cfg
+        );
     }
 
     #[test]
@@ -599,10 +663,13 @@ mod tests {
         cfg.set("data.path=/tmp/images").unwrap();
         cfg.set("model.recipe=seed").unwrap();
         cfg.set("run.max_steps=7").unwrap();
-        cfg.set("model.depth=").unwrap();
+        cfg.set("model.depth=\"\"").unwrap();
         assert_eq!(cfg.model.depth, None);
         // Unset fields read back unset (the saved config of a resumed run).
-        assert_eq!(TrainConfig::from_toml_str(&cfg.to_toml()).unwrap(), cfg);
+        assert_eq!(
+            TrainConfig::from_toml_str(&cfg.to_toml().unwrap()).unwrap(),
+            cfg
+        );
         assert_eq!(cfg.optim.lr, 0.5);
         assert_eq!(cfg.data.crop_scale, (0.5, 1.0));
         assert_eq!(cfg.data.path, Some(PathBuf::from("/tmp/images")));
@@ -626,9 +693,68 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_value_restores_the_default_and_quotes_unset() {
+        let mut cfg = TrainConfig::default();
+        cfg.set("optim.lr=0.5").unwrap();
+        cfg.set("model.depth=9").unwrap();
+        cfg.set("optim.lr=").unwrap();
+        cfg.set("model.depth=").unwrap();
+        assert_eq!(cfg, TrainConfig::default());
+        cfg.set("model.depth=\"\"").unwrap();
+        assert_eq!(cfg.model.depth, None);
+        let err = cfg.set("optim.nosuch=").unwrap_err().to_string();
+        assert!(err.contains("optim.nosuch: no such setting"), "{err}");
+    }
+
+    #[test]
+    fn paths_that_toml_cannot_hold_are_refused_not_a_panic() {
+        use std::os::unix::ffi::OsStrExt;
+        let bad = PathBuf::from(std::ffi::OsStr::from_bytes(b"/tmp/\xff"));
+        let mut cfg = TrainConfig::default();
+        cfg.data.path = Some(bad);
+        for err in [
+            cfg.validate().unwrap_err(),
+            cfg.to_toml().unwrap_err(),
+            cfg.set("optim.lr=1").unwrap_err(),
+        ] {
+            let err = err.to_string();
+            assert!(
+                err.contains("data.path") && err.contains("not valid UTF-8"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_error_names_the_file_once() {
+        let dir = std::env::temp_dir().join(format!("ijepa-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[optim]\nlr = \"fast\"\n").unwrap();
+        let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+        assert_eq!(err.matches("configuration:").count(), 1, "{err}");
+        assert!(err.contains("bad.toml"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn validation_names_the_field() {
         for (set, field) in [
             ("data.batch_size=0", "data.batch_size"),
+            (
+                "data.batch_size=100000000",
+                "data.batch_size = 100000000 is out of range",
+            ),
+            (
+                "data.workers=100000",
+                "data.workers = 100000 is out of range",
+            ),
+            ("data.prefetch=1000", "data.prefetch = 1000 is out of range"),
+            (
+                "mask.num_targets=99999",
+                "num_targets = 99999 is invalid: expected 1 to 64",
+            ),
+            ("model.name=\"vit_tiny_patch4_gap_100000\"", "at most 16384"),
             ("data.crop_scale=[0.0, 1.0]", "data.crop_scale"),
             ("optim.lr=-1.0", "optim.lr"),
             ("optim.ema=[0.9, 1.5]", "optim.ema"),
@@ -650,7 +776,11 @@ mod tests {
         assert_eq!((m.predictor_embed_dim, m.predictor_depth), (128, 2));
         let mut big = TrainConfig::default();
         big.set("model.name=\"vit_huge_patch14_gap_224\"").unwrap();
-        for unset in ["model.embed_dim=", "model.depth=", "model.num_heads="] {
+        for unset in [
+            "model.embed_dim=\"\"",
+            "model.depth=\"\"",
+            "model.num_heads=\"\"",
+        ] {
             big.set(unset).unwrap();
         }
         let m = big.ijepa().unwrap();

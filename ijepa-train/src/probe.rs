@@ -74,8 +74,13 @@ fn check_inputs(
 fn accuracy(scores: &[Vec<f64>], labels: &[usize], classes: usize) -> Accuracy {
     let (mut top1, mut top5) = (0usize, 0usize);
     for (row, &label) in scores.iter().zip(labels) {
-        // Classes scoring strictly higher than the true one; ties go against it.
-        let better = row.iter().filter(|&&s| s >= row[label]).count() - 1;
+        // Classes scoring at least as high as the true one (ties go against
+        // it), the true one itself not counted.
+        let better = row
+            .iter()
+            .filter(|&&s| s >= row[label])
+            .count()
+            .saturating_sub(1);
         top1 += usize::from(better == 0);
         top5 += usize::from(better < 5);
     }
@@ -86,6 +91,38 @@ fn accuracy(scores: &[Vec<f64>], labels: &[usize], classes: usize) -> Accuracy {
     }
 }
 
+/// Checks k-NN settings: `k ≥ 1` and a finite temperature `> 0` (the votes
+/// are `exp(similarity / temperature)`).
+///
+/// # Errors
+/// The setting out of range, named.
+pub fn check_knn(k: usize, temperature: f64) -> Result<()> {
+    if k == 0 {
+        return Err(TrainError::Probe(
+            "k-NN: k must be at least 1 (the usual protocol uses 20)".into(),
+        ));
+    }
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(TrainError::Probe(format!(
+            "k-NN: the temperature {temperature} must be a finite number > 0 (e.g. 0.07)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks linear-probe settings: at least one optimisation step.
+///
+/// # Errors
+/// `steps` of 0.
+pub fn check_linear(steps: usize) -> Result<()> {
+    if steps == 0 {
+        return Err(TrainError::Probe(
+            "linear: steps must be at least 1 (300 is plenty)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A cosine k-NN classifier with temperature-weighted votes (each of the
 /// `k` nearest training features votes for its class with weight
 /// `exp(similarity / temperature)`), as in the DINO and stable-pretraining
@@ -94,7 +131,8 @@ fn accuracy(scores: &[Vec<f64>], labels: &[usize], classes: usize) -> Accuracy {
 /// `train` `(N, D)` and `test` `(M, D)` features; labels in `0..classes`.
 ///
 /// # Errors
-/// Mismatched features and labels, `k` of 0, or a tensor error.
+/// Mismatched features and labels, settings [`check_knn`] refuses, or a
+/// tensor error.
 pub fn knn(
     train: &Tensor,
     train_labels: &[usize],
@@ -103,10 +141,8 @@ pub fn knn(
     k: usize,
     temperature: f64,
 ) -> Result<Accuracy> {
-    let classes = check_inputs("k-NN probe", train, train_labels, test, test_labels)?;
-    if k == 0 {
-        return Err(TrainError::Probe("k-NN probe: k must be at least 1".into()));
-    }
+    check_knn(k, temperature)?;
+    let classes = check_inputs("k-NN", train, train_labels, test, test_labels)?;
     let normalise = |x: &Tensor| -> candle_core::Result<Tensor> {
         x.broadcast_div(
             &x.sqr()?
@@ -146,7 +182,7 @@ pub fn knn(
 /// steps (300 is plenty) from zero weights — deterministic.
 ///
 /// # Errors
-/// Mismatched features and labels, or a tensor error.
+/// Mismatched features and labels, `steps` of 0, or a tensor error.
 pub fn linear(
     train: &Tensor,
     train_labels: &[usize],
@@ -154,7 +190,8 @@ pub fn linear(
     test_labels: &[usize],
     steps: usize,
 ) -> Result<Accuracy> {
-    let classes = check_inputs("linear probe", train, train_labels, test, test_labels)?;
+    check_linear(steps)?;
+    let classes = check_inputs("linear", train, train_labels, test, test_labels)?;
     let n = train.dim(0)?;
     let mean = train.mean_keepdim(0)?;
     let std = (train.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?.sqrt()? + 1e-6)?;

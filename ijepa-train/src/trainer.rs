@@ -129,27 +129,47 @@ fn device_of(name: &str) -> Result<Device> {
     }
 }
 
-/// The sections of two configurations whose difference makes a checkpoint
-/// unusable for the other (the model, the masks, the data, the seed).
-fn incompatible(a: &TrainConfig, b: &TrainConfig) -> Option<&'static str> {
-    let data = |c: &TrainConfig| {
-        let mut d = c.data.clone();
-        (d.workers, d.prefetch) = (0, 0);
-        d
-    };
-    if a.model != b.model {
-        Some("model")
-    } else if a.mask != b.mask {
-        Some("mask")
-    } else if data(a) != data(b) {
-        Some("data")
-    } else if a.run.seed != b.run.seed {
-        Some("run.seed")
-    } else if a.optim.accumulate != b.optim.accumulate {
-        Some("optim.accumulate")
-    } else {
-        None
+/// The settings of a run's configuration that a resumed run must keep
+/// (the model, the masks, the data, the seed, the accumulation), each
+/// `section.key: the run has X, this command has Y` where they differ.
+fn incompatible(run: &TrainConfig, now: &TrainConfig) -> Vec<String> {
+    let table = |c: &TrainConfig| toml::Table::try_from(c).unwrap_or_default();
+    let (a, b) = (table(run), table(now));
+    let mut out = vec![];
+    for section in ["model", "mask", "data", "run", "optim"] {
+        let empty = toml::Table::new();
+        let get = |t: &toml::Table| t.get(section).and_then(toml::Value::as_table).cloned();
+        let (x, y) = (
+            get(&a).unwrap_or_default(),
+            get(&b).unwrap_or_else(|| empty.clone()),
+        );
+        let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let kept = match section {
+                "model" | "mask" => true,
+                // Decoding threads and prefetch change nothing a step sees.
+                "data" => !matches!(key.as_str(), "workers" | "prefetch"),
+                "run" => key == "seed",
+                "optim" => key == "accumulate",
+                _ => false,
+            };
+            let show = |v: Option<&toml::Value>| match v {
+                None => "unset".to_string(),
+                Some(toml::Value::String(s)) if s.is_empty() => "unset".to_string(),
+                Some(v) => v.to_string(),
+            };
+            if kept && x.get(key) != y.get(key) {
+                out.push(format!(
+                    "{section}.{key}: the run has {}, this command has {}",
+                    show(x.get(key)),
+                    show(y.get(key))
+                ));
+            }
+        }
     }
+    out
 }
 
 impl Trainer {
@@ -171,8 +191,25 @@ impl Trainer {
     /// # Errors
     /// As [`Trainer::new`].
     pub fn with_collective(config: TrainConfig, collective: Box<dyn Collective>) -> Result<Self> {
-        config.validate()?;
         let run_dir = config.run.out.clone();
+        let existing = checkpoint::latest(&run_dir)?;
+        // A resumed run is compared with its own configuration first: a
+        // changed model is named as such, not as whatever it breaks.
+        if let (true, Some(path)) = (config.run.resume, &existing) {
+            let differences = incompatible(&checkpoint::read_state(path)?.config, &config);
+            if !differences.is_empty() {
+                return Err(TrainError::Checkpoint {
+                    path: path.clone(),
+                    reason: format!(
+                        "a run resumes with the model, masks, data and seed it was started with; this command changes {}. \
+                         Resume without those settings (its own are in {}), or start a new run with another --out",
+                        differences.join("; "),
+                        run_dir.join("config.toml").display()
+                    ),
+                });
+            }
+        }
+        config.validate()?;
         let device = device_of(&config.run.device)?;
         let mut notes = vec![];
         if config.run.precision == "bf16" {
@@ -181,7 +218,6 @@ impl Trainer {
                     .into(),
             );
         }
-        let existing = checkpoint::latest(&run_dir)?;
         let resume = match (config.run.resume, existing) {
             (true, Some(path)) => Some(checkpoint::load(&path, &device)?),
             (true, None) => {
@@ -199,18 +235,6 @@ impl Trainer {
             }
             (false, None) => None,
         };
-        if let Some(ck) = &resume {
-            if let Some(section) = incompatible(&ck.state.config, &config) {
-                return Err(TrainError::Checkpoint {
-                    path: ck.path.clone(),
-                    reason: format!(
-                        "the run was started with another `{section}` configuration; resume with {}",
-                        run_dir.join("config.toml").display()
-                    ),
-                });
-            }
-        }
-
         let encoder = config.encoder()?;
         let (h, w) = encoder.image_size;
         let source = match &config.data.path {
@@ -308,7 +332,7 @@ impl Trainer {
         std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
         ijepa_encoder::output::write_file(
             &run_dir.join("config.toml"),
-            trainer.config.to_toml().as_bytes(),
+            trainer.config.to_toml()?.as_bytes(),
         )?;
         Ok(trainer)
     }

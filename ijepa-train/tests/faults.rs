@@ -169,8 +169,7 @@ fn a_refused_step_stops_the_run_and_the_last_good_state_is_checkpointed() {
     let mut trainer = Trainer::with_collective(cfg, Poison::at(3)).unwrap();
     let err = trainer
         .run(&mut (), &AtomicBool::new(false))
-        .err()
-        .expect("the poisoned step stops the run");
+        .expect_err("the poisoned step stops the run");
     let TrainError::NonFinite {
         step,
         what,

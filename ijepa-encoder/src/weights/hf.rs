@@ -11,8 +11,8 @@ use candle_core::Tensor;
 use serde_json::Value;
 
 use super::{
-    drop_non_encoder, f32_triple, read_json, read_safetensors, DataConfig, LoadOptions,
-    LoadedWeights, WeightLayout,
+    drop_non_encoder, read_json, read_safetensors, DataConfig, Fields, LoadOptions, LoadedWeights,
+    WeightLayout,
 };
 use crate::config::{Pool, VitConfig};
 use crate::error::{EncoderError, Result};
@@ -107,20 +107,21 @@ fn data_config(config_path: &Path, cfg: &VitConfig) -> Result<DataConfig> {
         return Ok(data);
     }
     let json = read_json(&pre)?;
-    if let Some(m) = f32_triple(json.get("image_mean")) {
+    let f = Fields::new(&pre, "", &json);
+    if let Some(m) = f.triple("image_mean", false)? {
         data.mean = m;
     }
-    if let Some(s) = f32_triple(json.get("image_std")) {
+    if let Some(s) = f.triple("image_std", true)? {
         data.std = s;
     }
-    if let (Some(h), Some(w)) = (
-        json.pointer("/size/height").and_then(Value::as_u64),
-        json.pointer("/size/width").and_then(Value::as_u64),
-    ) {
-        data.input_size = (h as usize, w as usize);
+    if let Some(size) = json.get("size").filter(|v| !v.is_null()) {
+        let s = Fields::new(&pre, "size.", size);
+        if let (Some(h), Some(w)) = (s.integer("height")?, s.integer("width")?) {
+            data.input_size = (h as usize, w as usize);
+        }
     }
     // PIL resample codes: 2 bilinear, 3 bicubic.
-    match json.get("resample").and_then(Value::as_u64) {
+    match f.integer("resample")? {
         Some(3) => data.interpolation = "bicubic".into(),
         Some(2) | None => {}
         Some(other) => {

@@ -295,14 +295,111 @@ fn detect_config(path: &Path) -> Result<Option<WeightLayout>> {
     })
 }
 
-/// A JSON array of three numbers (a per-channel mean or std).
-pub(crate) fn f32_triple(v: Option<&serde_json::Value>) -> Option<[f32; 3]> {
-    let a = v?.as_array()?;
-    Some([
-        a.first()?.as_f64()? as f32,
-        a.get(1)?.as_f64()? as f32,
-        a.get(2)?.as_f64()? as f32,
-    ])
+/// Optional fields of a JSON object, read with their type checked: an
+/// absent (or `null`) field is `None`, a present one of another type is an
+/// error naming the file, the field and the value.
+pub(crate) struct Fields<'a> {
+    file: &'a Path,
+    /// Where the fields sit in the file, e.g. `pretrained_cfg.`.
+    prefix: &'a str,
+    json: &'a serde_json::Value,
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) fn new(file: &'a Path, prefix: &'a str, json: &'a serde_json::Value) -> Self {
+        Self { file, prefix, json }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a serde_json::Value> {
+        self.json.get(key).filter(|v| !v.is_null())
+    }
+
+    fn bad(&self, key: &str, expected: &str) -> EncoderError {
+        EncoderError::ConfigFile {
+            path: self.file.to_path_buf(),
+            reason: format!(
+                "{}{key} = {} is not {expected}",
+                self.prefix,
+                self.get(key).map_or("null".into(), |v| v.to_string())
+            ),
+        }
+    }
+
+    /// Three finite numbers (a per-channel mean or std); `positive` for a std.
+    pub(crate) fn triple(&self, key: &str, positive: bool) -> Result<Option<[f32; 3]>> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let expected = if positive {
+            "a list of 3 positive numbers"
+        } else {
+            "a list of 3 numbers"
+        };
+        let numbers: Option<Vec<f64>> = v
+            .as_array()
+            .filter(|a| a.len() == 3)
+            .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect());
+        match numbers {
+            Some(n)
+                if n.len() == 3 && n.iter().all(|x| x.is_finite() && (!positive || *x > 0.0)) =>
+            {
+                Ok(Some([n[0] as f32, n[1] as f32, n[2] as f32]))
+            }
+            _ => Err(self.bad(key, expected)),
+        }
+    }
+
+    /// A finite number in `range`.
+    pub(crate) fn number(
+        &self,
+        key: &str,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_f64().filter(|x| range.contains(x)) {
+                Some(x) => Ok(Some(x)),
+                None => Err(self.bad(
+                    key,
+                    &format!("a number from {} to {}", range.start(), range.end()),
+                )),
+            },
+        }
+    }
+
+    /// A non-negative integer.
+    pub(crate) fn integer(&self, key: &str) -> Result<Option<u64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.bad(key, "a non-negative integer")),
+        }
+    }
+
+    /// A string.
+    pub(crate) fn string(&self, key: &str) -> Result<Option<&'a str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.bad(key, "a string")),
+        }
+    }
+
+    /// A list of non-negative integers.
+    pub(crate) fn integers(&self, key: &str) -> Result<Option<Vec<usize>>> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let list: Option<Vec<usize>> = v
+            .as_array()
+            .and_then(|a| a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect());
+        list.map(Some)
+            .ok_or_else(|| self.bad(key, "a list of non-negative integers"))
+    }
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {

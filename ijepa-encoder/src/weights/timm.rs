@@ -6,8 +6,8 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use super::{
-    drop_non_encoder, f32_triple, read_json, read_safetensors, DataConfig, LoadOptions,
-    LoadedWeights, WeightLayout,
+    drop_non_encoder, read_json, read_safetensors, DataConfig, Fields, LoadOptions, LoadedWeights,
+    WeightLayout,
 };
 use crate::config::{Pool, VitConfig};
 use crate::error::{EncoderError, Result};
@@ -66,7 +66,7 @@ pub(super) fn load(
     if let Some(eps) = json.pointer("/ijepa_rs/norm_eps").and_then(Value::as_f64) {
         cfg.norm_eps = eps;
     }
-    let data = data_config(json.get("pretrained_cfg"), cfg.image_size);
+    let data = data_config(config_path, json.get("pretrained_cfg"), cfg.image_size)?;
     if json.get("model_args").is_none() {
         // Published configs carry no model_args: the image size is pretrained_cfg's.
         cfg.image_size = data.input_size;
@@ -182,37 +182,45 @@ fn apply_model_args(
     Ok(())
 }
 
-fn data_config(pretrained: Option<&Value>, image_size: (usize, usize)) -> DataConfig {
+/// timm's `pretrained_cfg`: every field present is used, and one of the
+/// wrong type is an error (never the default in its place).
+fn data_config(
+    file: &Path,
+    pretrained: Option<&Value>,
+    image_size: (usize, usize),
+) -> Result<DataConfig> {
     let mut data = DataConfig::imagenet(image_size);
-    let Some(p) = pretrained else { return data };
-    if let Some([_, h, w]) = p["input_size"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_u64)
-                .map(|n| n as usize)
-                .collect::<Vec<_>>()
-        })
-        .as_deref()
-    {
-        data.input_size = (*h, *w);
+    let Some(p) = pretrained else { return Ok(data) };
+    let f = Fields::new(file, "pretrained_cfg.", p);
+    match f.integers("input_size")?.as_deref() {
+        None => {}
+        Some([_, h, w]) => data.input_size = (*h, *w),
+        Some(_) => {
+            return Err(EncoderError::ConfigFile {
+                path: file.to_path_buf(),
+                reason: format!(
+                    "pretrained_cfg.input_size = {} is not [channels, height, width]",
+                    p["input_size"]
+                ),
+            })
+        }
     }
-    if let Some(m) = f32_triple(p.get("mean")) {
+    if let Some(m) = f.triple("mean", false)? {
         data.mean = m;
     }
-    if let Some(s) = f32_triple(p.get("std")) {
+    if let Some(s) = f.triple("std", true)? {
         data.std = s;
     }
-    if let Some(c) = p["crop_pct"].as_f64() {
+    if let Some(c) = f.number("crop_pct", 0.01..=4.0)? {
         data.crop_pct = c;
     }
-    if let Some(i) = p["interpolation"].as_str() {
+    if let Some(i) = f.string("interpolation")? {
         data.interpolation = i.to_string();
     }
-    if let Some(m) = p["crop_mode"].as_str() {
+    if let Some(m) = f.string("crop_mode")? {
         data.crop_mode = m.to_string();
     }
-    data
+    Ok(data)
 }
 
 /// timm names registered in timm 1.0 that [`architecture`] may produce.

@@ -16,7 +16,12 @@ pub const MAX_PATCHES: usize = 16_384;
 /// A side that is zero or not a multiple of `patch`, or more than
 /// [`MAX_PATCHES`] patches.
 pub fn patch_grid(height: usize, width: usize, patch: usize) -> Result<(usize, usize)> {
-    if patch == 0 || height == 0 || width == 0 || height % patch != 0 || width % patch != 0 {
+    if patch == 0
+        || height == 0
+        || width == 0
+        || !height.is_multiple_of(patch)
+        || !width.is_multiple_of(patch)
+    {
         return Err(EncoderError::OutOfRange(format!(
             "image size {height}x{width} is not a positive multiple of the patch size {patch}"
         )));

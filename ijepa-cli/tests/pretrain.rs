@@ -332,7 +332,7 @@ fn ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_130() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{log}");
     assert!(
-        log.contains("SIGINT: finishing the step") && log.contains("stopped after"),
+        log.contains("exiting with status 130 (SIGINT)") && log.contains("stopped after"),
         "{log}"
     );
     // The checkpoint holds the last finished step.

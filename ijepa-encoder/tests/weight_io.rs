@@ -231,3 +231,46 @@ fn hf_export_writes_the_published_key_layout_and_round_trips() {
     assert!(err.contains("class token"), "{err}");
     std::fs::remove_dir_all(out.parent().unwrap()).unwrap();
 }
+
+#[test]
+fn pytorch_checkpoint_layouts_read_as_the_plain_one() {
+    let bits = |w: &ijepa_encoder::WeightMap, k: &str| -> Vec<u32> {
+        let v = w[k].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    };
+    let opts = |branch| LoadOptions {
+        branch,
+        model: Some("vit_tiny_patch14_224".into()), // width 48: 3 heads, as the fixture
+        ..LoadOptions::default()
+    };
+    let plain = fixture("official/official.pth.tar");
+    let variants = fixture("pth_variants");
+    use ijepa_encoder::weights::Branch::{Context, Target};
+    // One dict object under both keys: both branches are the encoder.
+    let reference = load(&plain, &opts(Context)).unwrap();
+    let shared = load(&variants.join("shared.pth.tar"), &opts(Target)).unwrap();
+    // Views into one storage, 2-D tensors with column-major strides.
+    let reference_t = load(&plain, &opts(Target)).unwrap();
+    let views = load(&variants.join("views.pth.tar"), &opts(Target)).unwrap();
+    for (a, b) in [(&reference, &shared), (&reference_t, &views)] {
+        assert_eq!(a.config, b.config);
+        assert_eq!(a.weights.len(), b.weights.len());
+        for k in a.weights.keys() {
+            assert_eq!(bits(&a.weights, k), bits(&b.weights, k), "{k}");
+        }
+    }
+    let err = load(&variants.join("legacy.pth.tar"), &opts(Target))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("legacy (non-zip) torch.save file") && err.contains("torch.save(torch.load("),
+        "{err}"
+    );
+    let err = load(&variants.join("views.pth.tar"), &opts(Context))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no \"encoder\" in this checkpoint (it holds target_encoder)"),
+        "{err}"
+    );
+}

@@ -9,6 +9,8 @@
 
 mod hf;
 mod official;
+mod pickle;
+mod pth;
 mod timm;
 
 use std::collections::BTreeSet;

@@ -15,12 +15,17 @@ pub(super) fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
         Branch::Context => "encoder",
         Branch::Target => "target_encoder",
     };
-    let tensors = candle_core::pickle::read_all_with_key(path, Some(key)).map_err(|e| {
-        EncoderError::UnknownLayout {
-            path: path.to_path_buf(),
-            reason: format!("cannot read {key:?} from this checkpoint: {e}"),
-        }
+    let file = std::fs::File::open(path).map_err(|error| EncoderError::Io {
+        path: path.to_path_buf(),
+        error,
     })?;
+    let tensors =
+        super::pth::read_tensors(std::io::BufReader::new(file), Some(key)).map_err(|reason| {
+            EncoderError::UnknownLayout {
+                path: path.to_path_buf(),
+                reason,
+            }
+        })?;
     if tensors.is_empty() {
         return Err(EncoderError::UnknownLayout {
             path: path.to_path_buf(),

@@ -264,8 +264,15 @@ fn data(args: &DataArgs) -> Result<()> {
     };
     let start = Instant::now();
     let mut images = 0;
-    for batch in Loader::start(source, sampler, config, Position::default(), 1)? {
-        images += batch.len;
+    for batch in Loader::start(
+        source,
+        sampler,
+        config,
+        Position::default(),
+        1,
+        Arc::default(),
+    )? {
+        images += batch?.len;
     }
     let secs = start.elapsed().as_secs_f64();
     let per_s = images as f64 / secs;

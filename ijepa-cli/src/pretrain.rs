@@ -275,7 +275,10 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         summary.checkpoint.display()
     );
     if !summary.skipped.is_empty() {
-        eprintln!("{} unreadable images were skipped:", summary.skipped.len());
+        eprintln!(
+            "{} unreadable images (their places in the batches went to readable ones):",
+            summary.skipped.len()
+        );
         for (name, reason) in &summary.skipped {
             eprintln!("  {name}: {reason}");
         }

@@ -14,7 +14,7 @@ use crate::collective::{Collective, SingleProcess};
 use crate::config::TrainConfig;
 use crate::data::loader::batches_per_epoch;
 use crate::data::{
-    Batch, ImageFolder, ImageSource, Loader, LoaderConfig, Position, SyntheticShapes,
+    BadImages, Batch, ImageFolder, ImageSource, Loader, LoaderConfig, Position, SyntheticShapes,
     TrainTransform,
 };
 use crate::error::{io, Result, TrainError};
@@ -69,7 +69,8 @@ pub struct Summary {
     pub final_loss: Option<f32>,
     /// Images trained on in all.
     pub images_seen: u64,
-    /// Images that could not be read: name and reason.
+    /// Images that could not be read (each once): name and reason. Their
+    /// places in the batches were taken by readable images.
     pub skipped: Vec<(String, String)>,
     /// The last checkpoint written.
     pub checkpoint: PathBuf,
@@ -99,6 +100,7 @@ pub struct Trainer {
     lr: WarmupCosine,
     wd: CosineWeightDecay,
     source: Arc<ImageSource>,
+    bad_images: Arc<BadImages>,
     sampler: Arc<dyn MaskSampler>,
     transform: TrainTransform,
     steps_per_epoch: u64,
@@ -300,6 +302,7 @@ impl Trainer {
             lr,
             wd,
             source: Arc::new(source),
+            bad_images: Arc::new(BadImages::default()),
             sampler,
             transform,
             steps_per_epoch,
@@ -321,6 +324,7 @@ impl Trainer {
             trainer.steps = s.step;
             trainer.position = s.position;
             trainer.images_seen = s.images_seen;
+            trainer.bad_images.preload(&trainer.source, &s.skipped);
             trainer.skipped = s.skipped;
             trainer.elapsed_s = s.elapsed_s;
             trainer.resumed_from = Some(ck.path.clone());
@@ -403,11 +407,13 @@ impl Trainer {
             },
             self.position,
             epochs,
+            self.bad_images.clone(),
         )?;
         let used_batches = self.steps_per_epoch * acc as u64;
         let mut pending: Vec<Batch> = Vec::with_capacity(acc);
         let mut interrupted = false;
         for batch in loader {
+            let batch = batch?;
             if self.steps >= stop_step {
                 break;
             }
@@ -427,8 +433,8 @@ impl Trainer {
                 continue;
             }
             let last_pos = pending[pending.len() - 1].position;
-            let done = match self.train_step(&pending)? {
-                Ok(done) => done,
+            let mut m = match self.train_step(&pending)? {
+                Ok(m) => m,
                 Err(refused) => return Err(self.refuse(refused, &metrics, observer)),
             };
             pending.clear();
@@ -443,15 +449,13 @@ impl Trainer {
                     batch: last_pos.batch + 1,
                 }
             };
-            if let Some(mut m) = done {
-                let every = self.config.probe.every;
-                if every > 0 && m.step.is_multiple_of(every) {
-                    m.knn_top1 = Some(self.online_probe()?);
-                }
-                metrics.push(&m)?;
-                observer.step(&m);
-                self.last = Some(m);
+            let every = self.config.probe.every;
+            if every > 0 && m.step.is_multiple_of(every) {
+                m.knn_top1 = Some(self.online_probe()?);
             }
+            metrics.push(&m)?;
+            observer.step(&m);
+            self.last = Some(m);
             let every = self.config.run.checkpoint_every;
             let due = if every == 0 {
                 self.position.batch == 0
@@ -585,26 +589,24 @@ impl Trainer {
         }
     }
 
-    /// One optimizer step over `batches` (gradients summed, then averaged).
-    /// `Ok(None)` when every image of the step was unreadable; the inner
-    /// `Err` says why a non-finite step was refused.
+    /// One optimizer step over `batches` (gradients summed, then averaged);
+    /// the inner `Err` says why a non-finite step was refused.
     fn train_step(
         &mut self,
         batches: &[Batch],
-    ) -> Result<std::result::Result<Option<StepMetrics>, String>> {
+    ) -> Result<std::result::Result<StepMetrics, String>> {
         let start = Instant::now();
         let (h, w) = self.transform.size();
         let step = self.steps + 1;
         let inputs = batches
             .iter()
-            .filter(|b| b.len > 0)
             .map(|b| {
                 let x = Tensor::from_slice(&b.images, (b.len, 3, h, w), &self.device)?;
                 StepBatch::new(x, &b.masks)
             })
             .collect::<Result<Vec<_>>>()?;
         let Some(last) = inputs.last() else {
-            return Ok(Ok(None));
+            return Err(TrainError::Config("a step needs at least one batch".into()));
         };
         let (context_tokens, target_tokens) = (last.context_tokens(), last.target_tokens());
         let images: usize = inputs.iter().map(StepBatch::len).sum();
@@ -627,7 +629,7 @@ impl Trainer {
         self.images_seen += images as u64;
         let secs = start.elapsed().as_secs_f64();
         self.elapsed_s += secs;
-        Ok(Ok(Some(StepMetrics {
+        Ok(Ok(StepMetrics {
             epoch,
             itr: batches[0].position.batch / self.config.optim.accumulate as u64,
             step,
@@ -642,6 +644,6 @@ impl Trainer {
             images_per_s: images as f64 / secs,
             grad_norm: report.grad_norm,
             knn_top1: None,
-        })))
+        }))
     }
 }

@@ -28,4 +28,19 @@ pub enum DataError {
     /// A transform setting out of range.
     #[error("invalid image transform: {0}")]
     InvalidTransform(String),
+    /// No readable image could fill a batch.
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+impl DataError {
+    /// The message without the path it concerns (for lists that show the
+    /// path beside it).
+    pub fn cause(&self) -> String {
+        match self {
+            Self::Io { error, .. } => error.to_string(),
+            Self::Decode { reason, .. } => format!("cannot decode image: {reason}"),
+            other => other.to_string(),
+        }
+    }
 }

@@ -6,14 +6,22 @@
 //! and the masks of a batch from the sampler's `(seed, batch number)`. A
 //! loader started at any `(epoch, batch)` therefore yields exactly what an
 //! uninterrupted one yields there — what makes resuming bit-exact.
+//!
+//! Batches are always full. An image that cannot be read is replaced by
+//! the first readable one of a stream keyed by `(seed, epoch, image)`,
+//! augmented from that stream: which image that is depends only on the
+//! files, not on what the loader already knew to be unreadable, so a
+//! resumed run draws the same replacements. Unreadable files are remembered
+//! ([`BadImages`]) and never decoded again, and each is reported once.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use ijepa_masking::{MaskBatch, MaskSampler};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -45,7 +53,7 @@ pub struct Batch {
     /// Where it comes from.
     pub position: Position,
     /// Images `(n, 3, H, W)`, channel-major, normalised; `n` is the batch
-    /// size minus the images that could not be read.
+    /// size (unreadable images are replaced).
     pub images: Vec<f32>,
     /// Images in the batch.
     pub len: usize,
@@ -53,9 +61,55 @@ pub struct Batch {
     pub labels: Vec<usize>,
     /// Context and target masks for the `len` images.
     pub masks: MaskBatch,
-    /// Images that could not be read: name and reason.
+    /// Images found unreadable while preparing this batch (each file is
+    /// reported by one batch only): name and reason.
     pub skipped: Vec<(String, String)>,
 }
+
+/// Images of a source known to be unreadable, by index, with the reason;
+/// shared by the loader's threads. A run's checkpoint keeps them so a
+/// resumed run does not decode them again.
+#[derive(Debug, Default)]
+pub struct BadImages(Mutex<BTreeMap<usize, String>>);
+
+impl BadImages {
+    /// Marks `index` unreadable; true the first time.
+    fn insert(&self, index: usize, reason: &str) -> bool {
+        let mut bad = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        bad.insert(index, reason.to_string()).is_none()
+    }
+
+    fn contains(&self, index: usize) -> bool {
+        let bad = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        bad.contains_key(&index)
+    }
+
+    /// Marks every image of `source` named in `names` unreadable (those of
+    /// a checkpoint's `skipped` list).
+    pub fn preload(&self, source: &ImageSource, names: &[(String, String)]) {
+        let by_name: BTreeMap<String, usize> =
+            (0..source.len()).map(|i| (source.name(i), i)).collect();
+        for (name, reason) in names {
+            if let Some(&i) = by_name.get(name) {
+                self.insert(i, reason);
+            }
+        }
+    }
+
+    /// How many images are known unreadable.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no image is known unreadable.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Candidates drawn for one unreadable image before the batch fails: with
+/// a fraction `f` of the files unreadable, all fail with probability `f^64`.
+const REPLACEMENT_TRIES: usize = 64;
 
 /// Settings of a [`Loader`].
 #[derive(Debug, Clone)]
@@ -86,66 +140,132 @@ pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
 }
 
 fn keyed_rng(seed: u64, epoch: u64, item: u64) -> ChaCha8Rng {
+    tagged_rng(seed, epoch, item, b"ijepa-ld")
+}
+
+fn tagged_rng(seed: u64, epoch: u64, item: u64, tag: &[u8; 8]) -> ChaCha8Rng {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     key[8..16].copy_from_slice(&epoch.to_le_bytes());
     key[16..24].copy_from_slice(&item.to_le_bytes());
-    key[24..].copy_from_slice(b"ijepa-ld");
+    key[24..].copy_from_slice(tag);
     ChaCha8Rng::from_seed(key)
 }
 
+/// One image's pixels and label, or the newly found unreadable files and
+/// why none could fill the slot.
+type Slot = Result<(Vec<f32>, usize, Vec<(usize, String)>), Vec<(usize, String)>>;
+
+/// Image `index` of `epoch`, augmented; if it cannot be read, the first
+/// readable image of its replacement stream. Also returns the images found
+/// unreadable on the way (not those already in `bad`).
+fn fill_slot(
+    source: &ImageSource,
+    config: &LoaderConfig,
+    bad: &BadImages,
+    epoch: u64,
+    index: usize,
+) -> Slot {
+    let mut found = vec![];
+    let mut try_load = |i: usize| -> Option<image::RgbImage> {
+        if bad.contains(i) {
+            return None;
+        }
+        match source.load(i) {
+            Ok(img) => Some(img),
+            Err(e) => {
+                let reason = e.cause();
+                if bad.insert(i, &reason) {
+                    found.push((i, reason));
+                }
+                None
+            }
+        }
+    };
+    if let Some(img) = try_load(index) {
+        let mut rng = keyed_rng(config.seed, epoch, index as u64);
+        return Ok((
+            config.transform.apply(&img, &mut rng),
+            source.label(index),
+            found,
+        ));
+    }
+    let mut rng = tagged_rng(config.seed, epoch, index as u64, b"ijepa-rp");
+    for _ in 0..REPLACEMENT_TRIES {
+        let candidate = rng.random_range(0..source.len());
+        if let Some(img) = try_load(candidate) {
+            let pixels = config.transform.apply(&img, &mut rng);
+            return Ok((pixels, source.label(candidate), found));
+        }
+    }
+    Err(found)
+}
+
 /// Batch `position` prepared on the calling thread (the loader's workers
-/// call this; tests and tools may too).
+/// call this; tests and tools may too). `bad` holds the images known to be
+/// unreadable and learns of new ones.
+///
+/// # Errors
+/// An unreadable image for which no readable replacement was found, with
+/// how many files are known unreadable.
 pub fn prepare_batch(
     source: &ImageSource,
     sampler: &dyn MaskSampler,
     config: &LoaderConfig,
     order: &[usize],
     position: Position,
-) -> Batch {
+    bad: &BadImages,
+) -> Result<Batch, DataError> {
     let bs = config.batch_size;
     let start = position.batch as usize * bs;
-    // Per image: its pixels and label, or its name and why it was skipped.
-    type Prepared = Result<(Vec<f32>, usize), (String, String)>;
-    let items: Vec<Prepared> = order[start..start + bs]
+    let slots: Vec<Slot> = order[start..start + bs]
         .par_iter()
-        .map(|&i| {
-            let img = source
-                .load(i)
-                .map_err(|e: DataError| (source.name(i), e.to_string()))?;
-            let mut rng = keyed_rng(config.seed, position.epoch, i as u64);
-            Ok((config.transform.apply(&img, &mut rng), source.label(i)))
-        })
+        .map(|&i| fill_slot(source, config, bad, position.epoch, i))
         .collect();
     let mut images =
         Vec::with_capacity(bs * 3 * config.transform.size().0 * config.transform.size().1);
     let (mut labels, mut skipped) = (vec![], vec![]);
-    for item in items {
-        match item {
-            Ok((pixels, label)) => {
+    let name = |(i, reason): (usize, String)| (source.name(i), reason);
+    for (slot, &index) in slots.into_iter().zip(&order[start..start + bs]) {
+        match slot {
+            Ok((pixels, label, found)) => {
                 images.extend_from_slice(&pixels);
                 labels.push(label);
+                skipped.extend(found.into_iter().map(name));
             }
-            Err(bad) => skipped.push(bad),
+            Err(found) => {
+                let example = found
+                    .into_iter()
+                    .next()
+                    .map(name)
+                    .map_or(String::new(), |(n, r)| format!("; e.g. {n}: {r}"));
+                return Err(DataError::Unreadable(format!(
+                    "{} cannot be read and none of {REPLACEMENT_TRIES} replacements drawn for it could: \
+                     {} of the {} images are known unreadable{example}",
+                    source.name(index),
+                    bad.len(),
+                    source.len()
+                )));
+            }
         }
     }
     let global = position.epoch * batches_per_epoch(order.len(), bs) + position.batch;
-    let len = labels.len();
-    Batch {
+    Ok(Batch {
         position,
         images,
-        len,
+        len: bs,
         labels,
-        masks: sampler.sample(len.max(1), global),
+        masks: sampler.sample(bs, global),
         skipped,
-    }
+    })
 }
 
 /// Batches from a start position to the end of the last epoch, prepared by
 /// a background thread (with `workers` decoding threads) at most
-/// `prefetch` batches ahead. Dropping the loader stops the thread.
+/// `prefetch` batches ahead. A batch that cannot be prepared ends the
+/// stream with its error. Dropping the loader stops the thread.
 pub struct Loader {
-    rx: Option<Receiver<Batch>>,
+    rx: Option<Receiver<Result<Batch, DataError>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -161,6 +281,7 @@ impl Loader {
         config: LoaderConfig,
         start: Position,
         epochs: u64,
+        bad: Arc<BadImages>,
     ) -> Result<Self, DataError> {
         let per_epoch = batches_per_epoch(source.len(), config.batch_size);
         if per_epoch == 0 {
@@ -185,10 +306,18 @@ impl Loader {
                     for batch in first..per_epoch {
                         let position = Position { epoch, batch };
                         let b = pool.install(|| {
-                            prepare_batch(&source, sampler.as_ref(), &config, &order, position)
+                            prepare_batch(
+                                &source,
+                                sampler.as_ref(),
+                                &config,
+                                &order,
+                                position,
+                                &bad,
+                            )
                         });
-                        if tx.send(b).is_err() {
-                            return; // the trainer stopped
+                        let failed = b.is_err();
+                        if tx.send(b).is_err() || failed {
+                            return; // the trainer stopped, or this batch ended the stream
                         }
                     }
                 }
@@ -202,9 +331,9 @@ impl Loader {
 }
 
 impl Iterator for Loader {
-    type Item = Batch;
+    type Item = Result<Batch, DataError>;
 
-    fn next(&mut self) -> Option<Batch> {
+    fn next(&mut self) -> Option<Self::Item> {
         self.rx.as_ref()?.recv().ok()
     }
 }
@@ -249,23 +378,20 @@ mod tests {
         (source, sampler, config)
     }
 
+    fn start(source: Arc<ImageSource>, config: LoaderConfig, at: Position) -> Vec<Batch> {
+        let (_, sampler, _) = setup();
+        Loader::start(source, sampler, config, at, 3, Arc::default())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
     #[test]
     fn a_loader_started_midway_yields_what_a_full_one_yields_there() {
-        let (source, sampler, config) = setup();
-        let all: Vec<Batch> = Loader::start(
-            source.clone(),
-            sampler.clone(),
-            config.clone(),
-            Position::default(),
-            3,
-        )
-        .unwrap()
-        .collect();
+        let (source, _, config) = setup();
+        let all = start(source.clone(), config.clone(), Position::default());
         assert_eq!(all.len(), 9); // 20 images / 6 → 3 batches per epoch, 3 epochs
-        let resumed: Vec<Batch> =
-            Loader::start(source, sampler, config, Position { epoch: 1, batch: 2 }, 3)
-                .unwrap()
-                .collect();
+        let resumed = start(source, config, Position { epoch: 1, batch: 2 });
         assert_eq!(resumed.len(), 4);
         for (a, b) in all[5..].iter().zip(&resumed) {
             assert_eq!(a.position, b.position);
@@ -278,32 +404,93 @@ mod tests {
         assert_ne!(all[0].images, all[3].images);
     }
 
-    #[test]
-    fn unreadable_images_are_skipped_and_named() {
-        let dir = std::env::temp_dir().join(format!("ijepa-loader-{}", std::process::id()));
+    /// 7 good PNGs and `broken` undecodable files in a labelled folder.
+    fn folder(name: &str, broken: usize) -> (std::path::PathBuf, Arc<ImageSource>) {
+        let dir = std::env::temp_dir().join(format!("ijepa-loader-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("a")).unwrap();
-        for i in 0..3 {
-            let (img, _) = SyntheticShapes::new(30, 3, 0).get(i);
+        for i in 0..7 {
+            let (img, _) = SyntheticShapes::new(30, 7, 0).get(i);
             img.save(dir.join(format!("a/{i}.png"))).unwrap();
         }
-        std::fs::write(dir.join("a/broken.jpg"), b"not a jpeg").unwrap();
+        for i in 0..broken {
+            std::fs::write(dir.join(format!("a/broken{i}.jpg")), b"not a jpeg").unwrap();
+        }
+        let source = ImageSource::Folder(crate::data::ImageFolder::open(&dir).unwrap());
+        (dir, Arc::new(source))
+    }
+
+    #[test]
+    fn unreadable_images_are_replaced_reported_once_and_resume_the_same() {
+        let (dir, source) = folder("replace", 3);
+        let (_, sampler, mut config) = setup();
+        config.batch_size = 5; // 10 images: 2 full batches per epoch
+        let run = |at: Position, bad: Arc<BadImages>| -> Vec<Batch> {
+            Loader::start(source.clone(), sampler.clone(), config.clone(), at, 3, bad)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let all = run(Position::default(), Arc::default());
+        assert_eq!(all.len(), 6);
+        for b in &all {
+            assert_eq!((b.len, b.labels.len()), (5, 5), "batches stay full");
+            assert_eq!(b.images.len(), 5 * 3 * 24 * 24);
+            assert_eq!(b.masks.contexts[0].batch_size(), 5);
+        }
+        // Each broken file is reported once, by name, with a reason without its path.
+        let mut reported: Vec<&(String, String)> = all.iter().flat_map(|b| &b.skipped).collect();
+        reported.sort();
+        assert_eq!(reported.len(), 3, "{reported:?}");
+        for (name, reason) in &reported {
+            assert!(name.contains("broken"), "{name}");
+            assert!(
+                reason.contains("cannot decode") && !reason.contains("broken"),
+                "{reason}"
+            );
+        }
+        // A loader that already knows the broken files (a resumed run) skips
+        // decoding them and yields the same batches.
+        let known = Arc::new(BadImages::default());
+        let names: Vec<(String, String)> = reported.iter().map(|r| (*r).clone()).collect();
+        known.preload(&source, &names);
+        assert_eq!(known.len(), 3);
+        let resumed = run(Position { epoch: 1, batch: 1 }, known);
+        for (a, b) in all[3..].iter().zip(&resumed) {
+            assert_eq!(a.images, b.images);
+            assert_eq!(a.labels, b.labels);
+            assert!(b.skipped.is_empty(), "reported again: {:?}", b.skipped);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_of_unreadable_images_is_an_error_that_says_so() {
+        let dir = std::env::temp_dir().join(format!("ijepa-loader-{}-all-bad", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..6 {
+            std::fs::write(dir.join(format!("{i}.png")), b"not a png").unwrap();
+        }
         let source = ImageSource::Folder(crate::data::ImageFolder::open(&dir).unwrap());
         let (_, sampler, mut config) = setup();
-        config.batch_size = 4;
-        let order: Vec<usize> = (0..4).collect();
-        let b = prepare_batch(
+        config.batch_size = 3;
+        let order: Vec<usize> = (0..6).collect();
+        let err = prepare_batch(
             &source,
             sampler.as_ref(),
             &config,
             &order,
             Position::default(),
+            &BadImages::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("cannot be read")
+                && err.contains("6 of the 6 images are known unreadable"),
+            "{err}"
         );
-        assert_eq!(b.len, 3);
-        assert_eq!(b.images.len(), 3 * 3 * 24 * 24);
-        assert_eq!(b.masks.contexts[0].batch_size(), 3);
-        assert_eq!(b.skipped.len(), 1);
-        assert!(b.skipped[0].0.ends_with("broken.jpg"), "{:?}", b.skipped);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

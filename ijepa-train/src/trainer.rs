@@ -223,10 +223,14 @@ impl Trainer {
         let resume = match (config.run.resume, existing) {
             (true, Some(path)) => Some(checkpoint::load(&path, &device)?),
             (true, None) => {
-                return Err(TrainError::Config(format!(
-                    "--resume: {} has no checkpoint to resume from",
+                // Killed before its first checkpoint, or the first launch of
+                // a job that is always started with --resume (a requeued
+                // SLURM job): the run starts from step 0.
+                notes.push(format!(
+                    "--resume: {} has no checkpoint yet; the run starts from step 0",
                     run_dir.display()
-                )))
+                ));
+                None
             }
             (false, Some(path)) => {
                 return Err(TrainError::Config(format!(

@@ -29,7 +29,7 @@ pub struct MasksArgs {
     /// Images per batch (at most 65,536).
     #[arg(long, default_value_t = 128)]
     batch: usize,
-    /// Batches to draw.
+    /// Batches to draw (at most 1,000,000).
     #[arg(long, default_value_t = 100)]
     batches: u64,
     /// Masking recipe.
@@ -113,6 +113,8 @@ struct Report {
 
 /// Most images per batch `masks` draws (the paper's global batch is 2,048).
 const MAX_BATCH: usize = 65_536;
+/// Most batches `masks` draws.
+const MAX_BATCHES: u64 = 1_000_000;
 
 /// `LO,HI` as two numbers.
 fn parse_range(s: &str) -> std::result::Result<(f64, f64), String> {
@@ -173,7 +175,11 @@ pub fn run(args: &MasksArgs) -> Result<()> {
         "--batch {} is out of range: 1 to {MAX_BATCH} images",
         args.batch
     );
-    anyhow::ensure!(args.batches > 0, "--batches must be at least 1, got 0");
+    anyhow::ensure!(
+        (1..=MAX_BATCHES).contains(&args.batches),
+        "--batches {} is out of range: 1 to {MAX_BATCHES}",
+        args.batches
+    );
     let sampler = sampler(args, grid)?;
     if let Some(png) = &args.png {
         ijepa_encoder::output::check(png)?;

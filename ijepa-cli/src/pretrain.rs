@@ -227,17 +227,18 @@ impl Observer for Progress {
 /// Runs `ijepa-cli pretrain`.
 pub fn run(args: &PretrainArgs) -> Result<()> {
     let (cfg, notes) = args.resolve()?;
-    cfg.validate()?;
-    let toml = cfg.to_toml()?;
     if args.print_config {
-        print!("{toml}");
+        cfg.validate()?;
+        print!("{}", cfg.to_toml()?);
         return Ok(());
     }
     for n in &notes {
         eprintln!("note: {n}");
     }
     let stop = Stop::install()?;
+    // Validates (after comparing a resumed run with its own configuration).
     let mut trainer = Trainer::new(cfg.clone())?;
+    let toml = cfg.to_toml()?;
     eprintln!(
         "# resolved configuration (saved as {})",
         cfg.run.out.join("config.toml").display()

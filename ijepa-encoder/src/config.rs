@@ -10,6 +10,28 @@ use crate::error::{EncoderError, Result};
 /// memory is taken.
 pub const MAX_PATCHES: usize = 16_384;
 
+/// Widest token or hidden layer a model may have (ViT-22B is 6,144 wide,
+/// its MLP 24,576): larger values are typos, refused before any weight is
+/// allocated.
+pub const MAX_WIDTH: usize = 1 << 16;
+/// Deepest stack of blocks (ViT-22B has 48).
+pub const MAX_DEPTH: usize = 1024;
+/// Most register tokens (DINOv2 and timm use up to 16).
+pub const MAX_REGISTERS: usize = 256;
+
+/// Checks one size of a model: `1..=max`, named.
+///
+/// # Errors
+/// The value and the accepted range.
+pub fn check_size(name: &str, value: usize, max: usize) -> Result<()> {
+    if (1..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(EncoderError::InvalidConfig(format!(
+        "{name} = {value} is out of range: 1 to {max}"
+    )))
+}
+
 /// The patch grid of a `height × width` input at `patch` pixels per patch.
 ///
 /// # Errors
@@ -218,10 +240,22 @@ impl VitConfig {
     /// Checks the values fit together.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(EncoderError::InvalidConfig(m));
-        if self.patch_size == 0 || self.embed_dim == 0 || self.depth == 0 || self.num_heads == 0 {
+        for (name, value, max) in [
+            ("embed_dim", self.embed_dim, MAX_WIDTH),
+            ("mlp_hidden_dim", self.mlp_hidden_dim, MAX_WIDTH),
+            ("num_heads", self.num_heads, self.embed_dim.max(1)),
+            ("depth", self.depth, MAX_DEPTH),
+            ("in_channels", self.in_channels, 64),
+        ] {
+            check_size(name, value, max)?;
+        }
+        if self.patch_size == 0 {
+            return bad("patch_size must be positive, got 0".into());
+        }
+        if self.reg_tokens > MAX_REGISTERS {
             return bad(format!(
-                "patch_size, embed_dim, depth and num_heads must be positive, got {}, {}, {}, {}",
-                self.patch_size, self.embed_dim, self.depth, self.num_heads
+                "reg_tokens = {} is out of range: 0 to {MAX_REGISTERS}",
+                self.reg_tokens
             ));
         }
         if !self.embed_dim.is_multiple_of(self.num_heads) {

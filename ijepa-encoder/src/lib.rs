@@ -49,7 +49,9 @@ mod vit;
 pub mod weights;
 
 pub use block::{Attention, Block, BlockConfig, Mlp};
-pub use config::{patch_grid, Pool, VitConfig, MAX_PATCHES};
+pub use config::{
+    check_size, patch_grid, Pool, VitConfig, MAX_DEPTH, MAX_PATCHES, MAX_REGISTERS, MAX_WIDTH,
+};
 pub use error::{EncoderError, Result};
 pub use nn::{LayerNorm, Linear};
 pub use patch_embed::PatchEmbed;

@@ -47,7 +47,8 @@ impl PredictorConfig {
             predictor_embed_dim,
             depth,
             num_heads: encoder.num_heads,
-            mlp_hidden_dim: 4 * predictor_embed_dim,
+            // Saturating: an absurd width is refused by `validate`, never wrapped.
+            mlp_hidden_dim: predictor_embed_dim.saturating_mul(4),
             grid: encoder.grid_size(),
             column_first: true,
             norm_eps: 1e-6,
@@ -69,11 +70,18 @@ impl PredictorConfig {
     pub fn validate(&self) -> Result<()> {
         let d = self.predictor_embed_dim;
         let bad = |m: String| Err(EncoderError::InvalidConfig(m));
-        if d == 0 || self.depth == 0 || self.num_heads == 0 || self.embed_dim == 0 {
-            return bad(format!(
-                "predictor widths, depth and heads must be positive, got d={d}, depth={}, heads={}, D={}",
-                self.depth, self.num_heads, self.embed_dim
-            ));
+        for (name, value, max) in [
+            ("predictor_embed_dim", d, ijepa_encoder::MAX_WIDTH),
+            (
+                "predictor MLP width",
+                self.mlp_hidden_dim,
+                ijepa_encoder::MAX_WIDTH,
+            ),
+            ("predictor_depth", self.depth, ijepa_encoder::MAX_DEPTH),
+            ("predictor heads", self.num_heads, d.max(1)),
+            ("embed_dim", self.embed_dim, ijepa_encoder::MAX_WIDTH),
+        ] {
+            ijepa_encoder::check_size(name, value, max)?;
         }
         if !d.is_multiple_of(self.num_heads) {
             return bad(format!(

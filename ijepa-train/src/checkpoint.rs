@@ -140,8 +140,10 @@ fn remove_debris(dir: &Path) {
         let name = e.file_name().to_string_lossy().into_owned();
         let debris = name.starts_with(".trash-")
             || (name.starts_with(".step-") && name.contains(".tmp-"))
-            // An earlier version's temporary files.
-            || (name.starts_with("latest.tmp-"));
+            // Left by earlier versions: temporary files, and folders that a
+            // kill while pruning left half deleted.
+            || name.starts_with("latest.tmp-")
+            || (name.starts_with("step-") && !is_complete(&e.path()));
         if debris {
             let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
         }
@@ -399,4 +401,61 @@ pub fn load_encoder(
     };
     ijepa_encoder::weights::check(&cfg, &weights, &checkpoint.join("model.safetensors"))?;
     Ok((cfg, weights, ck.state.config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_save_clears_what_killed_writers_and_pruners_left() {
+        let run = std::env::temp_dir().join(format!("ijepa-ck-debris-{}", std::process::id()));
+        let dir = checkpoints_dir(&run);
+        let _ = std::fs::remove_dir_all(&run);
+        std::fs::create_dir_all(dir.join("step-00000042")).unwrap(); // half deleted
+        std::fs::write(dir.join("step-00000042/state.json"), "{}").unwrap();
+        std::fs::create_dir_all(dir.join(".step-00000043.tmp-77")).unwrap();
+        std::fs::create_dir_all(dir.join(".trash-step-00000001-77")).unwrap();
+        for f in ["latest.tmp-77", ".latest.tmp-77-0"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        assert!(
+            list(&run).unwrap().is_empty(),
+            "an incomplete folder is no checkpoint"
+        );
+        let cfg = TrainConfig::default();
+        let state = CheckpointState {
+            format: FORMAT.into(),
+            step: 1,
+            position: Position::default(),
+            steps_per_epoch: 1,
+            total_steps: 1,
+            loss: Some(0.5),
+            lr: 0.0,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            images_seen: 0,
+            skipped: vec![],
+            elapsed_s: 0.0,
+            rng: String::new(),
+            config: cfg,
+        };
+        let mut w = WeightMap::new();
+        w.insert("x".into(), Tensor::new(&[1f32], &Device::Cpu).unwrap());
+        save(
+            &run,
+            [("encoder", &w), ("target_encoder", &w), ("predictor", &w)],
+            &w,
+            &state,
+            2,
+        )
+        .unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["latest", "step-00000001"]);
+        std::fs::remove_dir_all(&run).unwrap();
+    }
 }

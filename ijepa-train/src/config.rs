@@ -472,7 +472,7 @@ impl TrainConfig {
         let mut cfg = VitConfig::from_timm_name(&m.name)?;
         if let Some(d) = m.embed_dim {
             cfg.embed_dim = d;
-            cfg.mlp_hidden_dim = 4 * d;
+            cfg.mlp_hidden_dim = d.saturating_mul(4); // an absurd width fails validate()
         }
         cfg.depth = m.depth.unwrap_or(cfg.depth);
         cfg.num_heads = m.num_heads.unwrap_or(cfg.num_heads);
@@ -755,6 +755,19 @@ mod tests {
                 "num_targets = 99999 is invalid: expected 1 to 64",
             ),
             ("model.name=\"vit_tiny_patch4_gap_100000\"", "at most 16384"),
+            // Found by the fuzzer: 4·d overflowed.
+            (
+                "model.predictor_embed_dim=4611686018427387904",
+                "predictor_embed_dim = 4611686018427387904 is out of range",
+            ),
+            (
+                "model.embed_dim=4611686018427387904",
+                "embed_dim = 4611686018427387904 is out of range",
+            ),
+            (
+                "model.depth=100000",
+                "depth = 100000 is out of range: 1 to 1024",
+            ),
             ("data.crop_scale=[0.0, 1.0]", "data.crop_scale"),
             ("optim.lr=-1.0", "optim.lr"),
             ("optim.ema=[0.9, 1.5]", "optim.ema"),

@@ -23,12 +23,7 @@ pub(super) fn load(
     config_path: &Path,
     _opts: &LoadOptions,
 ) -> Result<LoadedWeights> {
-    let json = read_json(config_path)?;
-    let cfg = config(&json).map_err(|reason| EncoderError::ConfigFile {
-        path: config_path.to_path_buf(),
-        reason,
-    })?;
-    cfg.validate()?;
+    let cfg = config(&read_json(config_path)?, config_path)?;
     let data = data_config(config_path, &cfg)?;
     let mut raw = read_safetensors(weights_path)?;
     // A checkpoint of `IJepaForImageClassification` nests the encoder.
@@ -50,7 +45,17 @@ pub(super) fn load(
     })
 }
 
-fn config(json: &Value) -> std::result::Result<VitConfig, String> {
+/// The architecture of a transformers `IJepaConfig` `config.json`.
+pub(super) fn config(json: &Value, config_path: &Path) -> Result<VitConfig> {
+    let cfg = read_config(json).map_err(|reason| EncoderError::ConfigFile {
+        path: config_path.to_path_buf(),
+        reason,
+    })?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn read_config(json: &Value) -> std::result::Result<VitConfig, String> {
     let int = |k: &str| {
         json.get(k)
             .and_then(Value::as_u64)

@@ -276,9 +276,42 @@ fn detect_config(path: &Path) -> Result<Option<WeightLayout>> {
     if !path.exists() {
         return Ok(None);
     }
-    let json = read_json(path)?;
+    layout_of(&read_json(path)?, path).map(Some)
+}
+
+/// The architecture a timm or Hugging Face `config.json` (its text, read
+/// from `origin`) describes: the layout, the encoder configuration and how
+/// images are prepared (for Hugging Face, before its
+/// `preprocessor_config.json` is read).
+///
+/// # Errors
+/// Text that is not JSON, neither layout, or a field that is missing, of the
+/// wrong type or not supported (named).
+pub fn parse_config(text: &str, origin: &Path) -> Result<(WeightLayout, VitConfig, DataConfig)> {
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| EncoderError::ConfigFile {
+            path: origin.to_path_buf(),
+            reason: format!("not valid JSON: {e}"),
+        })?;
+    Ok(match layout_of(&json, origin)? {
+        WeightLayout::Hf => {
+            let cfg = hf::config(&json, origin)?;
+            (
+                WeightLayout::Hf,
+                cfg.clone(),
+                DataConfig::imagenet(cfg.image_size),
+            )
+        }
+        layout => {
+            let (cfg, data) = timm::config(&json, origin)?;
+            (layout, cfg, data)
+        }
+    })
+}
+
+fn layout_of(json: &serde_json::Value, path: &Path) -> Result<WeightLayout> {
     if json.get("architecture").is_some_and(|a| a.is_string()) {
-        return Ok(Some(WeightLayout::Timm));
+        return Ok(WeightLayout::Timm);
     }
     let is_ijepa = json.get("model_type").and_then(|m| m.as_str()) == Some("ijepa")
         || json
@@ -289,7 +322,7 @@ fn detect_config(path: &Path) -> Result<Option<WeightLayout>> {
                     .any(|s| s.as_str().is_some_and(|s| s.starts_with("IJepa")))
             });
     if is_ijepa {
-        return Ok(Some(WeightLayout::Hf));
+        return Ok(WeightLayout::Hf);
     }
     Err(EncoderError::ConfigFile {
         path: path.to_path_buf(),
@@ -416,9 +449,44 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
 }
 
 pub(crate) fn read_safetensors(path: &Path) -> Result<WeightMap> {
-    candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| EncoderError::ConfigFile {
+    let bytes = std::fs::read(path).map_err(|error| EncoderError::Io {
         path: path.to_path_buf(),
-        reason: format!("cannot read safetensors: {e}"),
+        error,
+    })?;
+    parse_safetensors(&bytes, path)
+}
+
+/// The tensors of a `.safetensors` file's bytes (read from `origin`), on
+/// the CPU.
+///
+/// # Errors
+/// A header or data that is not valid safetensors, named with `origin`.
+pub fn parse_safetensors(bytes: &[u8], origin: &Path) -> Result<WeightMap> {
+    candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| {
+        EncoderError::ConfigFile {
+            path: origin.to_path_buf(),
+            reason: format!("cannot read safetensors: {e}"),
+        }
+    })
+}
+
+/// The tensors of a PyTorch checkpoint (`torch.save`'s zip format, read
+/// from `origin`): those of the saved dictionary's entry `key`, or of the
+/// whole object (a bare state dict) when `None`, on the CPU. Read as data;
+/// no code in the file runs.
+///
+/// # Errors
+/// Not a PyTorch zip checkpoint (a legacy file is named as such), a
+/// malformed pickle, no entry `key` (the entries there are listed), or a
+/// storage that does not hold its tensors.
+pub fn read_pytorch(
+    file: impl std::io::Read + std::io::Seek,
+    key: Option<&str>,
+    origin: &Path,
+) -> Result<Vec<(String, candle_core::Tensor)>> {
+    pth::read_tensors(file, key).map_err(|reason| EncoderError::UnknownLayout {
+        path: origin.to_path_buf(),
+        reason,
     })
 }
 

@@ -19,13 +19,7 @@ pub(super) fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
         path: path.to_path_buf(),
         error,
     })?;
-    let tensors =
-        super::pth::read_tensors(std::io::BufReader::new(file), Some(key)).map_err(|reason| {
-            EncoderError::UnknownLayout {
-                path: path.to_path_buf(),
-                reason,
-            }
-        })?;
+    let tensors = super::read_pytorch(std::io::BufReader::new(file), Some(key), path)?;
     if tensors.is_empty() {
         return Err(EncoderError::UnknownLayout {
             path: path.to_path_buf(),

@@ -41,7 +41,21 @@ pub(super) fn load(
     config_path: &Path,
     _opts: &LoadOptions,
 ) -> Result<LoadedWeights> {
-    let json = read_json(config_path)?;
+    let (cfg, data) = config(&read_json(config_path)?, config_path)?;
+    let mut weights = read_safetensors(weights_path)?;
+    let ignored = drop_non_encoder(&mut weights, &["head.", "head_dist.", "attn_pool."]);
+    Ok(LoadedWeights {
+        layout: WeightLayout::Timm,
+        source: weights_path.to_path_buf(),
+        config: cfg,
+        data,
+        weights,
+        ignored,
+    })
+}
+
+/// The architecture and data configuration of a timm `config.json`.
+pub(super) fn config(json: &Value, config_path: &Path) -> Result<(VitConfig, DataConfig)> {
     let err = |reason: String| EncoderError::ConfigFile {
         path: config_path.to_path_buf(),
         reason,
@@ -72,17 +86,7 @@ pub(super) fn load(
         cfg.image_size = data.input_size;
     }
     cfg.validate()?;
-
-    let mut weights = read_safetensors(weights_path)?;
-    let ignored = drop_non_encoder(&mut weights, &["head.", "head_dist.", "attn_pool."]);
-    Ok(LoadedWeights {
-        layout: WeightLayout::Timm,
-        source: weights_path.to_path_buf(),
-        config: cfg,
-        data,
-        weights,
-        ignored,
-    })
+    Ok((cfg, data))
 }
 
 fn set_pool(

@@ -6,23 +6,48 @@ use image::RgbImage;
 
 use super::{resize, DataError, Filter};
 
+/// Most pixels an image may have (an 8K photo has 33 M); a larger header is
+/// refused before its pixels are allocated.
+pub const MAX_PIXELS: u64 = 100_000_000;
+
 /// Decodes an image file to 8-bit RGB (grey is replicated, alpha dropped,
 /// as PIL's `convert('RGB')`).
+///
+/// # Errors
+/// An unreadable file, or one [`decode_rgb_bytes`] refuses.
 pub fn decode_rgb(path: &Path) -> Result<RgbImage, DataError> {
-    let reader = image::ImageReader::open(path).map_err(|error| DataError::Io {
+    let bytes = std::fs::read(path).map_err(|error| DataError::Io {
         path: path.to_path_buf(),
         error,
     })?;
-    let reader = reader
+    decode_rgb_bytes(&bytes, path)
+}
+
+/// Decodes the bytes of a JPEG or PNG file (read from `origin`) to 8-bit
+/// RGB, the format told by its content, not its name.
+///
+/// # Errors
+/// Bytes that are not an image we decode, or an image of more than
+/// [`MAX_PIXELS`] pixels (refused from its header).
+pub fn decode_rgb_bytes(bytes: &[u8], origin: &Path) -> Result<RgbImage, DataError> {
+    let bad = |reason: String| DataError::Decode {
+        path: origin.to_path_buf(),
+        reason,
+    };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|error| DataError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
-    let img = reader.decode().map_err(|e| DataError::Decode {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        .map_err(|e| bad(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(4 * MAX_PIXELS);
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(|e| bad(e.to_string()))?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(bad(format!(
+            "{w}x{h} pixels is more than the {MAX_PIXELS} an image may have"
+        )));
+    }
+    let img = image::DynamicImage::from_decoder(decoder).map_err(|e| bad(e.to_string()))?;
     Ok(img.to_rgb8())
 }
 

@@ -1,0 +1,224 @@
+//! What the CLI says when something is wrong: the right cause, once, before
+//! any long work, never a panic and never a wrong number with exit 0.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
+        .args(args)
+        .output()
+        .expect("ijepa-cli runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Fails with one `error:` line containing every `needle`, and no panic.
+fn refused(out: &Output, needles: &[&str]) -> String {
+    let err = stderr(out);
+    assert!(!out.status.success(), "accepted:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in:\n{err}");
+    }
+    err
+}
+
+fn weights() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ijepa-encoder/tests/fixtures/timm_gap")
+        .display()
+        .to_string()
+}
+
+/// A labelled folder (two classes) of a few PNGs.
+fn labelled(name: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("ijepa-msg-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embed_images");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for f in ["img2.png", "img3.png"] {
+            std::fs::copy(images.join(f), root.join(class).join(f)).unwrap();
+        }
+    }
+    root
+}
+
+#[test]
+fn probe_settings_that_give_wrong_numbers_are_refused_before_any_feature() {
+    let data = labelled("probe");
+    let d = data.to_str().unwrap();
+    let w = weights();
+    for (flags, needle) in [
+        (
+            vec!["--temperature", "0"],
+            "temperature 0 must be a finite number > 0",
+        ),
+        (
+            vec!["--temperature", "nan"],
+            "temperature NaN must be a finite number > 0",
+        ),
+        (vec!["--linear-steps", "0"], "steps must be at least 1"),
+        (vec!["--k", "0"], "k must be at least 1"),
+        (
+            vec!["--last-layers", "0"],
+            "the last 0 blocks were asked for; this encoder has 2",
+        ),
+        (vec!["--last-layers", "9"], "ask for 1 to 2"),
+        (vec!["--image-size", "100002"], "at most 16384"),
+        (vec!["--batch-size", "0"], "--batch-size 0 is out of range"),
+    ] {
+        let mut args = vec!["probe", "--weights", &w, "--train", d, "--val", d];
+        args.extend(&flags);
+        let err = refused(&cli(&args), &[needle]);
+        assert!(
+            !err.contains("features of"),
+            "{flags:?}: features were computed first"
+        );
+        assert!(!err.contains("invalid encoder configuration"), "{err}");
+    }
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn embed_refuses_absurd_sizes_at_once() {
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embed_images");
+    let out = std::env::temp_dir().join("ijepa-msg-never-written.safetensors");
+    let (i, o, w) = (images.to_str().unwrap(), out.to_str().unwrap(), weights());
+    refused(
+        &cli(&[
+            "embed",
+            "--weights",
+            &w,
+            "--images",
+            i,
+            "--out",
+            o,
+            "--image-size",
+            "100002",
+        ]),
+        &["--image-size 100002", "7143x7143", "at most 16384"],
+    );
+    refused(
+        &cli(&[
+            "embed",
+            "--weights",
+            &w,
+            "--images",
+            i,
+            "--out",
+            o,
+            "--batch-size",
+            "100000",
+        ]),
+        &["--batch-size 100000 is out of range: 1 to 4096"],
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn pretrain_configuration_errors_name_their_cause_once() {
+    // A missing file: the OS error once, with the path.
+    let err = refused(
+        &cli(&["pretrain", "--config", "/nonexistent/run.toml"]),
+        &[
+            "/nonexistent/run.toml",
+            "No such file or directory (os error 2)",
+        ],
+    );
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // Absurd sizes.
+    for (set, needle) in [
+        (
+            "data.workers=100000",
+            "data.workers = 100000 is out of range: 0 (one per core) to 256",
+        ),
+        (
+            "mask.num_targets=99999",
+            "num_targets = 99999 is invalid: expected 1 to 64",
+        ),
+        (
+            "data.batch_size=100000000",
+            "data.batch_size = 100000000 is out of range",
+        ),
+    ] {
+        let err = refused(&cli(&["pretrain", "--set", set]), &[needle]);
+        // Refused runs are not announced as saved.
+        assert!(!err.contains("saved as"), "{err}");
+    }
+    // --print-config validates what it prints.
+    refused(
+        &cli(&["pretrain", "--print-config", "--set", "data.batch_size=0"]),
+        &["data.batch_size = 0 is out of range"],
+    );
+    // `key=` restores the default, as the README says.
+    let out = cli(&[
+        "pretrain",
+        "--print-config",
+        "--set",
+        "optim.lr=5",
+        "--set",
+        "optim.lr=",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let toml = String::from_utf8_lossy(&out.stdout);
+    assert!(toml.contains("lr = 0.00015"), "{toml}");
+}
+
+#[test]
+fn a_path_toml_cannot_hold_is_an_error_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"/tmp/ijepa-\xff-data");
+    let out = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
+        .args(["pretrain", "--data"])
+        .arg(bad)
+        .output()
+        .unwrap();
+    refused(&out, &["data.path", "is not valid UTF-8"]);
+}
+
+#[test]
+fn resuming_with_another_model_says_so() {
+    let run = std::env::temp_dir().join(format!("ijepa-msg-{}-resume", std::process::id()));
+    let _ = std::fs::remove_dir_all(&run);
+    let r = run.to_str().unwrap();
+    let tiny = [
+        "pretrain",
+        "--out",
+        r,
+        "--model",
+        "vit_tiny_patch4_gap_48",
+        "--set",
+        "model.embed_dim=32",
+        "--set",
+        "model.num_heads=2",
+        "--set",
+        "model.depth=1",
+        "--set",
+        "model.predictor_embed_dim=16",
+        "--set",
+        "model.predictor_depth=1",
+        "--set",
+        "data.synthetic_images=8",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "1",
+        "--no-probe",
+    ];
+    let out = cli(&tiny);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = refused(
+        &cli(&["pretrain", "--out", r, "--resume", "--model", "vit_small_patch16_224"]),
+        &[
+            "model.name: the run has \"vit_tiny_patch4_gap_48\", this command has \"vit_small_patch16_224\"",
+            "model.embed_dim: the run has 32, this command has unset",
+        ],
+    );
+    assert!(!err.contains("predictor width"), "{err}");
+    std::fs::remove_dir_all(&run).unwrap();
+}

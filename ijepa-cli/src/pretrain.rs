@@ -40,7 +40,7 @@ pub struct PretrainArgs {
     /// Epochs.
     #[arg(long)]
     epochs: Option<u64>,
-    /// Images per step.
+    /// Images per step (at most 65,536).
     #[arg(long)]
     batch_size: Option<usize>,
     /// Seed of weights, data order, augmentation and masks.

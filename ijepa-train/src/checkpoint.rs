@@ -131,8 +131,9 @@ fn check_finite(path: &Path, what: &str, tensors: &WeightMap) -> Result<()> {
     })
 }
 
-/// Removes what a killed writer or pruner left in `dir`.
-fn remove_debris(dir: &Path) {
+/// Removes what a killed writer or pruner left in `dir` (a run directory or
+/// its checkpoints folder).
+pub(crate) fn remove_debris(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -143,6 +144,8 @@ fn remove_debris(dir: &Path) {
             // Left by earlier versions: temporary files, and folders that a
             // kill while pruning left half deleted.
             || name.starts_with("latest.tmp-")
+            || name.starts_with("config.tmp-")
+            || name.starts_with("metrics.tmp-")
             || (name.starts_with("step-") && !is_complete(&e.path()));
         if debris {
             let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
@@ -419,6 +422,9 @@ mod tests {
         for f in ["latest.tmp-77", ".latest.tmp-77-0"] {
             std::fs::write(dir.join(f), "x").unwrap();
         }
+        std::fs::write(run.join("config.tmp-77"), "x").unwrap(); // an earlier version's
+        remove_debris(&run);
+        assert!(!run.join("config.tmp-77").exists());
         assert!(
             list(&run).unwrap().is_empty(),
             "an incomplete folder is no checkpoint"

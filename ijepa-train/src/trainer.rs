@@ -338,6 +338,7 @@ impl Trainer {
             trainer.probe_sets = Some((ImageFolder::open(t)?, ImageFolder::open(v)?));
         }
         std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
+        checkpoint::remove_debris(&run_dir);
         ijepa_encoder::output::write_file(
             &run_dir.join("config.toml"),
             trainer.config.to_toml()?.as_bytes(),

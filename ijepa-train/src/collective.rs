@@ -4,8 +4,7 @@
 //!
 //! [`TrainStep`](crate::step::TrainStep) exchanges gradients through this
 //! trait at one place, after the backward pass and before clipping. The
-//! default, [`SingleProcess`], is the identity; the `mpi` feature adds
-//! [`mpi::Mpi`] (Open MPI through rsmpi), for `mpirun` and `srun`.
+//! default, [`SingleProcess`], is the identity.
 
 use candle_core::Tensor;
 

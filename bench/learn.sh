@@ -40,8 +40,8 @@ subset() { # SPLIT FIRST COUNT NAME
 # lr 5e-5 -> 1.5e-4 (one warm-up epoch) -> 1e-6 cosine, WD 0.04 -> 0.4, EMA 0.996 -> 1.0 (the
 # paper's), 4 target blocks of 15-20 %, context 85-100 %, min_keep 4 (blocks on an 8 x 8 grid
 # can be 4 patches).
-args=(--model vit_tiny_patch4_gap_32 --set model.embed_dim=128 --set model.num_heads=4
-      --set model.depth=4 --set mask.min_keep=4 --epochs "$epochs" --set optim.warmup_epochs=1
+# The default encoder (128 x 4, patch 4, no class token) at 32 px.
+args=(--set model.args.img_size=32 --set mask.min_keep=4 --epochs "$epochs" --set optim.warmup_epochs=1
       --set optim.lr=1.5e-4 --set optim.start_lr=5e-5 --batch-size 32 --seed 0)
 
 probe() { # WEIGHTS LABEL WALL_TIME [probe args]

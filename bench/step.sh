@@ -16,7 +16,7 @@ else
 fi
 echo "I-JEPA $what, ViT-Ti/16 224² b8, predictor 384x6 ($(date -u +%F), $(nproc) cores)"
 for round in 1 2; do
-  ours=$(target/release/ijepa-cli "${ours_cmd[@]}" --model vit_tiny_patch16_gap_224 --batch 8 --json)
+  ours=$(target/release/ijepa-cli "${ours_cmd[@]}" --model vit_tiny_patch16_224 --batch 8 --json)
   theirs=$(python3 bench/torch_step.py "${theirs_args[@]}" 2>/dev/null)
   awk -v r="$round" -v a="$(echo "$ours" | field images_per_second)" -v b="$(echo "$theirs" | field images_per_second)" \
       -v ma="$(echo "$ours" | field peak_rss_mb)" -v mb="$(echo "$theirs" | field peak_rss_mb)" \

@@ -44,8 +44,9 @@ pub struct DataArgs {
 /// Options of `ijepa-cli bench step`.
 #[derive(Debug, Args)]
 pub struct StepArgs {
-    /// timm model name of the encoder.
-    #[arg(long, default_value = "vit_tiny_patch16_gap_224")]
+    /// timm architecture of the encoder, built as I-JEPA's encoders are
+    /// (no class token, average pooling: timm's `_gap` arguments).
+    #[arg(long, default_value = "vit_tiny_patch16_224")]
     model: String,
     /// Predictor width.
     #[arg(long, default_value_t = 384)]
@@ -114,7 +115,9 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
         args.batch > 0 && args.iters > 0,
         "--batch and --iters must be at least 1"
     );
-    let mut cfg = IJepaConfig::from_timm_name(&args.model)?;
+    let encoder =
+        ijepa_encoder::registry::resolve(&args.model, &ijepa_encoder::registry::TimmArgs::gap())?;
+    let mut cfg = IJepaConfig::new(encoder.config);
     cfg.predictor_embed_dim = args.predictor_embed_dim;
     cfg.predictor_depth = args.predictor_depth;
     let (gh, gw) = cfg.encoder.grid_size();

@@ -77,7 +77,11 @@ pub fn load_encoder(spec: &str, model: Option<&str>, which: Which) -> Result<Loa
         },
         ..LoadOptions::default()
     };
-    let loaded = weights::load(&path, &opts).with_context(|| format!("loading weights {spec}"))?;
+    // The error names the file; a hub name is worth adding.
+    let loaded = weights::load(&path, &opts).with_context(|| match path.to_str() {
+        Some(p) if p == spec => "loading weights".to_string(),
+        _ => format!("loading weights {spec}"),
+    })?;
     Ok(LoadedEncoder {
         path: loaded.source.clone(),
         layout: match loaded.layout {

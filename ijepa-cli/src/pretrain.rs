@@ -31,7 +31,7 @@ pub struct PretrainArgs {
     /// Image folder (any nesting; labels from sub-folder names). Default: synthetic shapes.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Encoder, e.g. vit_small_patch16_gap_224 (sets model.name and clears the width, depth and head overrides).
+    /// Encoder: a timm architecture, e.g. vit_huge_patch14_gap_224 (sets model.name and clears model.args; set sizes with --set model.args.patch_size=8 …).
     #[arg(long)]
     model: Option<String>,
     /// Run directory [default: runs/ijepa].
@@ -90,7 +90,7 @@ impl PretrainArgs {
         }
         if let Some(m) = &self.model {
             cfg.model.name = m.clone();
-            (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads) = (None, None, None);
+            cfg.model.args = Default::default();
         }
         if let Some(o) = out {
             cfg.run.out = o;

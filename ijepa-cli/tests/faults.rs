@@ -22,14 +22,14 @@ use candle_core::{Device, Tensor};
 
 /// A tiny run whose every step writes a checkpoint and prunes one.
 const TINY: &[&str] = &[
-    "--model",
-    "vit_tiny_patch4_gap_48",
     "--set",
-    "model.embed_dim=32",
+    "model.args.img_size=48",
     "--set",
-    "model.num_heads=2",
+    "model.args.embed_dim=32",
     "--set",
-    "model.depth=2",
+    "model.args.num_heads=2",
+    "--set",
+    "model.args.depth=2",
     "--set",
     "model.predictor_embed_dim=16",
     "--set",

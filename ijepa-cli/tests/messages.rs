@@ -190,14 +190,14 @@ fn resuming_with_another_model_says_so() {
         "pretrain",
         "--out",
         r,
-        "--model",
-        "vit_tiny_patch4_gap_48",
         "--set",
-        "model.embed_dim=32",
+        "model.args.img_size=48",
         "--set",
-        "model.num_heads=2",
+        "model.args.embed_dim=32",
         "--set",
-        "model.depth=1",
+        "model.args.num_heads=2",
+        "--set",
+        "model.args.depth=1",
         "--set",
         "model.predictor_embed_dim=16",
         "--set",
@@ -215,8 +215,8 @@ fn resuming_with_another_model_says_so() {
     let err = refused(
         &cli(&["pretrain", "--out", r, "--resume", "--model", "vit_small_patch16_224"]),
         &[
-            "model.name: the run has \"vit_tiny_patch4_gap_48\", this command has \"vit_small_patch16_224\"",
-            "model.embed_dim: the run has 32, this command has unset",
+            "model.name: the run has \"vit_tiny_patch16_224\", this command has \"vit_small_patch16_224\"",
+            "model.args: the run has",
         ],
     );
     assert!(!err.contains("predictor width"), "{err}");

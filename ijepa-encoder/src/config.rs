@@ -32,20 +32,17 @@ pub fn check_size(name: &str, value: usize, max: usize) -> Result<()> {
     )))
 }
 
-/// The patch grid of a `height × width` input at `patch` pixels per patch.
+/// The patch grid of a `height × width` input at `patch` pixels per patch:
+/// `⌊height / patch⌋ × ⌊width / patch⌋`, as timm's stride-`patch`
+/// convolution (trailing pixels are not seen; with `dynamic_img_pad` the
+/// image is padded instead, see [`crate::PatchEmbed`]).
 ///
 /// # Errors
-/// A side that is zero or not a multiple of `patch`, or more than
-/// [`MAX_PATCHES`] patches.
+/// A side smaller than `patch`, or more than [`MAX_PATCHES`] patches.
 pub fn patch_grid(height: usize, width: usize, patch: usize) -> Result<(usize, usize)> {
-    if patch == 0
-        || height == 0
-        || width == 0
-        || !height.is_multiple_of(patch)
-        || !width.is_multiple_of(patch)
-    {
+    if patch == 0 || height < patch || width < patch {
         return Err(EncoderError::OutOfRange(format!(
-            "image size {height}x{width} is not a positive multiple of the patch size {patch}"
+            "image size {height}x{width} is smaller than one patch of {patch} pixels"
         )));
     }
     let (gh, gw) = (height / patch, width / patch);
@@ -59,27 +56,112 @@ pub fn patch_grid(height: usize, width: usize, patch: usize) -> Result<(usize, u
     Ok((gh, gw))
 }
 
-/// How the encoder's output is pooled into one vector per image.
+/// timm's `global_pool`. It decides whether the final norm sits before
+/// pooling (`norm`) or after (`fc_norm`) and which weights a checkpoint
+/// holds; the encoder's own pooled features ([`crate::VisionTransformer::pool_patches`])
+/// are always the mean of the patch tokens, as I-JEPA probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pool {
-    /// The class token (timm `global_pool='token'`).
+    /// The class token (`'token'`).
     Token,
-    /// The mean of the patch tokens (timm `global_pool='avg'`), as I-JEPA probes.
+    /// The mean of the patch tokens (`'avg'`).
     Avg,
+    /// Mean and max of the patch tokens (`'avgmax'`).
+    AvgMax,
+    /// The max of the patch tokens (`'max'`).
+    Max,
+    /// Attention pooling head (`'map'`; its weights are not loaded).
+    Map,
+    /// Attention pooling head (`'prr'`; its weights are not loaded).
+    Prr,
+    /// No pooling (`''`).
+    None,
 }
 
-/// Hyper-parameters of a Vision Transformer in timm's layout.
+impl Pool {
+    /// timm's name.
+    pub fn timm_name(self) -> &'static str {
+        match self {
+            Pool::Token => "token",
+            Pool::Avg => "avg",
+            Pool::AvgMax => "avgmax",
+            Pool::Max => "max",
+            Pool::Map => "map",
+            Pool::Prr => "prr",
+            Pool::None => "",
+        }
+    }
+}
+
+/// The MLP's activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// Exact (erf) GELU, `nn.GELU()`.
+    #[default]
+    Gelu,
+    /// tanh-approximated GELU (`gelu_tanh`, SigLIP).
+    GeluTanh,
+    /// `x·sigmoid(1.702x)` (`quick_gelu`, OpenAI CLIP).
+    QuickGelu,
+    /// `x·sigmoid(x)` (`silu`, DINOv2-giant's gated MLP).
+    Silu,
+}
+
+impl Activation {
+    /// timm's name.
+    pub fn timm_name(self) -> &'static str {
+        match self {
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_tanh",
+            Activation::QuickGelu => "quick_gelu",
+            Activation::Silu => "silu",
+        }
+    }
+}
+
+/// The MLP of every block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MlpKind {
+    /// timm's `Mlp`: fc1 → activation → fc2.
+    #[default]
+    Plain,
+    /// timm's `GluMlp` with the gate first (DINOv2-giant): fc1's output
+    /// halves `(a, b)` give `act(a)·b`, then fc2 (half as wide). timm's
+    /// block passes its `act_layer`, which overrides the layer's own.
+    Glu,
+}
+
+/// Whether the model adds an absolute position embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PosEmbed {
+    /// A table `pos_embed` (learned in timm; I-JEPA's sin-cos one is a
+    /// table too, see [`VitConfig::fixed_pos_embed`]).
+    #[default]
+    Learned,
+    /// None (`pos_embed='none'`).
+    None,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Hyper-parameters of a Vision Transformer in timm's layout: every
+/// `VisionTransformer` argument that changes what it computes.
 ///
-/// Presets are data, not code paths: [`VitConfig::from_timm_name`] turns a
-/// timm model name into one of these, and every field can then be changed.
+/// Names resolve through timm's registry ([`crate::registry`]); every field
+/// can then be changed.
 ///
 /// ```
 /// use ijepa_encoder::VitConfig;
 ///
 /// let cfg = VitConfig::from_timm_name("vit_huge_patch14_gap_224.in1k_ijepa")?;
 /// assert_eq!((cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size), (1280, 32, 16, 14));
-/// assert!(!cfg.class_token);
+/// assert!(!cfg.class_token && cfg.norm && !cfg.fc_norm);
 /// assert_eq!(cfg.grid_size(), (16, 16));
 /// # Ok::<(), ijepa_encoder::EncoderError>(())
 /// ```
@@ -101,6 +183,18 @@ pub struct VitConfig {
     pub mlp_hidden_dim: usize,
     /// Bias in the fused qkv projection.
     pub qkv_bias: bool,
+    /// LayerNorm of queries and keys per head (`qk_norm`).
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// LayerNorm of the attention output before its projection.
+    #[serde(default)]
+    pub scale_attn_norm: bool,
+    /// LayerNorm of the MLP's hidden layer before `fc2`.
+    #[serde(default)]
+    pub scale_mlp_norm: bool,
+    /// Bias in `attn.proj`, `mlp.fc1` and `mlp.fc2` (`proj_bias`).
+    #[serde(default = "yes")]
+    pub proj_bias: bool,
     /// A class token is prepended.
     pub class_token: bool,
     /// Register tokens prepended after the class token.
@@ -109,12 +203,33 @@ pub struct VitConfig {
     pub no_embed_class: bool,
     /// Layer-scale initial value (timm `init_values`); `None` for no layer scale.
     pub layer_scale: Option<f64>,
-    /// Pooling of the output.
+    /// timm's pooling (see [`Pool`]).
     pub global_pool: Pool,
-    /// Normalise after pooling (`fc_norm`) instead of every token (`norm`).
+    /// LayerNorm after the position embedding, before the blocks
+    /// (`pre_norm`, CLIP); the patch projection then has no bias.
+    #[serde(default)]
+    pub pre_norm: bool,
+    /// LayerNorm of every token after the blocks (`norm`).
+    #[serde(default = "yes")]
+    pub norm: bool,
+    /// LayerNorm after pooling instead (`fc_norm`); neither with
+    /// `final_norm=False`.
     pub fc_norm: bool,
-    /// LayerNorm epsilon.
+    /// LayerNorm epsilon (every norm of the model).
     pub norm_eps: f64,
+    /// MLP activation.
+    #[serde(default)]
+    pub activation: Activation,
+    /// The MLP's form.
+    #[serde(default)]
+    pub mlp: MlpKind,
+    /// Pad images to a multiple of the patch size (`dynamic_img_pad`)
+    /// instead of leaving the trailing pixels out.
+    #[serde(default)]
+    pub dynamic_img_pad: bool,
+    /// Absolute position embedding.
+    #[serde(default)]
+    pub pos_embed: PosEmbed,
     /// The position embedding is a constant (I-JEPA's sin-cos table, a
     /// non-trainable buffer in the official code): it never receives a
     /// gradient, even when built from a variable.
@@ -123,27 +238,32 @@ pub struct VitConfig {
 }
 
 impl VitConfig {
-    /// A ViT of one of the standard widths (`tiny` … `giant`) with the given
-    /// patch and image size, timm's defaults otherwise (class token, token
-    /// pooling, qkv bias, LayerNorm eps 1e-6).
-    pub fn standard(size: &str, patch_size: usize, image_size: usize) -> Result<Self> {
-        let (embed_dim, depth, num_heads, mlp_hidden_dim) = match size {
-            "tiny" => (192, 12, 3, 768),
-            "small" => (384, 12, 6, 1536),
-            "base" => (768, 12, 12, 3072),
-            "large" => (1024, 24, 16, 4096),
-            "huge" => (1280, 32, 16, 5120),
-            // timm: mlp_ratio 48/11, so 1408 · 48/11 = 6144.
-            "giant" => (1408, 40, 16, 6144),
-            _ => {
-                return Err(EncoderError::UnknownModel {
-                    name: size.to_string(),
-                    reason: "size must be tiny, small, base, large, huge or giant".into(),
-                })
-            }
-        };
-        Ok(Self {
-            image_size: (image_size, image_size),
+    /// The configuration timm builds for a registered name such as
+    /// `vit_small_patch16_224` or `vit_huge_patch14_gap_224.in1k_ijepa`
+    /// (see [`crate::registry::resolve`] for keyword arguments).
+    ///
+    /// # Errors
+    /// A name timm does not register, or an architecture using a feature
+    /// this crate does not implement (named).
+    pub fn from_timm_name(name: &str) -> Result<Self> {
+        Ok(crate::registry::resolve(name, &Default::default())?.config)
+    }
+
+    /// The official I-JEPA encoder of these sizes (facebookresearch/ijepa's
+    /// `VisionTransformer`, also Hugging Face's `IJepaModel`): no class or
+    /// register token, qkv and projection biases, exact GELU, a final norm
+    /// on every token, average pooling, LayerNorm `norm_eps`.
+    pub fn ijepa(
+        image_size: (usize, usize),
+        patch_size: usize,
+        embed_dim: usize,
+        depth: usize,
+        num_heads: usize,
+        mlp_hidden_dim: usize,
+        norm_eps: f64,
+    ) -> Self {
+        Self {
+            image_size,
             patch_size,
             in_channels: 3,
             embed_dim,
@@ -151,69 +271,34 @@ impl VitConfig {
             num_heads,
             mlp_hidden_dim,
             qkv_bias: true,
-            class_token: true,
+            qk_norm: false,
+            scale_attn_norm: false,
+            scale_mlp_norm: false,
+            proj_bias: true,
+            class_token: false,
             reg_tokens: 0,
             no_embed_class: false,
             layer_scale: None,
-            global_pool: Pool::Token,
+            global_pool: Pool::Avg,
+            pre_norm: false,
+            norm: true,
             fc_norm: false,
-            norm_eps: 1e-6,
+            norm_eps,
+            activation: Activation::Gelu,
+            mlp: MlpKind::Plain,
+            dynamic_img_pad: false,
+            pos_embed: PosEmbed::Learned,
             fixed_pos_embed: false,
-        })
+        }
     }
 
-    /// The configuration of a timm ViT name such as `vit_small_patch16_224`,
-    /// `vit_base_patch16_reg4_gap_256` or `vit_huge_patch14_gap_224.in1k_ijepa`
-    /// (a `.tag` suffix is ignored).
-    ///
-    /// `_gap` models have no class token and average-pool, as timm's I-JEPA
-    /// encoders; `_regN` adds `N` register tokens.
-    pub fn from_timm_name(name: &str) -> Result<Self> {
-        let base = name.split('.').next().unwrap_or(name);
-        let unknown = |reason: &str| {
-            EncoderError::UnknownModel {
-            name: name.to_string(),
-            reason: format!(
-                "{reason}; expected vit_{{tiny,small,base,large,huge,giant}}_patch{{N}}[_regN][_gap]_{{size}}, \
-                 e.g. vit_small_patch16_224 or vit_huge_patch14_gap_224"
-            ),
-        }
-        };
-        let parts: Vec<&str> = base.split('_').collect();
-        let (size, patch, rest) = match parts.as_slice() {
-            ["vit", size, patch, rest @ ..] if !rest.is_empty() => (*size, *patch, rest),
-            _ => return Err(unknown("not a ViT name")),
-        };
-        let patch_size = patch
-            .strip_prefix("patch")
-            .and_then(|p| p.parse::<usize>().ok())
-            .ok_or_else(|| unknown(&format!("{patch:?} is not patchN")))?;
-        let (flags, res) = rest.split_at(rest.len() - 1);
-        let image_size = res[0]
-            .parse::<usize>()
-            .map_err(|_| unknown(&format!("{:?} is not an image size", res[0])))?;
-        let mut cfg =
-            Self::standard(size, patch_size, image_size).map_err(|_| unknown("unknown size"))?;
-        for flag in flags {
-            if *flag == "gap" {
-                cfg.class_token = false;
-                cfg.global_pool = Pool::Avg;
-            } else if let Some(n) = flag.strip_prefix("reg").and_then(|n| n.parse().ok()) {
-                cfg.reg_tokens = n;
-                cfg.no_embed_class = true;
-            } else {
-                return Err(unknown(&format!("unsupported variant {flag:?}")));
-            }
-        }
-        Ok(cfg)
-    }
-
-    /// Patch grid `(rows, cols)` at the configured image size.
+    /// Patch grid `(rows, cols)` at the configured image size, the one the
+    /// position table is laid out for: `⌊size / patch⌋`, as timm's
+    /// `PatchEmbed.grid_size` (also with `dynamic_img_pad`, whose padded
+    /// grid is reached by resampling the table).
     pub fn grid_size(&self) -> (usize, usize) {
-        (
-            self.image_size.0 / self.patch_size,
-            self.image_size.1 / self.patch_size,
-        )
+        let p = self.patch_size.max(1);
+        (self.image_size.0 / p, self.image_size.1 / p)
     }
 
     /// Class and register tokens in front of the patch tokens.
@@ -221,8 +306,11 @@ impl VitConfig {
         usize::from(self.class_token) + self.reg_tokens
     }
 
-    /// Rows of the stored position embedding.
+    /// Rows of the stored position embedding (0 without one).
     pub fn pos_embed_len(&self) -> usize {
+        if self.pos_embed == PosEmbed::None {
+            return 0;
+        }
         let (h, w) = self.grid_size();
         h * w
             + if self.no_embed_class {
@@ -269,6 +357,12 @@ impl VitConfig {
         if self.global_pool == Pool::Token && !self.class_token {
             return bad("token pooling needs a class token".into());
         }
+        if self.norm && self.fc_norm {
+            return bad(
+                "norm and fc_norm are exclusive (the final norm is before or after pooling)".into(),
+            );
+        }
+
         if !self.norm_eps.is_finite() || self.norm_eps <= 0.0 {
             return bad(format!("norm_eps must be positive, got {}", self.norm_eps));
         }
@@ -301,16 +395,43 @@ mod tests {
     }
 
     #[test]
-    fn unknown_names_say_what_is_expected() {
-        for name in [
-            "resnet50",
-            "vit_medium_patch16_224",
-            "vit_base_patch16_clip_224",
-            "vit_base_p16_224",
+    fn unknown_names_say_what_is_registered() {
+        for (name, close) in [
+            ("resnet50", ""),
+            ("vit_medium_patch16_224", "vit_medium_patch16_"),
+            ("vit_base_p16_224", "vit_base_p"),
         ] {
             let err = VitConfig::from_timm_name(name).unwrap_err().to_string();
-            assert!(err.contains(name) && err.contains("expected vit_"), "{err}");
+            assert!(
+                err.contains(name) && err.contains("registers no such"),
+                "{err}"
+            );
+            assert!(err.contains(close), "{err}");
         }
+        let err = VitConfig::from_timm_name("vit_base_patch16_224.nosuchtag")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("augreg_in1k"), "{err}");
+    }
+
+    #[test]
+    fn names_mean_what_timm_builds_not_what_they_suggest() {
+        // The issue's case: "base" with 16 heads.
+        let c = VitConfig::from_timm_name("vit_base_patch16_gap_224").unwrap();
+        assert_eq!(
+            (c.num_heads, c.class_token, c.norm, c.fc_norm),
+            (16, false, true, false)
+        );
+        let m = VitConfig::from_timm_name("vit_medium_patch16_gap_256").unwrap();
+        assert_eq!(
+            (m.qkv_bias, m.layer_scale, m.image_size),
+            (false, Some(1e-6), (256, 256))
+        );
+        let clip = VitConfig::from_timm_name("vit_base_patch16_clip_quickgelu_224").unwrap();
+        assert!(clip.pre_norm && clip.activation == Activation::QuickGelu);
+        assert_eq!(clip.norm_eps, 1e-5);
+        let err = VitConfig::from_timm_name("aimv2_large_patch14_224").unwrap_err();
+        assert!(err.to_string().contains("does not implement"), "{err}");
     }
 
     #[test]
@@ -323,7 +444,11 @@ mod tests {
             .to_string()
             .contains("192 is not divisible by num_heads 5"));
         c.num_heads = 3;
+        c.image_size = (15, 224);
+        assert!(c.validate().unwrap_err().to_string().contains("15x224"));
+        // timm's convolution floors: 225 px at patch 16 is 14 patches.
         c.image_size = (225, 224);
-        assert!(c.validate().unwrap_err().to_string().contains("225x224"));
+        assert_eq!(c.grid_size(), (14, 14));
+        c.validate().unwrap();
     }
 }

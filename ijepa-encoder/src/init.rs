@@ -1,12 +1,15 @@
-//! Seeded initialisation of a fresh ViT, as I-JEPA initialises it.
+//! Seeded initialisation of fresh models, by rule over their layout.
 //!
 //! candle's CPU generator cannot be seeded, so every initial value is drawn
 //! here from ChaCha8 streams keyed by the user's seed and the tensor's name:
 //! the same seed gives the same weights on every run and platform, whatever
-//! order tensors are created in.
+//! order tensors are created in. What a tensor is (a Linear weight, a
+//! bias, a norm, a token, a table) is read off its name and shape in the
+//! layout the constructors record ([`crate::weights::record_layout`]), so
+//! the layout is written once.
 
 use candle_core::{Device, Tensor};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
@@ -14,13 +17,32 @@ use crate::config::VitConfig;
 use crate::error::Result;
 use crate::{pos_embed, WeightMap};
 
-/// How to initialise a fresh encoder.
+/// How Linear and patch-projection weights (and their biases) are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    /// facebookresearch/ijepa's effective initialisation: every Linear and
+    /// the patch projection truncated-normal (`std`), biases 0.
+    #[default]
+    Official,
+    /// timm's `VisionTransformer.init_weights('')`: Linears truncated-normal
+    /// (`std`) with zero biases; the patch convolution keeps PyTorch's
+    /// default (weight and bias uniform in ±1/√fan_in).
+    Timm,
+    /// PyTorch's default for every Linear and the patch convolution
+    /// (`kaiming_uniform_(a=√5)`: weight and bias uniform in ±1/√fan_in),
+    /// as stable-pretraining's predictor keeps it.
+    TorchDefault,
+}
+
+/// How to initialise a fresh model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InitOptions {
     /// Seed of every draw.
     pub seed: u64,
     /// Standard deviation of the truncated-normal weights (official: 0.02).
     pub std: f64,
+    /// How Linear and patch weights are drawn.
+    pub scheme: Scheme,
     /// Divide `attn.proj` and `mlp.fc2` weights of block `l` (from 1) by
     /// `√(2l)`. The official code does this and then overwrites it with a
     /// re-initialisation, so it is off by default; stable-pretraining keeps it.
@@ -35,6 +57,7 @@ impl Default for InitOptions {
         Self {
             seed: 0,
             std: 0.02,
+            scheme: Scheme::Official,
             rescale_depth: false,
             sincos_pos_embed: true,
         }
@@ -68,104 +91,127 @@ pub fn trunc_normal(n: usize, std: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
     out
 }
 
+/// `n` draws uniform in `±bound`.
+fn uniform(n: usize, bound: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    (0..n)
+        .map(|_| rng.random_range(-bound..=bound) as f32)
+        .collect()
+}
+
+/// The block index of `blocks.{l}.…` or `predictor_blocks.{l}.…`.
+fn block_index(name: &str) -> Option<usize> {
+    let rest = name
+        .strip_prefix("blocks.")
+        .or_else(|| name.strip_prefix("predictor_blocks."))?;
+    rest.split('.').next()?.parse().ok()
+}
+
+/// Values for every tensor of `layout` by rule: Linear and patch weights
+/// and their biases per [`InitOptions::scheme`] (with the depth rescale of
+/// `attn.proj` / `mlp.fc2`), norm weights 1 and biases 0; `special` gives
+/// the values of tensors no rule covers (tables, tokens, layer scale) —
+/// it sees every name first and may take any. Draws are keyed by
+/// `opts.seed` and `domain` + the name.
+///
+/// # Errors
+/// A tensor `special` does not take and no rule covers, named.
+pub fn init_layout(
+    layout: &[(String, Vec<usize>)],
+    opts: &InitOptions,
+    domain: &str,
+    device: &Device,
+    special: impl Fn(&str, &[usize]) -> Option<Vec<f32>>,
+) -> Result<WeightMap> {
+    let shape_of = |name: &str| {
+        layout
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
+    };
+    let mut out = WeightMap::new();
+    for (name, shape) in layout {
+        let n: usize = shape.iter().product();
+        let rng = || tensor_rng(opts.seed, &format!("{domain}{name}"));
+        let values = if let Some(v) = special(name, shape) {
+            v
+        } else if let Some(base) = name.strip_suffix(".weight") {
+            let fan_in: usize = shape[1..].iter().product();
+            if shape.len() == 1 {
+                vec![1.0; n] // a norm's weight
+            } else {
+                let torch = match opts.scheme {
+                    Scheme::Official => false,
+                    Scheme::Timm => shape.len() == 4, // only the patch convolution
+                    Scheme::TorchDefault => true,
+                };
+                let mut w = if torch {
+                    uniform(n, 1.0 / (fan_in as f64).sqrt(), &mut rng())
+                } else {
+                    trunc_normal(n, opts.std, &mut rng())
+                };
+                let rescaled = base.ends_with("attn.proj") || base.ends_with("mlp.fc2");
+                if let (true, true, Some(l)) = (opts.rescale_depth, rescaled, block_index(name)) {
+                    let div = (2.0 * (l + 1) as f64).sqrt() as f32;
+                    w.iter_mut().for_each(|v| *v /= div);
+                }
+                w
+            }
+        } else if let Some(base) = name.strip_suffix(".bias") {
+            // A Linear's or convolution's bias is beside a weight of rank ≥ 2.
+            let weight = shape_of(&format!("{base}.weight")).unwrap_or_default();
+            let torch = match opts.scheme {
+                Scheme::Official => false,
+                Scheme::Timm => weight.len() == 4,
+                Scheme::TorchDefault => weight.len() >= 2,
+            };
+            if torch {
+                let fan_in: usize = weight[1..].iter().product();
+                uniform(n, 1.0 / (fan_in as f64).sqrt(), &mut rng())
+            } else {
+                vec![0.0; n]
+            }
+        } else {
+            return Err(crate::EncoderError::InvalidConfig(format!(
+                "no initialisation rule for {name} {shape:?}"
+            )));
+        };
+        out.insert(
+            name.clone(),
+            Tensor::from_vec(values, shape.as_slice(), device)?,
+        );
+    }
+    Ok(out)
+}
+
 /// Fresh weights for `cfg`, in timm's layout, on `device` (f32).
 ///
-/// Linear and patch weights truncated-normal, biases 0, LayerNorms (1, 0),
+/// Linear and patch weights per [`InitOptions::scheme`], LayerNorms (1, 0),
 /// class/register tokens `N(0, 1e-6²)` as timm, layer scale at its initial
-/// value, position embedding per [`InitOptions::sincos_pos_embed`].
+/// value, position embedding per [`InitOptions::sincos_pos_embed`] (prefix
+/// rows 0, as MAE and I-JEPA do).
+///
+/// # Errors
+/// A configuration that does not validate.
 pub fn init_weights(cfg: &VitConfig, opts: &InitOptions, device: &Device) -> Result<WeightMap> {
     cfg.validate()?;
-    let d = cfg.embed_dim;
-    let mut w = WeightMap::new();
-    let mut put = |name: String, shape: &[usize], data: Vec<f32>| -> Result<()> {
-        let t = Tensor::from_vec(data, shape, device)?;
-        w.insert(name, t);
-        Ok(())
-    };
-    let normal = |name: &str, shape: &[usize], std: f64| {
-        trunc_normal(
-            shape.iter().product(),
-            std,
-            &mut tensor_rng(opts.seed, name),
-        )
-    };
-    let fill = |shape: &[usize], v: f32| vec![v; shape.iter().product()];
-
-    let (c, p) = (cfg.in_channels, cfg.patch_size);
-    let shape = [d, c, p, p];
-    put(
-        "patch_embed.proj.weight".into(),
-        &shape,
-        normal("patch_embed.proj.weight", &shape, opts.std),
-    )?;
-    put("patch_embed.proj.bias".into(), &[d], fill(&[d], 0.0))?;
-    if cfg.class_token {
-        put(
-            "cls_token".into(),
-            &[1, 1, d],
-            normal("cls_token", &[1, 1, d], 1e-6),
-        )?;
-    }
-    if cfg.reg_tokens > 0 {
-        let shape = [1, cfg.reg_tokens, d];
-        put(
-            "reg_token".into(),
-            &shape,
-            normal("reg_token", &shape, 1e-6),
-        )?;
-    }
-    let len = cfg.pos_embed_len();
-    let pos = if opts.sincos_pos_embed {
-        let (gh, gw) = cfg.grid_size();
-        // Prefix rows (class/register tokens) get zeros, as MAE and I-JEPA do.
-        let mut table = vec![0.0; (len - gh * gw) * d];
-        table.extend(pos_embed::sincos_2d(gh, gw, d, true));
-        table
-    } else {
-        normal("pos_embed", &[1, len, d], opts.std)
-    };
-    put("pos_embed".into(), &[1, len, d], pos)?;
-
-    let hidden = cfg.mlp_hidden_dim;
-    for l in 0..cfg.depth {
-        let rescale = if opts.rescale_depth {
-            (2.0 * (l + 1) as f64).sqrt() as f32
-        } else {
-            1.0
-        };
-        let linears = [
-            ("attn.qkv", 3 * d, d, 1.0, cfg.qkv_bias),
-            ("attn.proj", d, d, rescale, true),
-            ("mlp.fc1", hidden, d, 1.0, true),
-            ("mlp.fc2", d, hidden, rescale, true),
-        ];
-        for (name, out_dim, in_dim, div, bias) in linears {
-            let key = format!("blocks.{l}.{name}");
-            let mut weight = normal(&format!("{key}.weight"), &[out_dim, in_dim], opts.std);
-            weight.iter_mut().for_each(|v| *v /= div);
-            put(format!("{key}.weight"), &[out_dim, in_dim], weight)?;
-            if bias {
-                put(format!("{key}.bias"), &[out_dim], fill(&[out_dim], 0.0))?;
+    let layout = crate::weights::expected_shapes(cfg)?;
+    let normal =
+        |name: &str, n: usize, std: f64| trunc_normal(n, std, &mut tensor_rng(opts.seed, name));
+    init_layout(&layout, opts, "", device, |name, shape| {
+        let n: usize = shape.iter().product();
+        match name {
+            "pos_embed" if opts.sincos_pos_embed => {
+                let (gh, gw) = cfg.grid_size();
+                let mut table = vec![0.0; n - gh * gw * cfg.embed_dim];
+                table.extend(pos_embed::sincos_2d(gh, gw, cfg.embed_dim, true));
+                Some(table)
             }
+            "pos_embed" => Some(normal(name, n, opts.std)),
+            "cls_token" | "reg_token" => Some(normal(name, n, 1e-6)),
+            _ if name.ends_with(".gamma") => Some(vec![cfg.layer_scale.unwrap_or(1.0) as f32; n]),
+            _ => None,
         }
-        for norm in ["norm1", "norm2"] {
-            put(format!("blocks.{l}.{norm}.weight"), &[d], fill(&[d], 1.0))?;
-            put(format!("blocks.{l}.{norm}.bias"), &[d], fill(&[d], 0.0))?;
-        }
-        if let Some(gamma) = cfg.layer_scale {
-            for ls in ["ls1", "ls2"] {
-                put(
-                    format!("blocks.{l}.{ls}.gamma"),
-                    &[d],
-                    fill(&[d], gamma as f32),
-                )?;
-            }
-        }
-    }
-    let final_norm = if cfg.fc_norm { "fc_norm" } else { "norm" };
-    put(format!("{final_norm}.weight"), &[d], fill(&[d], 1.0))?;
-    put(format!("{final_norm}.bias"), &[d], fill(&[d], 0.0))?;
-    Ok(w)
+    })
 }
 
 #[cfg(test)]
@@ -176,6 +222,10 @@ mod tests {
         let mut cfg = VitConfig::from_timm_name("vit_tiny_patch16_224").unwrap();
         cfg.depth = 2;
         cfg
+    }
+
+    fn values(m: &WeightMap, key: &str) -> Vec<f32> {
+        m[key].flatten_all().unwrap().to_vec1::<f32>().unwrap()
     }
 
     #[test]
@@ -192,13 +242,18 @@ mod tests {
         )
         .unwrap();
         let key = "blocks.1.attn.qkv.weight";
-        let v = |m: &WeightMap| m[key].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(v(&a), v(&b));
-        assert_ne!(v(&a), v(&c));
+        assert_eq!(values(&a, key), values(&b, key));
+        assert_ne!(values(&a, key), values(&c, key));
         // std 0.02 over 110k draws.
-        let x = v(&a);
+        let x = values(&a, key);
         let var = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64;
         assert!((var.sqrt() - 0.02).abs() < 0.001, "{}", var.sqrt());
+        assert!(values(&a, "blocks.0.norm1.weight")
+            .iter()
+            .all(|v| *v == 1.0));
+        assert!(values(&a, "blocks.0.mlp.fc1.bias")
+            .iter()
+            .all(|v| *v == 0.0));
     }
 
     #[test]
@@ -209,13 +264,36 @@ mod tests {
             ..Default::default()
         };
         let scaled = init_weights(&tiny(), &opts, &Device::Cpu).unwrap();
-        let ratio = |k: &str| {
-            let a = plain[k].flatten_all().unwrap().to_vec1::<f32>().unwrap()[7];
-            let b = scaled[k].flatten_all().unwrap().to_vec1::<f32>().unwrap()[7];
-            a / b
-        };
+        let ratio = |k: &str| values(&plain, k)[7] / values(&scaled, k)[7];
         assert!((ratio("blocks.1.mlp.fc2.weight") - 2.0).abs() < 1e-5); // √(2·2)
         assert!((ratio("blocks.0.attn.proj.weight") - 2f32.sqrt()).abs() < 1e-5);
         assert_eq!(ratio("blocks.1.attn.qkv.weight"), 1.0);
+    }
+
+    #[test]
+    fn torch_default_is_uniform_in_one_over_root_fan_in() {
+        let opts = InitOptions {
+            scheme: Scheme::TorchDefault,
+            ..Default::default()
+        };
+        let w = init_weights(&tiny(), &opts, &Device::Cpu).unwrap();
+        let bound = 1.0 / (192f32).sqrt();
+        for key in ["blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias"] {
+            let v = values(&w, key);
+            let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+            // Uniform in ±b: the largest of 576+ draws is within 1 % of b.
+            assert!(
+                max <= bound && max > 0.99 * bound,
+                "{key}: {max} vs {bound}"
+            );
+            let var = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64;
+            let expected = (bound as f64).powi(2) / 3.0;
+            assert!(
+                (var / expected - 1.0).abs() < 0.15,
+                "{key}: {var} vs {expected}"
+            );
+        }
+        // Norms are not Linears.
+        assert!(values(&w, "blocks.0.norm1.bias").iter().all(|v| *v == 0.0));
     }
 }

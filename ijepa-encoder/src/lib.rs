@@ -6,7 +6,8 @@
 //!   lists `ijepa-masking` draws). Every operation on a training path has a
 //!   backward: LayerNorm, GELU and softmax are fused CPU kernels with their
 //!   own backward ([`kernels`]).
-//! - [`VitConfig`] with the timm presets ([`VitConfig::from_timm_name`]).
+//! - [`VitConfig`], and [`registry`]: timm's ViT registry as data — every
+//!   architecture timm defines, resolved as `timm.create_model` does.
 //! - [`init`]: seeded initialisation (the official recipe).
 //! - [`weights`]: layout detection, loading, checking and saving.
 //! - [`output`]: how every file is written (atomically, never in place of
@@ -45,12 +46,14 @@ mod nn;
 pub mod output;
 mod patch_embed;
 pub mod pos_embed;
+pub mod registry;
 mod vit;
 pub mod weights;
 
 pub use block::{Attention, Block, BlockConfig, Mlp};
 pub use config::{
-    check_size, patch_grid, Pool, VitConfig, MAX_DEPTH, MAX_PATCHES, MAX_REGISTERS, MAX_WIDTH,
+    check_size, patch_grid, Activation, MlpKind, Pool, PosEmbed, VitConfig, MAX_DEPTH, MAX_PATCHES,
+    MAX_REGISTERS, MAX_WIDTH,
 };
 pub use error::{EncoderError, Result};
 pub use nn::{LayerNorm, Linear};

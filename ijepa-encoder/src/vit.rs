@@ -4,7 +4,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::block::{Block, BlockConfig};
-use crate::config::VitConfig;
+use crate::config::{PosEmbed, VitConfig};
 use crate::error::{EncoderError, Result};
 use crate::nn::LayerNorm;
 use crate::patch_embed::PatchEmbed;
@@ -18,16 +18,20 @@ pub trait TokenEncoder {
     /// Token width `D`.
     fn embed_dim(&self) -> usize;
 
-    /// Class/register tokens in front of the patch tokens of every output.
+    /// Class/register tokens in front of the patch tokens of [`TokenEncoder::forward`].
     fn num_prefix_tokens(&self) -> usize;
 
-    /// `(B, C, H, W)` images → `(B, prefix + N, D)` tokens for all `N` patches.
+    /// `(B, C, H, W)` images → `(B, prefix + N, D)` tokens for all `N`
+    /// patches: timm's `forward_features`.
     fn forward(&self, images: &Tensor) -> Result<Tensor>;
 
-    /// `(B, C, H, W)` images and kept patch indices `(B, K)` (`u32`, row-major
-    /// over the patch grid) → `(B, prefix + K, D)` tokens. Patches are
-    /// dropped after the position embedding and before the first block.
-    fn forward_masked(&self, images: &Tensor, kept: &Tensor) -> Result<Tensor>;
+    /// I-JEPA's encoding: patch tokens only, of the kept patches `(B, K)`
+    /// (`u32`, row-major over the patch grid) or of all when `None` →
+    /// `(B, K or N, D)`. Patches are dropped after the position embedding
+    /// and before the first block; class and register tokens are not in the
+    /// sequence, as in the official encoder (which has none) and
+    /// stable-pretraining's `IJEPA._encode` (which leaves them out).
+    fn forward_patches(&self, images: &Tensor, kept: Option<&Tensor>) -> Result<Tensor>;
 }
 
 /// A ViT in timm's layout, built for training and inference alike.
@@ -47,7 +51,8 @@ pub trait TokenEncoder {
 /// let images = Tensor::zeros((1, 3, 224, 224), DType::F32, &Device::Cpu)?;
 /// assert_eq!(vit.forward(&images)?.dims(), &[1, 197, 192]);
 /// let kept = Tensor::new(&[[0u32, 5, 17]], &Device::Cpu)?;
-/// assert_eq!(vit.forward_masked(&images, &kept)?.dims(), &[1, 4, 192]);
+/// // I-JEPA's encoding: the three kept patches, no class token.
+/// assert_eq!(vit.forward_patches(&images, Some(&kept))?.dims(), &[1, 3, 192]);
 /// # Ok::<(), ijepa_encoder::EncoderError>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -56,7 +61,8 @@ pub struct VisionTransformer {
     patch_embed: PatchEmbed,
     cls_token: Option<Tensor>,
     reg_token: Option<Tensor>,
-    pos_embed: Tensor,
+    pos_embed: Option<Tensor>,
+    norm_pre: Option<LayerNorm>,
     blocks: Vec<Block>,
     norm: Option<LayerNorm>,
     fc_norm: Option<LayerNorm>,
@@ -72,18 +78,30 @@ impl VisionTransformer {
             num_heads: config.num_heads,
             mlp_hidden_dim: config.mlp_hidden_dim,
             qkv_bias: config.qkv_bias,
+            qk_norm: config.qk_norm,
+            scale_attn_norm: config.scale_attn_norm,
+            scale_mlp_norm: config.scale_mlp_norm,
+            proj_bias: config.proj_bias,
+            activation: config.activation,
+            mlp: config.mlp,
             layer_scale: config.layer_scale.is_some(),
             norm_eps: config.norm_eps,
         };
         let blocks = (0..config.depth)
             .map(|i| Block::new(&block_cfg, vb.pp("blocks").pp(i)))
             .collect::<Result<Vec<_>>>()?;
-        let norm = |name: &str| LayerNorm::new(d, config.norm_eps, vb.pp(name));
+        let norm = |on: bool, name: &str| -> Result<Option<LayerNorm>> {
+            on.then(|| LayerNorm::new(d, config.norm_eps, vb.pp(name)))
+                .transpose()
+        };
         Ok(Self {
+            // timm: the patch projection has no bias when pre_norm follows it.
             patch_embed: PatchEmbed::new(
                 config.in_channels,
                 config.patch_size,
                 d,
+                !config.pre_norm,
+                config.dynamic_img_pad,
                 vb.pp("patch_embed"),
             )?,
             cls_token: if config.class_token {
@@ -96,25 +114,21 @@ impl VisionTransformer {
             } else {
                 None
             },
-            pos_embed: {
-                let pos = vb.get((1, config.pos_embed_len(), d), "pos_embed")?;
-                if config.fixed_pos_embed {
-                    pos.detach()
-                } else {
-                    pos
+            pos_embed: match config.pos_embed {
+                PosEmbed::None => None,
+                PosEmbed::Learned => {
+                    let pos = vb.get((1, config.pos_embed_len(), d), "pos_embed")?;
+                    Some(if config.fixed_pos_embed {
+                        pos.detach()
+                    } else {
+                        pos
+                    })
                 }
             },
+            norm_pre: norm(config.pre_norm, "norm_pre")?,
             blocks,
-            norm: if config.fc_norm {
-                None
-            } else {
-                Some(norm("norm")?)
-            },
-            fc_norm: if config.fc_norm {
-                Some(norm("fc_norm")?)
-            } else {
-                None
-            },
+            norm: norm(config.norm, "norm")?,
+            fc_norm: norm(config.fc_norm, "fc_norm")?,
             config: config.clone(),
         })
     }
@@ -148,37 +162,59 @@ impl VisionTransformer {
         &self.config
     }
 
-    /// The stored position embedding, `(1, L, D)`.
-    pub fn pos_embed(&self) -> &Tensor {
-        &self.pos_embed
+    /// The device the weights live on.
+    pub fn device(&self) -> &candle_core::Device {
+        self.patch_embed.device()
+    }
+
+    /// The stored position embedding, `(1, L, D)`, if the model has one.
+    pub fn pos_embed(&self) -> Option<&Tensor> {
+        self.pos_embed.as_ref()
+    }
+
+    /// Patch tokens with their position embedding, `(B, N, D)`, and the
+    /// position rows of the prefix tokens (when the table has them).
+    fn patches(&self, images: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+        let (x, grid) = self.patch_embed.forward(images)?;
+        let Some(table) = &self.pos_embed else {
+            return Ok((x, None));
+        };
+        let prefix = if self.config.no_embed_class {
+            0
+        } else {
+            self.config.num_prefix_tokens()
+        };
+        let pos = pos_embed::resample(table, prefix, self.config.grid_size(), grid)?;
+        let patch_pos = pos.narrow(1, prefix, pos.dim(1)? - prefix)?;
+        let prefix_pos = (prefix > 0).then(|| pos.narrow(1, 0, prefix)).transpose()?;
+        Ok((x.broadcast_add(&patch_pos)?, prefix_pos))
     }
 
     /// Patch tokens plus position embedding, with prefix tokens in front:
     /// `(B, prefix + N, D)`, as timm's `_pos_embed`.
     fn embed(&self, images: &Tensor) -> Result<Tensor> {
-        let (x, grid) = self.patch_embed.forward(images)?;
+        let (x, prefix_pos) = self.patches(images)?;
         let b = x.dim(0)?;
-        let prefix = self.config.num_prefix_tokens();
-        let pos_prefix = if self.config.no_embed_class {
-            0
-        } else {
-            prefix
-        };
-        let pos = pos_embed::resample(&self.pos_embed, pos_prefix, self.config.grid_size(), grid)?;
         let mut tokens: Vec<Tensor> = Vec::with_capacity(3);
         for t in self.cls_token.iter().chain(&self.reg_token) {
             tokens.push(t.broadcast_as((b, t.dim(1)?, t.dim(2)?))?);
         }
-        if self.config.no_embed_class {
-            tokens.push(x.broadcast_add(&pos)?);
-            Ok(Tensor::cat(&tokens, 1)?)
-        } else {
-            tokens.push(x);
-            Ok(Tensor::cat(&tokens, 1)?.broadcast_add(&pos)?)
+        if tokens.is_empty() {
+            return Ok(x);
         }
+        let mut prefix = Tensor::cat(&tokens, 1)?;
+        if let Some(pos) = prefix_pos {
+            prefix = prefix.broadcast_add(&pos)?;
+        }
+        Ok(Tensor::cat(&[&prefix, &x], 1)?)
     }
 
-    fn run_blocks(&self, mut x: Tensor) -> Result<Tensor> {
+    /// `norm_pre`, the blocks, the final norm.
+    fn run_blocks(&self, x: Tensor) -> Result<Tensor> {
+        let mut x = match &self.norm_pre {
+            Some(norm) => norm.forward(&x)?,
+            None => x,
+        };
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
@@ -213,6 +249,9 @@ impl VisionTransformer {
         self.check_last_layers(k)?;
         let depth = self.blocks.len();
         let mut x = self.embed(images)?;
+        if let Some(norm) = &self.norm_pre {
+            x = norm.forward(&x)?;
+        }
         let mut out = Vec::with_capacity(k);
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(&x)?;
@@ -253,11 +292,12 @@ impl TokenEncoder for VisionTransformer {
         self.run_blocks(self.embed(images)?)
     }
 
-    fn forward_masked(&self, images: &Tensor, kept: &Tensor) -> Result<Tensor> {
-        let x = self.embed(images)?;
-        let (b, len, d) = x.dims3()?;
-        let prefix = self.config.num_prefix_tokens();
-        let n = len - prefix;
+    fn forward_patches(&self, images: &Tensor, kept: Option<&Tensor>) -> Result<Tensor> {
+        let (x, _) = self.patches(images)?;
+        let Some(kept) = kept else {
+            return self.run_blocks(x);
+        };
+        let (b, n, d) = x.dims3()?;
         let (kb, k) = kept.dims2().map_err(|_| EncoderError::InputShape {
             shape: kept.dims().to_vec(),
             reason: "kept indices must be (batch, K)".into(),
@@ -283,12 +323,6 @@ impl TokenEncoder for VisionTransformer {
             .unsqueeze(2)?
             .broadcast_as((b, k, d))?
             .contiguous()?;
-        let patches = x.narrow(1, prefix, n)?.contiguous()?.gather(&index, 1)?;
-        let x = if prefix == 0 {
-            patches
-        } else {
-            Tensor::cat(&[&x.narrow(1, 0, prefix)?, &patches], 1)?
-        };
-        self.run_blocks(x)
+        self.run_blocks(x.contiguous()?.gather(&index, 1)?)
     }
 }

@@ -53,7 +53,7 @@ fn check_outputs(
     let tokens = vit.forward(&io["images"]).unwrap();
     assert_close(&format!("{name} tokens"), &tokens, &io["tokens"]);
     let kept = io["kept"].to_dtype(DType::U32).unwrap();
-    let masked = vit.forward_masked(&io["images"], &kept).unwrap();
+    let masked = vit.forward_patches(&io["images"], Some(&kept)).unwrap();
     assert_close(
         &format!("{name} masked tokens"),
         &masked,
@@ -135,7 +135,7 @@ fn official_checkpoint_both_encoders() {
         "{err}"
     );
     // A model name supplies it (tiny: 3 heads).
-    let hint = Some("vit_tiny_patch14_224".to_string());
+    let hint = Some("vit_tiny_patch16_224".to_string());
     let opts = |branch| LoadOptions {
         branch,
         model: hint.clone(),
@@ -161,4 +161,43 @@ fn official_checkpoint_both_encoders() {
         &tokens,
         &io["target_tokens"],
     );
+}
+
+/// Structurally different architectures of timm's registry, each shrunk by
+/// timm's own `model_args` (`tests/fixtures/make_timm_sample.py`): the
+/// config timm wrote is read as timm reads it, and the features equal
+/// timm's.
+#[test]
+fn a_sample_of_the_registry_equals_timm_on_its_features() {
+    let cases = [
+        "base_gap_16_heads",
+        "medium_no_qkv_bias_ls",
+        "clip_quickgelu",
+        "siglip_tanh_map_floor",
+        "reg4_no_embed_class_fc_norm",
+        "radio_no_final_norm",
+        "beit3_scale_norms",
+        "dinov2_giant_glu",
+        "qk_norm_no_proj_bias",
+        "dynamic_pad",
+    ];
+    for case in cases {
+        let name = format!("timm_sample/{case}");
+        let loaded = load_default(&fixture(&name));
+        assert_eq!(loaded.layout, WeightLayout::Timm);
+        check_outputs(case, &loaded.build().unwrap(), &io(&name));
+    }
+    // What the names promise, checked on the read configurations.
+    let cfg = |case: &str| load_default(&fixture(&format!("timm_sample/{case}"))).config;
+    assert_eq!(cfg("base_gap_16_heads").num_heads, 16);
+    assert!(cfg("clip_quickgelu").pre_norm);
+    let siglip = load_default(&fixture("timm_sample/siglip_tanh_map_floor"));
+    assert!(
+        siglip.notes.iter().any(|n| n.contains("attention-pool")),
+        "{:?}",
+        siglip.notes
+    );
+    assert!(siglip.ignored.iter().any(|k| k.starts_with("attn_pool.")));
+    let radio = cfg("radio_no_final_norm");
+    assert!(!radio.norm && !radio.fc_norm);
 }

@@ -83,18 +83,30 @@ fn bad_paths_and_configs_say_why() {
     )
     .unwrap();
     let config = std::fs::read_to_string(fixture("timm_gap/config.json")).unwrap();
-    std::fs::write(
-        timm.join("config.json"),
-        config.replace("\"depth\": 2", "\"depth\": 2, \"qk_norm\": true"),
-    )
-    .unwrap();
-    let err = load(&timm, &LoadOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("model_args.qk_norm = true is not supported"),
-        "{err}"
-    );
+    for (arg, expected) in [
+        // A feature we do not build is named, never approximated.
+        (
+            "\"mlp_layer\": \"SwiGLU\"",
+            "uses mlp_layer \"SwiGLU\", which ijepa-rs does not implement",
+        ),
+        // An argument timm's VisionTransformer does not take.
+        ("\"nonsense\": 1", "model_args: unknown field `nonsense`"),
+        // A feature we do build, without its weights: a weights error.
+        (
+            "\"qk_norm\": true",
+            "missing keys: blocks.0.attn.q_norm.weight",
+        ),
+    ] {
+        std::fs::write(
+            timm.join("config.json"),
+            config.replace("\"depth\": 2", &format!("\"depth\": 2, {arg}")),
+        )
+        .unwrap();
+        let err = load(&timm, &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{arg}: {err}");
+    }
     // A data field of the wrong type is an error, never the default.
     let json: serde_json::Value = serde_json::from_str(&config).unwrap();
     for (key, value, expected) in [
@@ -240,7 +252,7 @@ fn pytorch_checkpoint_layouts_read_as_the_plain_one() {
     };
     let opts = |branch| LoadOptions {
         branch,
-        model: Some("vit_tiny_patch14_224".into()), // width 48: 3 heads, as the fixture
+        model: Some("vit_tiny_patch16_224".into()), // width 48: 3 heads, as the fixture
         ..LoadOptions::default()
     };
     let plain = fixture("official/official.pth.tar");

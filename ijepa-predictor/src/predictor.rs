@@ -121,14 +121,7 @@ impl Predictor {
     pub fn new(config: &PredictorConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
         let (big, d) = (config.embed_dim, config.predictor_embed_dim);
-        let block = BlockConfig {
-            dim: d,
-            num_heads: config.num_heads,
-            mlp_hidden_dim: config.mlp_hidden_dim,
-            qkv_bias: true,
-            layer_scale: false,
-            norm_eps: config.norm_eps,
-        };
+        let block = BlockConfig::plain(d, config.num_heads, config.mlp_hidden_dim, config.norm_eps);
         Ok(Self {
             embed: Linear::new(big, d, true, vb.pp("predictor_embed"))?,
             mask_token: vb.get((1, 1, d), "mask_token")?,

@@ -19,6 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ijepa_encoder::registry::{self, Size, TimmArgs};
 use ijepa_encoder::VitConfig;
 use ijepa_masking::{MaskSampler, MultiBlockConfig};
 use serde::{Deserialize, Serialize};
@@ -126,21 +127,18 @@ impl Default for ProbeSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSection {
-    /// timm-style encoder name, `vit_{size}_patch{P}[_gap]_{image size}`
-    /// (`_gap`: no class token, as the official I-JEPA encoders). Default
-    /// `vit_tiny_patch4_gap_36` (a 9 × 9 grid); the paper uses
-    /// `vit_huge_patch14_gap_224`.
+    /// The encoder: an architecture timm registers (see
+    /// `ijepa_encoder::registry`), e.g. `vit_huge_patch14_gap_224` as in
+    /// the paper. Default `vit_tiny_patch16_224`, shrunk by `args`.
     pub name: String,
-    /// Overrides the width of the named size (default 128: the demonstration
-    /// ViT is narrower than ViT-Ti's 192).
-    #[serde(with = "optional")]
-    pub embed_dim: Option<usize>,
-    /// Overrides the depth of the named size (default 4).
-    #[serde(with = "optional")]
-    pub depth: Option<usize>,
-    /// Overrides the attention heads of the named size (default 4).
-    #[serde(with = "optional")]
-    pub num_heads: Option<usize>,
+    /// timm's keyword arguments over the architecture's, as
+    /// `timm.create_model(name, **args)` and a `config.json`'s `model_args`
+    /// take them (`patch_size`, `img_size`, `embed_dim`, `depth`,
+    /// `num_heads`, `class_token`, `global_pool`, …). Default: the
+    /// demonstration ViT, 128 wide and 4 deep at 36 px / patch 4 (a 9 × 9
+    /// grid), without class token, average-pooled, final norm on every token
+    /// as the official I-JEPA encoders.
+    pub args: TimmArgs,
     /// `official` (the paper's masks and predictor, default) or `seed`
     /// (stable-pretraining's variant).
     pub recipe: Recipe,
@@ -157,10 +155,15 @@ pub struct ModelSection {
 impl Default for ModelSection {
     fn default() -> Self {
         Self {
-            name: "vit_tiny_patch4_gap_36".into(),
-            embed_dim: Some(128),
-            depth: Some(4),
-            num_heads: Some(4),
+            name: "vit_tiny_patch16_224".into(),
+            args: TimmArgs {
+                img_size: Some(Size::Square(36)),
+                patch_size: Some(Size::Square(4)),
+                embed_dim: Some(128),
+                depth: Some(4),
+                num_heads: Some(4),
+                ..TimmArgs::gap()
+            },
             recipe: Recipe::Official,
             predictor_embed_dim: None,
             predictor_depth: None,
@@ -409,8 +412,8 @@ impl TrainConfig {
     /// Applies one `section.key=value` override; `value` is read as TOML
     /// (`8`, `0.5`, `true`, `[0.3, 1.0]`, `"text"`) and falls back to a
     /// string. An empty value (`optim.lr=`) restores the field's default;
-    /// `""` (`'model.depth=""'` in a shell) unsets an optional field, as
-    /// `depth = ""` does in a file.
+    /// `""` (`'model.predictor_depth=""'` in a shell) unsets an optional
+    /// field, as `predictor_depth = ""` does in a file.
     ///
     /// # Errors
     /// No `=`, a key that does not exist, or a value of the wrong type.
@@ -463,21 +466,14 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The encoder architecture: the named preset with the overrides.
+    /// The encoder architecture: what timm builds for `model.name` with
+    /// `model.args`.
     ///
     /// # Errors
-    /// An unknown name or an inconsistent override.
+    /// An unknown name, an argument of the wrong type, or a feature
+    /// ijepa-rs does not implement (named).
     pub fn encoder(&self) -> Result<VitConfig> {
-        let m = &self.model;
-        let mut cfg = VitConfig::from_timm_name(&m.name)?;
-        if let Some(d) = m.embed_dim {
-            cfg.embed_dim = d;
-            cfg.mlp_hidden_dim = d.saturating_mul(4); // an absurd width fails validate()
-        }
-        cfg.depth = m.depth.unwrap_or(cfg.depth);
-        cfg.num_heads = m.num_heads.unwrap_or(cfg.num_heads);
-        cfg.validate()?;
-        Ok(cfg)
+        Ok(registry::resolve(&self.model.name, &self.model.args)?.config)
     }
 
     /// The model configuration (encoder, predictor, EMA, recipe, seed).
@@ -663,8 +659,13 @@ mod tests {
         cfg.set("data.path=/tmp/images").unwrap();
         cfg.set("model.recipe=seed").unwrap();
         cfg.set("run.max_steps=7").unwrap();
-        cfg.set("model.depth=\"\"").unwrap();
-        assert_eq!(cfg.model.depth, None);
+        cfg.set("model.predictor_depth=3").unwrap();
+        cfg.set("model.predictor_depth=\"\"").unwrap();
+        assert_eq!(cfg.model.predictor_depth, None);
+        cfg.set("model.args.qkv_bias=false").unwrap();
+        cfg.set("model.args.img_size=[48, 32]").unwrap();
+        assert_eq!(cfg.model.args.qkv_bias, Some(false));
+        assert_eq!(cfg.model.args.img_size, Some(Size::Pair([48, 32])));
         // Unset fields read back unset (the saved config of a resumed run).
         assert_eq!(
             TrainConfig::from_toml_str(&cfg.to_toml().unwrap()).unwrap(),
@@ -696,12 +697,12 @@ mod tests {
     fn an_empty_value_restores_the_default_and_quotes_unset() {
         let mut cfg = TrainConfig::default();
         cfg.set("optim.lr=0.5").unwrap();
-        cfg.set("model.depth=9").unwrap();
+        cfg.set("model.args.depth=9").unwrap();
         cfg.set("optim.lr=").unwrap();
-        cfg.set("model.depth=").unwrap();
+        cfg.set("model.args.depth=").unwrap();
         assert_eq!(cfg, TrainConfig::default());
-        cfg.set("model.depth=\"\"").unwrap();
-        assert_eq!(cfg.model.depth, None);
+        cfg.set("model.predictor_depth=\"\"").unwrap();
+        assert_eq!(cfg.model.predictor_depth, None);
         let err = cfg.set("optim.nosuch=").unwrap_err().to_string();
         assert!(err.contains("optim.nosuch: no such setting"), "{err}");
     }
@@ -754,19 +755,28 @@ mod tests {
                 "mask.num_targets=99999",
                 "num_targets = 99999 is invalid: expected 1 to 64",
             ),
-            ("model.name=\"vit_tiny_patch4_gap_100000\"", "at most 16384"),
+            ("model.args.img_size=100000", "at most 16384"),
             // Found by the fuzzer: 4·d overflowed.
             (
                 "model.predictor_embed_dim=4611686018427387904",
                 "predictor_embed_dim = 4611686018427387904 is out of range",
             ),
             (
-                "model.embed_dim=4611686018427387904",
+                "model.args.embed_dim=4611686018427387904",
                 "embed_dim = 4611686018427387904 is out of range",
             ),
             (
-                "model.depth=100000",
+                "model.args.depth=100000",
                 "depth = 100000 is out of range: 1 to 1024",
+            ),
+            // An architecture timm does not register, and one we cannot build.
+            (
+                "model.name=\"vit_tiny_patch4_gap_36\"",
+                "registers no such Vision Transformer",
+            ),
+            (
+                "model.name=\"aimv2_large_patch14_224\"",
+                "does not implement",
             ),
             ("data.crop_scale=[0.0, 1.0]", "data.crop_scale"),
             ("optim.lr=-1.0", "optim.lr"),
@@ -789,13 +799,7 @@ mod tests {
         assert_eq!((m.predictor_embed_dim, m.predictor_depth), (128, 2));
         let mut big = TrainConfig::default();
         big.set("model.name=\"vit_huge_patch14_gap_224\"").unwrap();
-        for unset in [
-            "model.embed_dim=\"\"",
-            "model.depth=\"\"",
-            "model.num_heads=\"\"",
-        ] {
-            big.set(unset).unwrap();
-        }
+        big.set("model.args={}").unwrap();
         let m = big.ijepa().unwrap();
         assert_eq!((m.predictor_embed_dim, m.predictor_depth), (384, 12));
     }

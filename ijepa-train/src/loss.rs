@@ -16,7 +16,8 @@ pub struct Objective {
     pub predictions: Tensor,
     /// Targets `(M·B, K_tgt, D)` (constants).
     pub targets: Tensor,
-    /// The teacher's full-image tokens `(B, N, D)` after its final norm.
+    /// The teacher's patch tokens of the whole image `(B, N, D)`, after its
+    /// final norm (prefix tokens are not encoded).
     pub teacher_tokens: Tensor,
 }
 
@@ -38,11 +39,9 @@ pub fn target_representations(
     images: &Tensor,
     targets: &[Tensor],
 ) -> Result<(Tensor, Tensor)> {
-    let tokens = teacher.forward(images)?.detach();
-    let prefix = teacher.num_prefix_tokens();
-    let (b, len, d) = tokens.dims3()?;
-    let patches = tokens.narrow(1, prefix, len - prefix)?;
-    let normed = LayerNorm::plain(1e-5).forward(&patches)?;
+    let tokens = teacher.forward_patches(images, None)?.detach();
+    let (b, _, d) = tokens.dims3()?;
+    let normed = LayerNorm::plain(1e-5).forward(&tokens)?;
     let gathered = targets
         .iter()
         .map(|t| {
@@ -69,9 +68,7 @@ pub fn objective(
     context_idx: &Tensor,
     targets: &[Tensor],
 ) -> Result<Objective> {
-    let context = student.forward_masked(images, context_idx)?;
-    let prefix = student.num_prefix_tokens();
-    let context = context.narrow(1, prefix, context.dim(1)? - prefix)?;
+    let context = student.forward_patches(images, Some(context_idx))?;
     let predictions = predictor.predict(&context, context_idx, targets)?;
     let (target, teacher_tokens) = target_representations(teacher, images, targets)?;
     let loss = smooth_l1(&predictions, &target)?;

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use candle_core::{Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use ijepa_encoder::init::{init_weights, InitOptions};
+use ijepa_encoder::init::{init_weights, InitOptions, Scheme};
 use ijepa_encoder::weights::to_varmap;
 use ijepa_encoder::{TokenEncoder, VisionTransformer, VitConfig, WeightMap};
 use ijepa_masking::{
@@ -134,6 +134,55 @@ impl IJepaConfig {
         }
     }
 
+    /// The configuration with what its recipe decides applied: the official
+    /// recipe's encoder has the fixed sin-cos table, the seed's a learned
+    /// one. Refuses what a recipe's reference cannot do.
+    ///
+    /// # Errors
+    /// A `pre_norm` encoder with the seed recipe (stable-pretraining's
+    /// `IJEPA._encode` skips `norm_pre`; we would not reproduce it).
+    pub fn checked(mut self) -> Result<Self> {
+        self.encoder.fixed_pos_embed = self.recipe == Recipe::Official;
+        if self.recipe == Recipe::Seed && self.encoder.pre_norm {
+            return Err(TrainError::Config(
+                "the seed recipe cannot train a pre_norm encoder (CLIP-style): stable-pretraining's \
+                 IJEPA._encode skips norm_pre, which ijepa-rs would not reproduce; use the official recipe"
+                    .into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// How the recipe initialises the encoder.
+    pub fn encoder_init(&self) -> InitOptions {
+        match self.recipe {
+            Recipe::Official => InitOptions {
+                seed: self.seed,
+                ..InitOptions::default()
+            },
+            Recipe::Seed => InitOptions {
+                seed: self.seed,
+                scheme: Scheme::Timm,
+                rescale_depth: true,
+                sincos_pos_embed: false,
+                ..InitOptions::default()
+            },
+        }
+    }
+
+    /// How the recipe initialises the predictor.
+    pub fn predictor_init(&self) -> InitOptions {
+        match self.recipe {
+            Recipe::Official => self.encoder_init(),
+            Recipe::Seed => InitOptions {
+                seed: self.seed,
+                scheme: Scheme::TorchDefault,
+                rescale_depth: true,
+                ..InitOptions::default()
+            },
+        }
+    }
+
     /// The predictor this configuration builds.
     pub fn predictor(&self) -> PredictorConfig {
         match self.recipe {
@@ -200,7 +249,8 @@ fn snapshot(vars: &VarMap) -> Result<WeightMap> {
 pub struct IJepaOutput {
     /// Smooth-L1 loss (0 in eval mode).
     pub loss: Tensor,
-    /// Full-image tokens `(B, N, D)` for downstream use.
+    /// The patch tokens of the whole image `(B, N, D)` (class and register
+    /// tokens are not encoded), for downstream use.
     pub embedding: Tensor,
     /// Predictions `(M·B, K_tgt, D)` (the context tokens in eval mode).
     pub predictions: Tensor,
@@ -226,7 +276,8 @@ pub struct IJepaOutput {
 /// let images = Tensor::randn(0f32, 1.0, (2, 3, 224, 224), &Device::Cpu)?;
 /// let out = model.forward(&images, 0, EmbeddingSource::Teacher)?;
 /// let grads = out.loss.backward()?;
-/// assert_eq!(out.embedding.dims(), &[2, 197, 192]);
+/// // Patch tokens only: the class token is not encoded by I-JEPA.
+/// assert_eq!(out.embedding.dims(), &[2, 196, 192]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct IJepa {
@@ -242,30 +293,29 @@ pub struct IJepa {
 }
 
 impl IJepa {
-    /// A freshly initialised model (official effective initialisation; the
-    /// seed recipe adds the depth rescale); the teacher starts as an exact
-    /// copy of the student.
+    /// A freshly initialised model, as its recipe initialises it; the
+    /// teacher starts as an exact copy of the student.
+    ///
+    /// - official: every Linear and the patch projection truncated-normal
+    ///   (0.02), zero biases, the fixed sin-cos position table;
+    /// - seed (stable-pretraining): the encoder as timm initialises it (a
+    ///   learned position table, truncated-normal Linears, the patch
+    ///   convolution at PyTorch's default), the predictor at PyTorch's
+    ///   Linear default; both with the depth rescale of `attn.proj` and
+    ///   `mlp.fc2` that `IJEPA._fix_init_weight` applies.
     pub fn new(config: IJepaConfig, device: &Device) -> Result<Self> {
-        let opts = InitOptions {
-            seed: config.seed,
-            rescale_depth: config.recipe == Recipe::Seed,
-            ..InitOptions::default()
-        };
-        let encoder = init_weights(&config.encoder, &opts, device)?;
-        let predictor = ijepa_predictor::init_weights(&config.predictor(), &opts, device)?;
-        Self::from_weights(config, encoder, predictor)
+        let config = config.checked()?;
+        let encoder = init_weights(&config.encoder, &config.encoder_init(), device)?;
+        Self::from_encoder(config, encoder)
     }
 
     /// A model around existing encoder weights (`pretrained`, or an encoder
     /// of another run) and a fresh predictor.
     pub fn from_encoder(config: IJepaConfig, encoder: WeightMap) -> Result<Self> {
+        let config = config.checked()?;
         let (_, device) = ijepa_encoder::dtype_device(&encoder);
-        let opts = InitOptions {
-            seed: config.seed,
-            rescale_depth: config.recipe == Recipe::Seed,
-            ..InitOptions::default()
-        };
-        let predictor = ijepa_predictor::init_weights(&config.predictor(), &opts, &device)?;
+        let predictor =
+            ijepa_predictor::init_weights(&config.predictor(), &config.predictor_init(), &device)?;
         Self::from_weights(config, encoder, predictor)
     }
 
@@ -275,6 +325,7 @@ impl IJepa {
         encoder: WeightMap,
         predictor: WeightMap,
     ) -> Result<Self> {
+        let config = config.checked()?;
         let sampler = config.sampler()?;
         let student_vars = to_varmap(&encoder)?;
         let student = VisionTransformer::from_varmap(&config.encoder, &student_vars)?;
@@ -388,26 +439,25 @@ impl IJepa {
         &self.predictor
     }
 
-    /// Every trainable variable, named `encoder.*` / `predictor.*`, sorted;
-    /// the fixed sin-cos tables are not among them.
+    /// Every trainable variable, named `encoder.*` / `predictor.*`, sorted.
+    /// Not among them: the fixed sin-cos tables, and class and register
+    /// tokens, which I-JEPA does not encode (they keep their initial
+    /// values, as in stable-pretraining, where they receive no gradient).
     pub fn trainable_vars(&self) -> Vec<(String, Var)> {
+        let fixed_pos = self.config.encoder.fixed_pos_embed;
         let mut out = vec![];
-        for (prefix, vars, fixed) in [
-            (
-                "encoder",
-                &self.student_vars,
-                self.config.encoder.fixed_pos_embed.then_some("pos_embed"),
-            ),
-            (
-                "predictor",
-                &self.predictor_vars,
-                Some("predictor_pos_embed"),
-            ),
+        for (prefix, vars) in [
+            ("encoder", &self.student_vars),
+            ("predictor", &self.predictor_vars),
         ] {
             let vars = vars.data().lock().expect("VarMap lock");
             out.extend(
                 vars.iter()
-                    .filter(|(k, _)| Some(k.as_str()) != fixed)
+                    .filter(|(k, _)| match k.as_str() {
+                        "pos_embed" => !fixed_pos,
+                        "predictor_pos_embed" | "cls_token" | "reg_token" => false,
+                        _ => true,
+                    })
                     .map(|(k, v)| (format!("{prefix}.{k}"), v.clone())),
             );
         }
@@ -485,7 +535,7 @@ impl IJepa {
         )?;
         let embedding = match source {
             EmbeddingSource::Teacher => out.teacher_tokens,
-            EmbeddingSource::Student => self.student.forward(images)?,
+            EmbeddingSource::Student => self.student.forward_patches(images, None)?,
         };
         Ok(IJepaOutput {
             loss: out.loss,
@@ -501,10 +551,10 @@ impl IJepa {
     }
 
     fn forward_eval(&self, images: &Tensor) -> Result<IJepaOutput> {
-        let tokens = self.student.forward(images)?.detach();
+        let tokens = self.student.forward_patches(images, None)?.detach();
         Ok(IJepaOutput {
             loss: Tensor::zeros((), tokens.dtype(), tokens.device())?,
-            num_context: tokens.dim(1)? - self.student.num_prefix_tokens(),
+            num_context: tokens.dim(1)?,
             predictions: tokens.clone(),
             targets: tokens.clone(),
             embedding: tokens,

@@ -5,7 +5,7 @@
 //! | official | ijepa-rs |
 //! |---|---|
 //! | `data.batch_size` | `data.batch_size` (per process: one process here) |
-//! | `data.crop_size`, `mask.patch_size`, `meta.model_name` | `model.name` = `vit_{size}_patch{P}_gap_{crop}` |
+//! | `data.crop_size`, `mask.patch_size`, `meta.model_name` | `model.name` = `vit_{size}_patch{P}_gap_{crop}` when timm registers it with the official sizes, else the size's timm ViT with `model.args` `patch_size`, `img_size`, no class token, average pooling |
 //! | `data.crop_scale` | `data.crop_scale` |
 //! | `data.root_path` / `data.image_folder` | `data.path` (joined) |
 //! | `data.num_workers` | `data.workers` |
@@ -27,6 +27,8 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+use ijepa_encoder::registry::{self, Size, TimmArgs};
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
@@ -103,6 +105,53 @@ struct Optimization {
     weight_decay: f64,
 }
 
+/// The official encoders (facebookresearch/ijepa `vision_transformer.py`):
+/// width, depth and heads of each `meta.model_name`, and the timm
+/// architecture of the same sizes.
+const SIZES: &[(&str, usize, usize, usize, &str)] = &[
+    ("vit_tiny", 192, 12, 3, "vit_tiny_patch16_224"),
+    ("vit_small", 384, 12, 6, "vit_small_patch16_224"),
+    ("vit_base", 768, 12, 12, "vit_base_patch16_224"),
+    ("vit_large", 1024, 24, 16, "vit_large_patch16_224"),
+    ("vit_huge", 1280, 32, 16, "vit_huge_patch14_224"),
+    ("vit_giant", 1408, 40, 16, "vit_giant_patch14_224"),
+];
+
+/// The timm name and arguments of an official encoder: the registered
+/// I-JEPA name (`vit_huge_patch14_gap_224`) when timm has one with exactly
+/// these sizes, else the size's architecture with the patch, image size and
+/// the official encoders' lack of class token stated.
+fn encoder(model: &str, patch: usize, crop: usize) -> Result<(String, TimmArgs)> {
+    let Some(&(_, dim, depth, heads, base)) = SIZES.iter().find(|s| s.0 == model) else {
+        return Err(TrainError::Config(format!(
+            "official YAML: meta.model_name {model:?} is not one of {}",
+            SIZES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+        )));
+    };
+    let exact = format!("{model}_patch{patch}_gap_{crop}");
+    if let Ok(r) = registry::resolve(&exact, &TimmArgs::default()) {
+        let c = &r.config;
+        let same = (
+            c.embed_dim,
+            c.depth,
+            c.num_heads,
+            c.image_size,
+            c.class_token,
+        ) == (dim, depth, heads, (crop, crop), false);
+        if same && c.norm && !c.fc_norm {
+            return Ok((exact, TimmArgs::default()));
+        }
+    }
+    Ok((
+        base.to_string(),
+        TimmArgs {
+            patch_size: Some(Size::Square(patch)),
+            img_size: Some(Size::Square(crop)),
+            ..TimmArgs::gap()
+        },
+    ))
+}
+
 /// Maps an official YAML configuration onto a [`TrainConfig`]; also returns
 /// one note per official field that has no effect here.
 ///
@@ -138,19 +187,9 @@ pub fn from_yaml_str(text: &str) -> Result<(TrainConfig, Vec<String>)> {
             "meta.read_checkpoint: {path} (resuming from an official .pth.tar; start from its encoder with `embed`/`probe`, or resume an ijepa-rs run)"
         ));
     }
-    let size = o.meta.model_name.strip_prefix("vit_").ok_or_else(|| {
-        TrainError::Config(format!(
-            "official YAML: meta.model_name {:?} is not vit_{{tiny,small,base,large,huge,giant}}",
-            o.meta.model_name
-        ))
-    })?;
-
     let mut cfg = TrainConfig::default();
-    cfg.model.name = format!(
-        "vit_{size}_patch{}_gap_{}",
-        o.mask.patch_size, o.data.crop_size
-    );
-    (cfg.model.embed_dim, cfg.model.depth, cfg.model.num_heads) = (None, None, None);
+    (cfg.model.name, cfg.model.args) =
+        encoder(&o.meta.model_name, o.mask.patch_size, o.data.crop_size)?;
     cfg.model.predictor_depth = Some(o.meta.pred_depth);
     cfg.model.predictor_embed_dim = Some(o.meta.pred_emb_dim);
 
@@ -220,7 +259,7 @@ mod tests {
     fn the_official_vith14_config_maps_field_by_field() {
         let (cfg, notes) = from_yaml_str(VITH14).unwrap();
         assert_eq!(cfg.model.name, "vit_huge_patch14_gap_224");
-        assert_eq!(cfg.model.depth, None);
+        assert_eq!(cfg.model.args, TimmArgs::default());
         assert_eq!(cfg.model.predictor_depth, Some(12));
         assert_eq!(cfg.model.predictor_embed_dim, Some(384));
         assert_eq!(cfg.data.batch_size, 128);

@@ -335,7 +335,7 @@ pub fn extract_files(
 }
 
 fn encoder_device(encoder: &VisionTransformer) -> &Device {
-    encoder.pos_embed().device()
+    encoder.device()
 }
 
 /// At most `max` of `len` items, spread evenly (every ⌈len/max⌉-th), so a

@@ -57,7 +57,14 @@ impl Collective for Poison {
 }
 
 fn tiny_model() -> IJepa {
-    let mut cfg = IJepaConfig::from_timm_name("vit_tiny_patch16_gap_224").unwrap();
+    let mut cfg = IJepaConfig::new(
+        ijepa_encoder::registry::resolve(
+            "vit_tiny_patch16_224",
+            &ijepa_encoder::registry::TimmArgs::gap(),
+        )
+        .unwrap()
+        .config,
+    );
     cfg.encoder.depth = 1;
     cfg.encoder.embed_dim = 48;
     cfg.encoder.mlp_hidden_dim = 192;
@@ -145,10 +152,10 @@ fn tiny_run(out: &str) -> (TrainConfig, PathBuf) {
     let _ = std::fs::remove_dir_all(&dir);
     let mut cfg = TrainConfig::default();
     for set in [
-        "model.name=\"vit_tiny_patch4_gap_48\"",
-        "model.embed_dim=32",
-        "model.num_heads=2",
-        "model.depth=2",
+        "model.args.img_size=48",
+        "model.args.embed_dim=32",
+        "model.args.num_heads=2",
+        "model.args.depth=2",
         "model.predictor_embed_dim=16",
         "model.predictor_depth=1",
         "data.synthetic_images=16",

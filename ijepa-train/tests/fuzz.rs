@@ -496,7 +496,7 @@ fn set_overrides(cases: u32) {
     let corpus = vec![
         b"optim.lr=1e-3".to_vec(),
         b"data.crop_scale=[0.3, 1.0]".to_vec(),
-        b"model.depth=".to_vec(),
+        b"model.args.depth=".to_vec(),
     ];
     fuzz("--set (bytes)", &corpus, 64, cases, |b| {
         if let Ok(text) = std::str::from_utf8(b) {

@@ -6,7 +6,14 @@ use ijepa_train::model::{EmbeddingSource, IJepa, IJepaConfig, Recipe};
 use ijepa_train::optim::AdamW;
 
 fn config(recipe: Recipe) -> IJepaConfig {
-    let mut cfg = IJepaConfig::from_timm_name("vit_tiny_patch16_gap_224").unwrap();
+    let mut cfg = IJepaConfig::new(
+        ijepa_encoder::registry::resolve(
+            "vit_tiny_patch16_224",
+            &ijepa_encoder::registry::TimmArgs::gap(),
+        )
+        .unwrap()
+        .config,
+    );
     cfg.encoder.image_size = (64, 64);
     cfg.encoder.depth = 2;
     cfg.encoder.embed_dim = 48;
@@ -36,15 +43,35 @@ fn relaxed(recipe: Recipe) -> IJepaConfig {
 
 #[test]
 fn every_trainable_variable_gets_a_gradient_and_the_teacher_none() {
-    for recipe in [Recipe::Official, Recipe::Seed] {
-        let cfg = relaxed(recipe);
+    for (recipe, class_tokens) in [
+        (Recipe::Official, false),
+        (Recipe::Seed, false),
+        (Recipe::Official, true),
+        (Recipe::Seed, true),
+    ] {
+        let mut cfg = relaxed(recipe);
+        if class_tokens {
+            cfg.encoder.class_token = true;
+            cfg.encoder.reg_tokens = 2;
+            cfg.encoder.global_pool = ijepa_encoder::Pool::Token;
+        }
         let model = IJepa::new(cfg.clone(), &Device::Cpu).unwrap();
         let (h, w) = cfg.encoder.image_size;
         let images = Tensor::randn(0f32, 1.0, (3, 3, h, w), &Device::Cpu).unwrap();
         let out = model.forward(&images, 0, EmbeddingSource::Teacher).unwrap();
         let grads = out.loss.backward().unwrap();
         let vars = model.trainable_vars();
-        assert!(vars.iter().all(|(n, _)| !n.ends_with("pos_embed")));
+        let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+        // The official table is fixed; the seed's (a timm ViT's) is learned.
+        assert_eq!(names.contains(&"encoder.pos_embed"), recipe == Recipe::Seed);
+        assert!(!names.contains(&"predictor.predictor_pos_embed"));
+        // Prefix tokens are not encoded by I-JEPA, so not trained.
+        assert!(names
+            .iter()
+            .all(|n| !n.ends_with("cls_token") && !n.ends_with("reg_token")));
+        // The embedding is the patch tokens only, as in stable-pretraining.
+        let n = (h / 16) * (w / 16);
+        assert_eq!(out.embedding.dims(), &[3, n, cfg.encoder.embed_dim]);
         for (name, var) in &vars {
             let g = grads
                 .get(var.as_tensor())

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
 use ijepa_encoder::weights::to_varmap;
-use ijepa_encoder::{Pool, VisionTransformer, VitConfig, WeightMap};
+use ijepa_encoder::{VisionTransformer, VitConfig, WeightMap};
 use ijepa_predictor::{Predictor, PredictorConfig};
 use ijepa_train::ema::ema_update;
 use ijepa_train::loss::objective;
@@ -29,24 +29,9 @@ fn prefixed(fx: &HashMap<String, Tensor>, prefix: &str) -> WeightMap {
 }
 
 fn encoder_config() -> VitConfig {
-    VitConfig {
-        image_size: (32, 32),
-        patch_size: 8,
-        in_channels: 3,
-        embed_dim: 32,
-        depth: 2,
-        num_heads: 2,
-        mlp_hidden_dim: 128,
-        qkv_bias: true,
-        class_token: false,
-        reg_tokens: 0,
-        no_embed_class: false,
-        layer_scale: None,
-        global_pool: Pool::Avg,
-        fc_norm: false,
-        norm_eps: 1e-6,
-        fixed_pos_embed: true,
-    }
+    let mut cfg = VitConfig::ijepa((32, 32), 8, 32, 2, 2, 128, 1e-6);
+    cfg.fixed_pos_embed = true;
+    cfg
 }
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f32 {

@@ -44,8 +44,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         run = tmp / "run"
-        cli(binary, "pretrain", "--out", run, "--model", "vit_tiny_patch8_gap_96",
-            "--set", "model.embed_dim=48", "--set", "model.num_heads=3", "--set", "model.depth=2",
+        cli(binary, "pretrain", "--out", run, "--set", "model.args.img_size=96", "--set", "model.args.patch_size=8",
+            "--set", "model.args.embed_dim=48", "--set", "model.args.num_heads=3", "--set", "model.args.depth=2",
             "--set", "data.synthetic_images=8", "--batch-size", "4", "--max-steps", "2", "--no-probe")
         cli(binary, "export", "--checkpoint", run, "--format", "timm", "--out", tmp / "timm")
         cli(binary, "export", "--checkpoint", run, "--format", "hf", "--out", tmp / "hf")

@@ -14,7 +14,7 @@ use super::{
     drop_non_encoder, read_json, read_safetensors, DataConfig, Fields, LoadOptions, LoadedWeights,
     WeightLayout,
 };
-use crate::config::{Pool, VitConfig};
+use crate::config::VitConfig;
 use crate::error::{EncoderError, Result};
 use crate::WeightMap;
 
@@ -42,6 +42,7 @@ pub(super) fn load(
         data,
         weights,
         ignored,
+        notes: vec![],
     })
 }
 
@@ -72,31 +73,23 @@ fn read_config(json: &Value) -> std::result::Result<VitConfig, String> {
         ));
     }
     let image = int("image_size")?;
-    let dim = int("hidden_size")?;
-    Ok(VitConfig {
-        image_size: (image, image),
-        patch_size: int("patch_size")?,
-        in_channels: int("num_channels").unwrap_or(3),
-        embed_dim: dim,
-        depth: int("num_hidden_layers")?,
-        num_heads: int("num_attention_heads")?,
-        mlp_hidden_dim: int("intermediate_size")?,
-        qkv_bias: json
-            .get("qkv_bias")
-            .and_then(Value::as_bool)
-            .unwrap_or(true),
-        class_token: false,
-        reg_tokens: 0,
-        no_embed_class: false,
-        layer_scale: None,
-        global_pool: Pool::Avg,
-        fc_norm: false,
-        fixed_pos_embed: false,
-        norm_eps: json
-            .get("layer_norm_eps")
+    let mut cfg = VitConfig::ijepa(
+        (image, image),
+        int("patch_size")?,
+        int("hidden_size")?,
+        int("num_hidden_layers")?,
+        int("num_attention_heads")?,
+        int("intermediate_size")?,
+        json.get("layer_norm_eps")
             .and_then(Value::as_f64)
             .unwrap_or(1e-12),
-    })
+    );
+    cfg.in_channels = int("num_channels").unwrap_or(3);
+    cfg.qkv_bias = json
+        .get("qkv_bias")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    Ok(cfg)
 }
 
 /// `preprocessor_config.json` when present (mean, std, size, resample),

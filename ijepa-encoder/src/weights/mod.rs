@@ -125,6 +125,9 @@ pub struct LoadedWeights {
     /// Keys of the file that are not part of the encoder and were left out
     /// (a classifier head, a pooler).
     pub ignored: Vec<String>,
+    /// What this encoder does differently from the file's own library,
+    /// one line each, to be logged (e.g. an attention-pool head not loaded).
+    pub notes: Vec<String>,
 }
 
 impl LoadedWeights {
@@ -507,52 +510,73 @@ pub fn to_varmap(weights: &WeightMap) -> Result<candle_nn::VarMap> {
     Ok(varmap)
 }
 
-/// Every tensor the architecture reads, with its shape, in timm's names.
-pub fn expected_shapes(cfg: &VitConfig) -> Vec<(String, Vec<usize>)> {
-    let d = cfg.embed_dim;
-    let (c, p, h) = (cfg.in_channels, cfg.patch_size, cfg.mlp_hidden_dim);
-    let mut v: Vec<(String, Vec<usize>)> = vec![
-        ("patch_embed.proj.weight".into(), vec![d, c, p, p]),
-        ("patch_embed.proj.bias".into(), vec![d]),
-        ("pos_embed".into(), vec![1, cfg.pos_embed_len(), d]),
-    ];
-    if cfg.class_token {
-        v.push(("cls_token".into(), vec![1, 1, d]));
+/// What a constructor reads from its `VarBuilder`: names and shapes. The
+/// tensors it gets are broadcast zeros (no memory), so any architecture can
+/// be recorded.
+#[derive(Default)]
+struct Recorder(std::sync::Arc<std::sync::Mutex<Layout>>);
+
+/// Tensor names and shapes, in the order a constructor reads them.
+pub type Layout = Vec<(String, Vec<usize>)>;
+
+impl candle_nn::var_builder::SimpleBackend for Recorder {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.push((name.to_string(), s.dims().to_vec()));
+        candle_core::Tensor::zeros((), dtype, dev)?.broadcast_as(s)
     }
-    if cfg.reg_tokens > 0 {
-        v.push(("reg_token".into(), vec![1, cfg.reg_tokens, d]));
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _: DType,
+        _: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        candle_core::bail!("{name}: a shape is needed to record a tensor")
     }
-    for l in 0..cfg.depth {
-        let b = |name: &str| format!("blocks.{l}.{name}");
-        for norm in ["norm1", "norm2"] {
-            v.push((b(&format!("{norm}.weight")), vec![d]));
-            v.push((b(&format!("{norm}.bias")), vec![d]));
-        }
-        v.push((b("attn.qkv.weight"), vec![3 * d, d]));
-        if cfg.qkv_bias {
-            v.push((b("attn.qkv.bias"), vec![3 * d]));
-        }
-        v.push((b("attn.proj.weight"), vec![d, d]));
-        v.push((b("attn.proj.bias"), vec![d]));
-        v.push((b("mlp.fc1.weight"), vec![h, d]));
-        v.push((b("mlp.fc1.bias"), vec![h]));
-        v.push((b("mlp.fc2.weight"), vec![d, h]));
-        v.push((b("mlp.fc2.bias"), vec![d]));
-        if cfg.layer_scale.is_some() {
-            v.push((b("ls1.gamma"), vec![d]));
-            v.push((b("ls2.gamma"), vec![d]));
-        }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
     }
-    let norm = if cfg.fc_norm { "fc_norm" } else { "norm" };
-    v.push((format!("{norm}.weight"), vec![d]));
-    v.push((format!("{norm}.bias"), vec![d]));
-    v
+}
+
+/// Every tensor `build` reads from a `VarBuilder`, with its shape, in the
+/// order read: the key layout, stated once — by the constructors.
+///
+/// # Errors
+/// What `build` returns.
+pub fn record_layout<T>(build: impl FnOnce(VarBuilder) -> Result<T>) -> Result<Layout> {
+    let seen = std::sync::Arc::default();
+    let vb = VarBuilder::from_backend(
+        Box::new(Recorder(std::sync::Arc::clone(&seen))),
+        DType::F32,
+        Device::Cpu,
+    );
+    build(vb)?;
+    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(seen)
+}
+
+/// Every tensor the architecture reads, with its shape, in timm's names
+/// (recorded from [`VisionTransformer::new`]).
+///
+/// # Errors
+/// A configuration that does not validate.
+pub fn expected_shapes(cfg: &VitConfig) -> Result<Layout> {
+    record_layout(|vb| VisionTransformer::new(cfg, vb))
 }
 
 /// Checks `weights` against `cfg`: every missing key, unexpected key and
 /// shape mismatch is reported in one error naming `path`.
 pub fn check(cfg: &VitConfig, weights: &WeightMap, path: &Path) -> Result<()> {
-    let expected = expected_shapes(cfg);
+    let expected = expected_shapes(cfg)?;
     let expected_keys: BTreeSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
     let mut missing = vec![];
     let mut mismatched = vec![];

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::{DataConfig, LoadOptions, LoadedWeights, WeightLayout};
-use crate::config::{Pool, VitConfig};
+use crate::config::VitConfig;
 use crate::error::{EncoderError, Result};
 use crate::weights::Branch;
 use crate::WeightMap;
@@ -49,6 +49,7 @@ pub(super) fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
         config,
         weights,
         ignored: vec![],
+        notes: vec![],
     })
 }
 
@@ -97,23 +98,10 @@ fn infer_config(w: &WeightMap, model: Option<&str>) -> std::result::Result<VitCo
             format!("cannot tell the number of attention heads of width {dim}: name the model (e.g. --model vit_huge_patch14_224)")
         })?,
     };
-    Ok(VitConfig {
-        image_size: (side * p, side * p),
-        patch_size: p,
-        in_channels: channels,
-        embed_dim: dim,
-        depth,
-        num_heads,
-        mlp_hidden_dim: hidden,
-        qkv_bias: w.contains_key("blocks.0.attn.qkv.bias"),
-        class_token: false,
-        reg_tokens: 0,
-        no_embed_class: false,
-        layer_scale: None,
-        global_pool: Pool::Avg,
-        fc_norm: false,
-        // A non-trainable sin-cos buffer in the official model.
-        fixed_pos_embed: true,
-        norm_eps: 1e-6,
-    })
+    let mut cfg = VitConfig::ijepa((side * p, side * p), p, dim, depth, num_heads, hidden, 1e-6);
+    cfg.in_channels = channels;
+    cfg.qkv_bias = w.contains_key("blocks.0.attn.qkv.bias");
+    // A non-trainable sin-cos buffer in the official model.
+    cfg.fixed_pos_embed = true;
+    Ok(cfg)
 }

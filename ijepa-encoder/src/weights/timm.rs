@@ -1,47 +1,28 @@
 //! timm's layout: `model.safetensors` + `config.json` (`architecture`,
-//! `model_args`, `pretrained_cfg`).
+//! `model_args`, `pretrained_cfg`), read as `timm.create_model` reads a hub
+//! model: the architecture from the registry ([`crate::registry`]), the
+//! `model_args` over its arguments, the `pretrained_cfg`'s input size and
+//! classes where timm's builder takes them.
 
 use std::path::Path;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{
     drop_non_encoder, read_json, read_safetensors, DataConfig, Fields, LoadOptions, LoadedWeights,
     WeightLayout,
 };
-use crate::config::{Pool, VitConfig};
+use crate::config::VitConfig;
 use crate::error::{EncoderError, Result};
+use crate::registry::{self, TagConfig, TimmArgs};
 use crate::WeightMap;
-
-/// timm's ViT LayerNorm epsilon; a config.json cannot say another.
-const TIMM_EPS: f64 = 1e-6;
-
-/// `model_args` that change nothing at inference.
-const HARMLESS_ARGS: &[&str] = &[
-    "num_classes",
-    "drop_rate",
-    "drop_path_rate",
-    "attn_drop_rate",
-    "proj_drop_rate",
-    "pos_drop_rate",
-    "patch_drop_rate",
-    "dynamic_img_size",
-    "dynamic_img_pad",
-    "weight_init",
-];
-
-/// Whether a timm preset sets `fc_norm` itself (then `global_pool` in
-/// `model_args` does not change it): plain `_gap` models set it to false.
-fn preset_sets_fc_norm(arch: &str) -> bool {
-    arch.contains("_gap") && !arch.contains("_reg")
-}
 
 pub(super) fn load(
     weights_path: &Path,
     config_path: &Path,
     _opts: &LoadOptions,
 ) -> Result<LoadedWeights> {
-    let (cfg, data) = config(&read_json(config_path)?, config_path)?;
+    let (cfg, data, notes) = config_and_notes(&read_json(config_path)?, config_path)?;
     let mut weights = read_safetensors(weights_path)?;
     let ignored = drop_non_encoder(&mut weights, &["head.", "head_dist.", "attn_pool."]);
     Ok(LoadedWeights {
@@ -51,139 +32,77 @@ pub(super) fn load(
         data,
         weights,
         ignored,
+        notes,
     })
 }
 
 /// The architecture and data configuration of a timm `config.json`.
 pub(super) fn config(json: &Value, config_path: &Path) -> Result<(VitConfig, DataConfig)> {
+    config_and_notes(json, config_path).map(|(c, d, _)| (c, d))
+}
+
+/// As timm's `load_model_config_from_hf`: a file without `pretrained_cfg`
+/// is the old form, whose top level is the pretrained configuration; a
+/// top-level `num_classes` overrides the pretrained one.
+fn config_and_notes(json: &Value, path: &Path) -> Result<(VitConfig, DataConfig, Vec<String>)> {
     let err = |reason: String| EncoderError::ConfigFile {
-        path: config_path.to_path_buf(),
+        path: path.to_path_buf(),
         reason,
     };
     let arch = json["architecture"]
         .as_str()
         .ok_or_else(|| err("\"architecture\" is not a string".into()))?;
-    let mut cfg = VitConfig::from_timm_name(arch)?;
-    let empty = Map::new();
-    let args = json
-        .get("model_args")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    apply_model_args(&mut cfg, arch, args).map_err(err)?;
-    // Top-level `global_pool` (older configs) when model_args does not say.
-    if let (Some(pool), false) = (
-        json.get("global_pool").and_then(Value::as_str),
-        args.contains_key("global_pool"),
-    ) {
-        set_pool(&mut cfg, arch, pool, args).map_err(err)?;
-    }
+    let pretrained = json.get("pretrained_cfg").unwrap_or(json);
+    let f = Fields::new(path, "pretrained_cfg.", pretrained);
+    let input = match f.integers("input_size")?.as_deref() {
+        None => [3, 224, 224], // timm's PretrainedCfg default
+        Some(&[c, h, w]) => [c, h, w],
+        Some(_) => {
+            return Err(err(format!(
+                "pretrained_cfg.input_size = {} is not [channels, height, width]",
+                pretrained["input_size"]
+            )))
+        }
+    };
+    let fixed = match pretrained.get("fixed_input_size") {
+        None | Some(Value::Null) => false,
+        Some(v) => v.as_bool().ok_or_else(|| {
+            err(format!(
+                "pretrained_cfg.fixed_input_size = {v} is not a boolean"
+            ))
+        })?,
+    };
+    let top_classes = json
+        .get("num_classes")
+        .filter(|_| json.get("pretrained_cfg").is_some());
+    let num_classes = top_classes
+        .or_else(|| pretrained.get("num_classes"))
+        .filter(|v| !v.is_null())
+        .map(|v| {
+            v.as_i64()
+                .ok_or_else(|| err(format!("num_classes = {v} is not an integer")))
+        })
+        .transpose()?;
+    let tag = TagConfig {
+        input_size: input,
+        fixed_input_size: fixed,
+        num_classes,
+        global_pool: f.string("global_pool")?.map(str::to_string),
+    };
+    let args = match json.get("model_args") {
+        None | Some(Value::Null) => TimmArgs::default(),
+        Some(v) => TimmArgs::from_json(v).map_err(|e| err(format!("model_args: {e}")))?,
+    };
+    let (_, entry, _) = registry::lookup(arch)?;
+    let resolved = registry::resolve_with(arch, entry, Some(&tag), &args)?;
+    let mut cfg = resolved.config;
     if let Some(eps) = json.pointer("/ijepa_rs/norm_eps").and_then(Value::as_f64) {
+        // Our exports of encoders with an epsilon timm cannot name.
         cfg.norm_eps = eps;
     }
-    let data = data_config(config_path, json.get("pretrained_cfg"), cfg.image_size)?;
-    if json.get("model_args").is_none() {
-        // Published configs carry no model_args: the image size is pretrained_cfg's.
-        cfg.image_size = data.input_size;
-    }
     cfg.validate()?;
-    Ok((cfg, data))
-}
-
-fn set_pool(
-    cfg: &mut VitConfig,
-    arch: &str,
-    pool: &str,
-    args: &Map<String, Value>,
-) -> std::result::Result<(), String> {
-    cfg.global_pool = match pool {
-        "token" => Pool::Token,
-        "avg" => Pool::Avg,
-        other => {
-            return Err(format!(
-                "global_pool {other:?} is not supported (token, avg)"
-            ))
-        }
-    };
-    if !args.contains_key("fc_norm") && !preset_sets_fc_norm(arch) {
-        cfg.fc_norm = cfg.global_pool == Pool::Avg;
-    }
-    Ok(())
-}
-
-fn apply_model_args(
-    cfg: &mut VitConfig,
-    arch: &str,
-    args: &Map<String, Value>,
-) -> std::result::Result<(), String> {
-    let usize_of = |k: &str, v: &Value| {
-        v.as_u64()
-            .map(|n| n as usize)
-            .ok_or_else(|| format!("model_args.{k} = {v} is not a non-negative integer"))
-    };
-    let bool_of = |k: &str, v: &Value| {
-        v.as_bool()
-            .ok_or_else(|| format!("model_args.{k} = {v} is not a boolean"))
-    };
-    let mut mlp_ratio = None;
-    for (k, v) in args {
-        match k.as_str() {
-            "img_size" => {
-                cfg.image_size = match v {
-                    Value::Array(a) if a.len() == 2 => (usize_of(k, &a[0])?, usize_of(k, &a[1])?),
-                    _ => {
-                        let s = usize_of(k, v)?;
-                        (s, s)
-                    }
-                }
-            }
-            "patch_size" => cfg.patch_size = usize_of(k, v)?,
-            "in_chans" => cfg.in_channels = usize_of(k, v)?,
-            "embed_dim" => cfg.embed_dim = usize_of(k, v)?,
-            "depth" => cfg.depth = usize_of(k, v)?,
-            "num_heads" => cfg.num_heads = usize_of(k, v)?,
-            "mlp_ratio" => {
-                mlp_ratio = Some(
-                    v.as_f64()
-                        .ok_or_else(|| format!("model_args.mlp_ratio = {v} is not a number"))?,
-                )
-            }
-            "qkv_bias" => cfg.qkv_bias = bool_of(k, v)?,
-            "class_token" => cfg.class_token = bool_of(k, v)?,
-            "reg_tokens" => cfg.reg_tokens = usize_of(k, v)?,
-            "no_embed_class" => cfg.no_embed_class = bool_of(k, v)?,
-            "init_values" => cfg.layer_scale = v.as_f64(),
-            "fc_norm" => {
-                if !v.is_null() {
-                    cfg.fc_norm = bool_of(k, v)?
-                }
-            }
-            "global_pool" => {
-                let pool = v
-                    .as_str()
-                    .ok_or_else(|| format!("model_args.global_pool = {v} is not a string"))?;
-                set_pool(cfg, arch, pool, args)?;
-            }
-            "pre_norm" | "qk_norm" | "no_norm" if v == &Value::Bool(false) => {}
-            "final_norm" if v == &Value::Bool(true) => {}
-            _ if HARMLESS_ARGS.contains(&k.as_str()) => {}
-            _ => {
-                return Err(format!(
-                    "model_args.{k} = {v} is not supported by ijepa-rs' ViT"
-                ))
-            }
-        }
-    }
-    // timm: hidden = int(dim · mlp_ratio), with the preset's ratio (48/11 for
-    // giant, 4 otherwise) unless model_args gives one.
-    if mlp_ratio.is_some() || args.contains_key("embed_dim") {
-        let preset = if arch.contains("_giant_") {
-            48.0 / 11.0
-        } else {
-            4.0
-        };
-        cfg.mlp_hidden_dim = (cfg.embed_dim as f64 * mlp_ratio.unwrap_or(preset)) as usize;
-    }
-    Ok(())
+    let data = data_config(path, Some(pretrained), cfg.image_size)?;
+    Ok((cfg, data, resolved.notes))
 }
 
 /// timm's `pretrained_cfg`: every field present is used, and one of the
@@ -227,49 +146,6 @@ fn data_config(
     Ok(data)
 }
 
-/// timm names registered in timm 1.0 that [`architecture`] may produce.
-const REGISTERED: &[&str] = &[
-    "vit_tiny_patch16_224",
-    "vit_tiny_patch16_384",
-    "vit_small_patch16_224",
-    "vit_small_patch16_384",
-    "vit_small_patch14_dinov2",
-    "vit_base_patch16_224",
-    "vit_base_patch16_384",
-    "vit_base_patch16_gap_224",
-    "vit_large_patch16_224",
-    "vit_large_patch16_384",
-    "vit_huge_patch14_224",
-    "vit_huge_patch14_gap_224",
-    "vit_huge_patch16_gap_448",
-    "vit_giant_patch14_224",
-    "vit_giant_patch16_gap_224",
-];
-
-/// A registered timm name close to `cfg` (`model_args` carry every
-/// hyper-parameter, so the name only has to exist): the preset of this
-/// size when timm has it, else `vit_base_patch16[_gap]_224`.
-fn architecture(cfg: &VitConfig) -> String {
-    let size = match cfg.embed_dim {
-        192 => "tiny",
-        384 => "small",
-        1024 => "large",
-        1280 => "huge",
-        1408 => "giant",
-        _ => "base",
-    };
-    let gap = if cfg.class_token { "" } else { "_gap" };
-    let name = format!(
-        "vit_{size}_patch{}{gap}_{}",
-        cfg.patch_size, cfg.image_size.0
-    );
-    if REGISTERED.contains(&name.as_str()) {
-        name
-    } else {
-        format!("vit_base_patch16{gap}_224")
-    }
-}
-
 /// `mlp_ratio` such that timm's `int(dim · ratio)` gives back `hidden`.
 fn mlp_ratio(dim: usize, hidden: usize) -> f64 {
     let mut r = hidden as f64 / dim as f64;
@@ -279,10 +155,25 @@ fn mlp_ratio(dim: usize, hidden: usize) -> f64 {
     r
 }
 
+/// The registered architecture a timm export names: one with the same
+/// norm epsilon (timm's `model_args` cannot state an epsilon; they state
+/// every other argument), else `None`.
+fn architecture(cfg: &VitConfig) -> Option<&'static str> {
+    // vit_base_patch16_224 uses timm's LayerNorm (1e-6); the CLIP one
+    // nn.LayerNorm (1e-5).
+    ["vit_base_patch16_224", "vit_base_patch16_clip_224"]
+        .into_iter()
+        .find(|name| {
+            registry::resolve(name, &TimmArgs::default())
+                .is_ok_and(|r| r.config.norm_eps == cfg.norm_eps)
+        })
+}
+
 /// Writes `weights` as a timm model folder: `model.safetensors` and a
 /// `config.json` whose `model_args` state every hyper-parameter, so
 /// `timm.create_model(config["architecture"], **config["model_args"])`
-/// rebuilds this exact architecture.
+/// rebuilds this exact architecture. An epsilon timm cannot name is kept
+/// under `ijepa_rs.norm_eps` for ijepa-rs (timm would use its own).
 pub fn save_timm(
     dir: &Path,
     cfg: &VitConfig,
@@ -294,12 +185,10 @@ pub fn save_timm(
         path: dir.to_path_buf(),
         error,
     })?;
-    let pool = match cfg.global_pool {
-        Pool::Token => "token",
-        Pool::Avg => "avg",
-    };
+    let pool = cfg.global_pool.timm_name();
+    let base = architecture(cfg);
     let mut config = json!({
-        "architecture": architecture(cfg),
+        "architecture": base.unwrap_or("vit_base_patch16_224"),
         "num_classes": 0,
         "num_features": cfg.embed_dim,
         "global_pool": pool,
@@ -312,12 +201,23 @@ pub fn save_timm(
             "num_heads": cfg.num_heads,
             "mlp_ratio": mlp_ratio(cfg.embed_dim, cfg.mlp_hidden_dim),
             "qkv_bias": cfg.qkv_bias,
+            "qk_norm": cfg.qk_norm,
+            "scale_attn_norm": cfg.scale_attn_norm,
+            "scale_mlp_norm": cfg.scale_mlp_norm,
+            "proj_bias": cfg.proj_bias,
             "class_token": cfg.class_token,
             "reg_tokens": cfg.reg_tokens,
             "no_embed_class": cfg.no_embed_class,
             "init_values": cfg.layer_scale,
-            "global_pool": pool,
+            "pre_norm": cfg.pre_norm,
+            "final_norm": cfg.norm || cfg.fc_norm,
             "fc_norm": cfg.fc_norm,
+            "global_pool": pool,
+            "pos_embed": match cfg.pos_embed {
+                crate::PosEmbed::Learned => "learn",
+                crate::PosEmbed::None => "none",
+            },
+            "act_layer": cfg.activation.timm_name(),
             "num_classes": 0,
         },
         "pretrained_cfg": {
@@ -333,8 +233,7 @@ pub fn save_timm(
             "classifier": "head",
         },
     });
-    if cfg.norm_eps != TIMM_EPS {
-        // timm cannot express another epsilon; keep ours for a faithful reload.
+    if base.is_none() {
         config["ijepa_rs"] = json!({ "norm_eps": cfg.norm_eps });
     }
     let text = serde_json::to_string_pretty(&config).expect("JSON values serialise");

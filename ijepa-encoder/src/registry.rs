@@ -182,6 +182,45 @@ impl TimmArgs {
         }
     }
 
+    /// Arguments that rebuild `cfg` over any architecture whose norm
+    /// epsilon and MLP form are `cfg`'s (see [`base_for`]): every other
+    /// field is stated, in values timm's `create_model` accepts.
+    pub fn from_config(cfg: &VitConfig) -> Self {
+        Self {
+            img_size: Some(Size::Pair([cfg.image_size.0, cfg.image_size.1])),
+            patch_size: Some(Size::Square(cfg.patch_size)),
+            in_chans: Some(cfg.in_channels),
+            num_classes: Some(0),
+            global_pool: Some(cfg.global_pool.timm_name().to_string()),
+            embed_dim: Some(cfg.embed_dim),
+            depth: Some(cfg.depth),
+            num_heads: Some(cfg.num_heads),
+            mlp_ratio: Some(mlp_ratio(cfg.embed_dim, cfg.mlp_hidden_dim)),
+            qkv_bias: Some(cfg.qkv_bias),
+            qk_norm: Some(cfg.qk_norm),
+            scale_attn_norm: Some(cfg.scale_attn_norm),
+            scale_mlp_norm: Some(cfg.scale_mlp_norm),
+            proj_bias: Some(cfg.proj_bias),
+            init_values: Some(cfg.layer_scale),
+            class_token: Some(cfg.class_token),
+            pos_embed: Some(
+                match cfg.pos_embed {
+                    PosEmbed::Learned => "learn",
+                    PosEmbed::None => "none",
+                }
+                .to_string(),
+            ),
+            no_embed_class: Some(cfg.no_embed_class),
+            reg_tokens: Some(cfg.reg_tokens),
+            pre_norm: Some(cfg.pre_norm),
+            final_norm: Some(cfg.norm || cfg.fc_norm),
+            fc_norm: Some(Some(cfg.fc_norm)),
+            dynamic_img_pad: Some(cfg.dynamic_img_pad),
+            act_layer: Some(Some(serde_json::json!(cfg.activation.timm_name()))),
+            ..Self::default()
+        }
+    }
+
     /// These arguments with every field `over` sets taken from `over`.
     pub fn overlaid(&self, over: &TimmArgs) -> TimmArgs {
         macro_rules! pick {
@@ -287,6 +326,33 @@ pub struct Registry {
     pub constructor_defaults: TimmArgs,
     /// Every architecture, by name.
     pub architectures: BTreeMap<String, Architecture>,
+}
+
+/// `mlp_ratio` such that timm's `int(dim · ratio)` gives back `hidden`.
+pub fn mlp_ratio(dim: usize, hidden: usize) -> f64 {
+    let mut r = hidden as f64 / dim as f64;
+    while ((dim as f64) * r) < hidden as f64 {
+        r = f64::from_bits(r.to_bits() + 1);
+    }
+    r
+}
+
+/// A registered architecture whose norm epsilon and MLP form are `cfg`'s,
+/// so [`TimmArgs::from_config`] over it rebuilds `cfg` (timm's keyword
+/// arguments cannot state an epsilon or an MLP class in JSON); `None` when
+/// none has them.
+pub fn base_for(cfg: &VitConfig) -> Option<&'static str> {
+    // timm's LayerNorm (1e-6); nn.LayerNorm (1e-5); DINOv2-giant's GluMlp.
+    [
+        "vit_base_patch16_224",
+        "vit_base_patch16_clip_224",
+        "vit_giant_patch14_dinov2",
+    ]
+    .into_iter()
+    .find(|name| {
+        resolve(name, &TimmArgs::default())
+            .is_ok_and(|r| r.config.norm_eps == cfg.norm_eps && r.config.mlp == cfg.mlp)
+    })
 }
 
 /// The table (parsed once).

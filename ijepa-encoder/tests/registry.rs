@@ -156,3 +156,28 @@ fn the_registry_records_timm_and_every_entrypoint() {
         .count();
     assert_eq!(vit, 138, "timm 1.0.31 has 138 vit_* entrypoints");
 }
+
+#[test]
+fn every_configuration_round_trips_through_timm_arguments() {
+    // What exports write (config.json model_args over a base architecture)
+    // and what old checkpoints are migrated through.
+    let mut checked = 0;
+    for name in registry::registry().architectures.keys() {
+        let Ok(r) = registry::resolve(name, &TimmArgs::default()) else {
+            continue;
+        };
+        let cfg = r.config;
+        let Some(base) = registry::base_for(&cfg) else {
+            continue; // an epsilon no base has: exports keep it beside model_args
+        };
+        let args = TimmArgs::from_config(&cfg);
+        // Through JSON, as a config.json carries them.
+        let json = serde_json::to_value(&args).unwrap();
+        let back = TimmArgs::from_json(&json).unwrap();
+        assert_eq!(back, args, "{name}");
+        let again = registry::resolve(base, &back).unwrap().config;
+        assert_eq!(again, cfg, "{name} over {base}");
+        checked += 1;
+    }
+    assert!(checked >= 130, "{checked}");
+}

@@ -39,7 +39,11 @@ use crate::data::Position;
 use crate::error::{io, Result, TrainError};
 
 /// Format tag written into every `state.json`.
-pub const FORMAT: &str = "ijepa-rs checkpoint v1";
+pub const FORMAT: &str = "ijepa-rs checkpoint v2";
+
+/// ijepa-rs 0.1's format: no `encoder`, a 0.1 model section (translated on
+/// reading, see `legacy.rs`).
+const FORMAT_V1: &str = "ijepa-rs checkpoint v1";
 
 /// The non-tensor state of a checkpoint (`state.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +77,10 @@ pub struct CheckpointState {
     pub rng: String,
     /// The run's configuration.
     pub config: TrainConfig,
+    /// The encoder the run trains, as resolved when it was written (absent
+    /// in format v1: then resolved from `config`).
+    #[serde(default)]
+    pub encoder: Option<ijepa_encoder::VitConfig>,
 }
 
 /// A checkpoint read back.
@@ -306,14 +314,22 @@ pub fn read_state(path: &Path) -> Result<CheckpointState> {
     };
     let state_path = path.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
-    let state: CheckpointState =
+    let mut json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
-    if state.format != FORMAT {
+    let format = json["format"].as_str().unwrap_or_default().to_string();
+    if format != FORMAT && format != FORMAT_V1 {
         return Err(bad(format!(
-            "format {:?}, expected {FORMAT:?}",
-            state.format
+            "state.json: format {format:?}, expected {FORMAT:?} (or {FORMAT_V1:?})"
         )));
     }
+    // The configuration is read as a configuration file is (a 0.1 model
+    // section translated), the rest as it is.
+    let config = TrainConfig::from_json(json["config"].take())
+        .map_err(|e| bad(format!("state.json: {e}")))?;
+    json["config"] = serde_json::to_value(TrainConfig::default()).unwrap_or_default();
+    let mut state: CheckpointState =
+        serde_json::from_value(json).map_err(|e| bad(format!("state.json: {e}")))?;
+    state.config = config;
     Ok(state)
 }
 
@@ -396,7 +412,10 @@ pub fn load_encoder(
     device: &Device,
 ) -> Result<(ijepa_encoder::VitConfig, WeightMap, TrainConfig)> {
     let ck = load(checkpoint, device)?;
-    let cfg = ck.state.config.ijepa()?.encoder;
+    let cfg = match &ck.state.encoder {
+        Some(cfg) => cfg.clone(),
+        None => ck.state.config.ijepa()?.checked()?.encoder,
+    };
     let weights = if target {
         ck.target_encoder
     } else {
@@ -445,6 +464,7 @@ mod tests {
             elapsed_s: 0.0,
             rng: String::new(),
             config: cfg,
+            encoder: None,
         };
         let mut w = WeightMap::new();
         w.insert("x".into(), Tensor::new(&[1f32], &Device::Cpu).unwrap());

@@ -354,7 +354,32 @@ impl TrainConfig {
     /// # Errors
     /// Syntax errors, unknown keys and wrong types, with their location.
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))
+        Ok(Self::from_toml_noting(text)?.0)
+    }
+
+    /// [`TrainConfig::from_toml_str`], with a note when the text is an
+    /// ijepa-rs 0.1 configuration (its model section is translated).
+    fn from_toml_noting(text: &str) -> Result<(Self, Option<String>)> {
+        let bad = |e: toml::de::Error| TrainError::Config(e.to_string());
+        let mut table: toml::Table = toml::from_str(text).map_err(bad)?;
+        let note = match table.get_mut("model").and_then(toml::Value::as_table_mut) {
+            Some(model) => crate::legacy::upgrade_model(model)?,
+            None => None,
+        };
+        Ok((table.try_into().map_err(bad)?, note))
+    }
+
+    /// A configuration from a JSON value (a checkpoint's `state.json`),
+    /// an ijepa-rs 0.1 one translated as [`TrainConfig::from_toml_str`] does.
+    ///
+    /// # Errors
+    /// A value that is not a configuration.
+    pub fn from_json(value: serde_json::Value) -> Result<Self> {
+        let text = toml::to_string(
+            &toml::Value::try_from(value).map_err(|e| TrainError::Config(e.to_string()))?,
+        )
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+        Self::from_toml_str(&text)
     }
 
     /// Reads a configuration file: TOML, or an official facebookresearch/ijepa
@@ -376,7 +401,8 @@ impl TrainConfig {
         if is_yaml {
             crate::official::from_yaml_str(&text).map_err(named)
         } else {
-            Ok((Self::from_toml_str(&text).map_err(named)?, vec![]))
+            let (cfg, note) = Self::from_toml_noting(&text).map_err(named)?;
+            Ok((cfg, note.into_iter().collect()))
         }
     }
 

@@ -41,6 +41,7 @@ pub mod config;
 pub mod data;
 pub mod ema;
 mod error;
+mod legacy;
 pub mod loss;
 pub mod metrics;
 pub mod model;

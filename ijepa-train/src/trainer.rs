@@ -540,6 +540,7 @@ impl Trainer {
                 self.config.run.seed
             ),
             config: self.config.clone(),
+            encoder: Some(self.step.model().config().encoder.clone()),
         };
         let model = self.step.model();
         let student = model.student_weights()?;

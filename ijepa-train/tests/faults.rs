@@ -224,6 +224,7 @@ fn a_checkpoint_with_a_nan_is_never_written_and_never_resumed() {
         elapsed_s: 0.0,
         rng: String::new(),
         config: cfg,
+        encoder: None,
     };
     let mut w = ijepa_encoder::WeightMap::new();
     w.insert(

@@ -146,34 +146,12 @@ fn data_config(
     Ok(data)
 }
 
-/// `mlp_ratio` such that timm's `int(dim · ratio)` gives back `hidden`.
-fn mlp_ratio(dim: usize, hidden: usize) -> f64 {
-    let mut r = hidden as f64 / dim as f64;
-    while ((dim as f64) * r) < hidden as f64 {
-        r = f64::from_bits(r.to_bits() + 1);
-    }
-    r
-}
-
-/// The registered architecture a timm export names: one with the same
-/// norm epsilon (timm's `model_args` cannot state an epsilon; they state
-/// every other argument), else `None`.
-fn architecture(cfg: &VitConfig) -> Option<&'static str> {
-    // vit_base_patch16_224 uses timm's LayerNorm (1e-6); the CLIP one
-    // nn.LayerNorm (1e-5).
-    ["vit_base_patch16_224", "vit_base_patch16_clip_224"]
-        .into_iter()
-        .find(|name| {
-            registry::resolve(name, &TimmArgs::default())
-                .is_ok_and(|r| r.config.norm_eps == cfg.norm_eps)
-        })
-}
-
 /// Writes `weights` as a timm model folder: `model.safetensors` and a
 /// `config.json` whose `model_args` state every hyper-parameter, so
 /// `timm.create_model(config["architecture"], **config["model_args"])`
 /// rebuilds this exact architecture. An epsilon timm cannot name is kept
-/// under `ijepa_rs.norm_eps` for ijepa-rs (timm would use its own).
+/// under `ijepa_rs.norm_eps` for ijepa-rs (timm would use the base
+/// architecture's).
 pub fn save_timm(
     dir: &Path,
     cfg: &VitConfig,
@@ -186,40 +164,13 @@ pub fn save_timm(
         error,
     })?;
     let pool = cfg.global_pool.timm_name();
-    let base = architecture(cfg);
+    let base = registry::base_for(cfg);
     let mut config = json!({
         "architecture": base.unwrap_or("vit_base_patch16_224"),
         "num_classes": 0,
         "num_features": cfg.embed_dim,
         "global_pool": pool,
-        "model_args": {
-            "img_size": [cfg.image_size.0, cfg.image_size.1],
-            "patch_size": cfg.patch_size,
-            "in_chans": cfg.in_channels,
-            "embed_dim": cfg.embed_dim,
-            "depth": cfg.depth,
-            "num_heads": cfg.num_heads,
-            "mlp_ratio": mlp_ratio(cfg.embed_dim, cfg.mlp_hidden_dim),
-            "qkv_bias": cfg.qkv_bias,
-            "qk_norm": cfg.qk_norm,
-            "scale_attn_norm": cfg.scale_attn_norm,
-            "scale_mlp_norm": cfg.scale_mlp_norm,
-            "proj_bias": cfg.proj_bias,
-            "class_token": cfg.class_token,
-            "reg_tokens": cfg.reg_tokens,
-            "no_embed_class": cfg.no_embed_class,
-            "init_values": cfg.layer_scale,
-            "pre_norm": cfg.pre_norm,
-            "final_norm": cfg.norm || cfg.fc_norm,
-            "fc_norm": cfg.fc_norm,
-            "global_pool": pool,
-            "pos_embed": match cfg.pos_embed {
-                crate::PosEmbed::Learned => "learn",
-                crate::PosEmbed::None => "none",
-            },
-            "act_layer": cfg.activation.timm_name(),
-            "num_classes": 0,
-        },
+        "model_args": TimmArgs::from_config(cfg),
         "pretrained_cfg": {
             "input_size": [cfg.in_channels, data.input_size.0, data.input_size.1],
             "fixed_input_size": true,
@@ -258,7 +209,7 @@ mod tests {
             (1280, 5120),
             (100, 333),
         ] {
-            assert_eq!((d as f64 * mlp_ratio(d, h)) as usize, h);
+            assert_eq!((d as f64 * registry::mlp_ratio(d, h)) as usize, h);
         }
     }
 }

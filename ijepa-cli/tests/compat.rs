@@ -1,0 +1,133 @@
+//! Runs of ijepa-rs 0.1 (checkpoint format v1, whose model section was a
+//! name with `embed_dim`/`depth`/`num_heads` overrides) keep working: they
+//! resume bit-identically to how 0.1 itself would have finished them, and
+//! embed exactly as 0.1 did. `tests/fixtures/v1_run/make_v1_run.sh` made the
+//! fixture with the 0.1 binary (commit 46b4b92).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use safetensors::SafeTensors;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1_run")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A writable copy of the 0.1 run.
+fn v1_run(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ijepa-compat-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&fixture().join("run"), &dir);
+    dir
+}
+
+fn cli(args: &[&str], out: &Path) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
+        .args(args)
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Every tensor of two safetensors files, bit for bit.
+fn assert_same_tensors(a: &Path, b: &Path) {
+    let (a_bytes, b_bytes) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let (a_st, b_st) = (
+        SafeTensors::deserialize(&a_bytes).unwrap(),
+        SafeTensors::deserialize(&b_bytes).unwrap(),
+    );
+    let mut names = a_st.names();
+    names.sort();
+    let mut other = b_st.names();
+    other.sort();
+    assert_eq!(names, other, "{} vs {}", a.display(), b.display());
+    for name in names {
+        let (x, y) = (a_st.tensor(name).unwrap(), b_st.tensor(name).unwrap());
+        assert_eq!(x.shape(), y.shape(), "{name}");
+        assert!(x.data() == y.data(), "{name} differs");
+    }
+}
+
+#[test]
+fn a_v1_run_resumes_to_what_v1_would_have_finished() {
+    let run = v1_run("resume");
+    let out = cli(
+        &[
+            "pretrain",
+            "--resume",
+            "--max-steps",
+            "8",
+            "--no-probe",
+            "--out",
+        ],
+        &run,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        format!("{stdout}{stderr}").contains("ijepa-rs 0.1 model section"),
+        "the upgrade is noted:\n{stdout}\n{stderr}"
+    );
+    assert_same_tensors(
+        &run.join("checkpoints/step-00000008/model.safetensors"),
+        &fixture().join("expected_step8_model.safetensors"),
+    );
+    // The run's config.toml is now in the current form, and resumes again.
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let (model, args) = config.split_once("[model.args]").unwrap();
+    assert!(!model.contains("\nembed_dim") && args.contains("\nembed_dim = 16"));
+    cli(
+        &[
+            "pretrain",
+            "--resume",
+            "--max-steps",
+            "8",
+            "--no-probe",
+            "--out",
+        ],
+        &run,
+    );
+    let _ = std::fs::remove_dir_all(&run);
+}
+
+#[test]
+fn a_v1_checkpoint_embeds_as_v1_did() {
+    let run = v1_run("embed");
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embed_images");
+    let feats = run.join("feats.safetensors");
+    let weights = run.to_string_lossy().into_owned();
+    let images = images.to_string_lossy().into_owned();
+    cli(
+        &[
+            "embed",
+            "--weights",
+            &weights,
+            "--images",
+            &images,
+            "--tokens",
+            "--out",
+        ],
+        &feats,
+    );
+    assert_same_tensors(&feats, &fixture().join("expected_embed.safetensors"));
+    let _ = std::fs::remove_dir_all(&run);
+}

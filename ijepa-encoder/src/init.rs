@@ -188,7 +188,8 @@ pub fn init_layout(
 /// Linear and patch weights per [`InitOptions::scheme`], LayerNorms (1, 0),
 /// class/register tokens `N(0, 1e-6²)` as timm, layer scale at its initial
 /// value, position embedding per [`InitOptions::sincos_pos_embed`] (prefix
-/// rows 0, as MAE and I-JEPA do).
+/// rows 0, as MAE and I-JEPA do); with [`Scheme::Timm`], a `GluMlp`'s gated
+/// half of `fc1` as timm's `GluMlp.init_weights` sets it.
 ///
 /// # Errors
 /// A configuration that does not validate.
@@ -197,6 +198,7 @@ pub fn init_weights(cfg: &VitConfig, opts: &InitOptions, device: &Device) -> Res
     let layout = crate::weights::expected_shapes(cfg)?;
     let normal =
         |name: &str, n: usize, std: f64| trunc_normal(n, std, &mut tensor_rng(opts.seed, name));
+    let glu_gate = opts.scheme == Scheme::Timm && cfg.mlp == crate::config::MlpKind::Glu;
     init_layout(&layout, opts, "", device, |name, shape| {
         let n: usize = shape.iter().product();
         match name {
@@ -208,6 +210,18 @@ pub fn init_weights(cfg: &VitConfig, opts: &InitOptions, device: &Device) -> Res
             }
             "pos_embed" => Some(normal(name, n, opts.std)),
             "cls_token" | "reg_token" => Some(normal(name, n, 1e-6)),
+            // timm's GluMlp.init_weights: the gated half of fc1 starts as
+            // the constant 1 (weights N(0, 1e-6²), biases 1).
+            _ if glu_gate && name.ends_with(".mlp.fc1.weight") => {
+                let mut w = normal(name, n / 2, opts.std);
+                w.extend(normal(&format!("{name}:gate"), n - n / 2, 1e-6));
+                Some(w)
+            }
+            _ if glu_gate && name.ends_with(".mlp.fc1.bias") => {
+                let mut b = vec![0.0; n / 2];
+                b.resize(n, 1.0);
+                Some(b)
+            }
             _ if name.ends_with(".gamma") => Some(vec![cfg.layer_scale.unwrap_or(1.0) as f32; n]),
             _ => None,
         }
@@ -268,6 +282,43 @@ mod tests {
         assert!((ratio("blocks.1.mlp.fc2.weight") - 2.0).abs() < 1e-5); // √(2·2)
         assert!((ratio("blocks.0.attn.proj.weight") - 2f32.sqrt()).abs() < 1e-5);
         assert_eq!(ratio("blocks.1.attn.qkv.weight"), 1.0);
+    }
+
+    #[test]
+    fn timm_starts_a_glu_gate_at_one() {
+        let args = crate::registry::TimmArgs {
+            img_size: Some(crate::registry::Size::Square(28)),
+            embed_dim: Some(32),
+            depth: Some(1),
+            num_heads: Some(2),
+            ..Default::default()
+        };
+        let cfg = crate::registry::resolve("vit_giant_patch14_dinov2", &args)
+            .unwrap()
+            .config;
+        assert_eq!(cfg.mlp, crate::config::MlpKind::Glu);
+        let opts = InitOptions {
+            scheme: Scheme::Timm,
+            ..Default::default()
+        };
+        let w = init_weights(&cfg, &opts, &Device::Cpu).unwrap();
+        let bias = values(&w, "blocks.0.mlp.fc1.bias");
+        let weight = values(&w, "blocks.0.mlp.fc1.weight");
+        let (h, hw) = (bias.len() / 2, weight.len() / 2);
+        assert!(bias[..h].iter().all(|b| *b == 0.0) && bias[h..].iter().all(|b| *b == 1.0));
+        assert!(weight[hw..].iter().all(|v| v.abs() < 1e-5));
+        let std = (weight[..hw]
+            .iter()
+            .map(|v| (*v as f64).powi(2))
+            .sum::<f64>()
+            / hw as f64)
+            .sqrt();
+        assert!((std / 0.02 - 1.0).abs() < 0.1, "{std}");
+        // The official scheme has no such rule.
+        let plain = init_weights(&cfg, &InitOptions::default(), &Device::Cpu).unwrap();
+        assert!(values(&plain, "blocks.0.mlp.fc1.bias")
+            .iter()
+            .all(|b| *b == 0.0));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use safetensors::SafeTensors;
+mod support;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1_run")
@@ -48,25 +48,6 @@ fn cli(args: &[&str], out: &Path) -> Output {
     output
 }
 
-/// Every tensor of two safetensors files, bit for bit.
-fn assert_same_tensors(a: &Path, b: &Path) {
-    let (a_bytes, b_bytes) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
-    let (a_st, b_st) = (
-        SafeTensors::deserialize(&a_bytes).unwrap(),
-        SafeTensors::deserialize(&b_bytes).unwrap(),
-    );
-    let mut names = a_st.names();
-    names.sort();
-    let mut other = b_st.names();
-    other.sort();
-    assert_eq!(names, other, "{} vs {}", a.display(), b.display());
-    for name in names {
-        let (x, y) = (a_st.tensor(name).unwrap(), b_st.tensor(name).unwrap());
-        assert_eq!(x.shape(), y.shape(), "{name}");
-        assert!(x.data() == y.data(), "{name} differs");
-    }
-}
-
 #[test]
 fn a_v1_run_resumes_to_what_v1_would_have_finished() {
     let run = v1_run("resume");
@@ -87,7 +68,7 @@ fn a_v1_run_resumes_to_what_v1_would_have_finished() {
         format!("{stdout}{stderr}").contains("ijepa-rs 0.1 model section"),
         "the upgrade is noted:\n{stdout}\n{stderr}"
     );
-    assert_same_tensors(
+    support::assert_same_tensors(
         &run.join("checkpoints/step-00000008/model.safetensors"),
         &fixture().join("expected_step8_model.safetensors"),
     );
@@ -128,6 +109,6 @@ fn a_v1_checkpoint_embeds_as_v1_did() {
         ],
         &feats,
     );
-    assert_same_tensors(&feats, &fixture().join("expected_embed.safetensors"));
+    support::assert_same_tensors(&feats, &fixture().join("expected_embed.safetensors"));
     let _ = std::fs::remove_dir_all(&run);
 }

@@ -13,39 +13,31 @@
 //! NaN injection is in ijepa-train/tests/faults.rs (at the collective seam)
 //! and SIGTERM in tests/pretrain.rs.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor};
+mod support;
 
 /// A tiny run whose every step writes a checkpoint and prunes one.
-const TINY: &[&str] = &[
-    "--set",
-    "model.args.img_size=48",
-    "--set",
-    "model.args.embed_dim=32",
-    "--set",
-    "model.args.num_heads=2",
-    "--set",
-    "model.args.depth=2",
-    "--set",
-    "model.predictor_embed_dim=16",
-    "--set",
-    "model.predictor_depth=1",
-    "--set",
-    "data.synthetic_images=16",
-    "--batch-size",
-    "4",
-    "--set",
-    "run.checkpoint_every=1",
-    "--set",
-    "run.keep_checkpoints=2",
-    "--seed",
-    "5",
-    "--no-probe",
-];
+fn tiny() -> Vec<&'static str> {
+    let run = [
+        "--set",
+        "model.args.depth=2",
+        "--set",
+        "data.synthetic_images=16",
+        "--batch-size",
+        "4",
+        "--set",
+        "run.checkpoint_every=1",
+        "--set",
+        "run.keep_checkpoints=2",
+        "--seed",
+        "5",
+        "--no-probe",
+    ];
+    [support::TINY_MODEL, &run].concat()
+}
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ijepa-faults-{}-{name}", std::process::id()));
@@ -71,38 +63,19 @@ fn ok(out: &Output) {
     );
 }
 
-fn bits(path: &Path) -> HashMap<String, Vec<u32>> {
-    let tensors: HashMap<String, Tensor> =
-        candle_core::safetensors::load(path, &Device::Cpu).unwrap();
-    tensors
-        .into_iter()
-        .map(|(k, t)| {
-            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            (k, v.iter().map(|x| x.to_bits()).collect())
-        })
-        .collect()
-}
-
 /// The final checkpoint's tensors and the loss column of two runs are equal.
 fn assert_same_run(a: &Path, b: &Path, last: &str) {
     for file in ["model.safetensors", "optimizer.safetensors"] {
-        let (x, y) = (
-            bits(&a.join("checkpoints").join(last).join(file)),
-            bits(&b.join("checkpoints").join(last).join(file)),
-        );
-        assert_eq!(x.len(), y.len(), "{file}");
-        for (k, v) in &x {
-            assert!(y.get(k) == Some(v), "{k} differs in {file}");
-        }
+        let at = |run: &Path| run.join("checkpoints").join(last).join(file);
+        support::assert_same_tensors(&at(a), &at(b));
     }
-    let losses = |d: &Path| std::fs::read_to_string(d.join("metrics.csv")).unwrap();
-    let column = |text: String| -> Vec<String> {
-        text.lines()
-            .skip(1)
-            .map(|l| l.split(',').take(4).collect::<Vec<_>>().join(","))
+    let losses = |run: &Path| -> Vec<Vec<String>> {
+        support::metrics(run)
+            .into_iter()
+            .map(|r| r[..4].to_vec())
             .collect()
     };
-    assert_eq!(column(losses(a)), column(losses(b)));
+    assert_eq!(losses(a), losses(b));
 }
 
 /// Names in the checkpoints folder that are not complete checkpoints.
@@ -123,12 +96,12 @@ fn debris(run: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Runs `TINY` for `epochs` (4 steps each) to the end, killed with SIGKILL
+/// Runs `tiny()` for `epochs` (4 steps each) to the end, killed with SIGKILL
 /// after each of `delays` (then resumed), and checks it against an
 /// uninterrupted run.
 fn killed_and_resumed(name: &str, delays: &[u64], epochs: u64) {
     let epochs = epochs.to_string();
-    let fresh: Vec<&str> = TINY.iter().copied().chain(["--epochs", &epochs]).collect();
+    let fresh: Vec<&str> = tiny().into_iter().chain(["--epochs", &epochs]).collect();
     let straight = dir(&format!("{name}-straight"));
     ok(&run(&straight, &fresh));
     let killed = dir(name);
@@ -230,7 +203,7 @@ fn a_full_disk_during_a_checkpoint_loses_nothing_and_leaves_no_debris() {
     }
     let run_dir = root.join("run");
     // Each checkpoint is ~0.25 MiB: the disk fills within the first steps.
-    let out = run(&run_dir, &[TINY, &["--epochs", "3"]].concat());
+    let out = run(&run_dir, &[tiny(), vec!["--epochs", "3"]].concat());
     let log = String::from_utf8_lossy(&out.stderr);
     let unmount = || {
         let _ = Command::new("umount").arg(&root).status();
@@ -271,7 +244,7 @@ fn a_full_disk_during_a_checkpoint_loses_nothing_and_leaves_no_debris() {
     assert!(grown.success());
     ok(&run(&run_dir, &["--resume", "--no-probe"]));
     let straight = dir("enospc-straight");
-    ok(&run(&straight, &[TINY, &["--epochs", "3"]].concat()));
+    ok(&run(&straight, &[tiny(), vec!["--epochs", "3"]].concat()));
     assert_same_run(&straight, &run_dir, "step-00000012");
     unmount();
     for d in [root, straight] {
@@ -304,7 +277,7 @@ fn corrupt_images_are_counted_once_batches_stay_full_and_resume_is_exact() {
     let data = dir("corrupt-data");
     image_folder(&data, 14, 2);
     let with_data = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = TINY.iter().map(|s| s.to_string()).collect();
+        let mut v: Vec<String> = tiny().iter().map(|s| s.to_string()).collect();
         v.extend(["--data".to_string(), data.display().to_string()]);
         v.extend(extra.iter().map(|s| s.to_string()));
         v
@@ -324,14 +297,9 @@ fn corrupt_images_are_counted_once_batches_stay_full_and_resume_is_exact() {
         assert_eq!(log.matches(&name).count(), 2, "{name} in:\n{log}");
     }
     // 16 files, batch 4: every step trained on 4 images.
-    let csv = std::fs::read_to_string(straight.join("metrics.csv")).unwrap();
-    let rows: Vec<Vec<&str>> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').collect())
-        .collect();
+    let rows = support::metrics(&straight);
     assert_eq!(rows.len(), 12);
-    assert!(rows.iter().all(|r| r[10] == "4"), "{csv}");
+    assert!(rows.iter().all(|r| r[10] == "4"), "{rows:?}");
     // Killed after step 5 and resumed: the same run, the files reported once more at most.
     let killed = dir("corrupt-killed");
     let out = cli(

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 #[path = "../../ijepa-encoder/tests/support/hub_server.rs"]
 mod hub_server;
+mod support;
 
 fn encoder_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -135,27 +136,18 @@ fn inspect_reports_every_layout() {
 fn inspect_reads_an_ijepa_rs_run() {
     let run = std::env::temp_dir().join(format!("ijepa-cli-inspect-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&run);
+    let run_args = [
+        "--set",
+        "data.synthetic_images=8",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "2",
+        "--no-probe",
+    ];
+    let r = run.to_str().unwrap();
     let out = cli(
-        &[
-            "pretrain",
-            "--out",
-            run.to_str().unwrap(),
-            "--set",
-            "model.args.img_size=48",
-            "--set",
-            "model.args.embed_dim=32",
-            "--set",
-            "model.args.num_heads=2",
-            "--set",
-            "model.args.depth=1",
-            "--set",
-            "data.synthetic_images=8",
-            "--batch-size",
-            "4",
-            "--max-steps",
-            "2",
-            "--no-probe",
-        ],
+        &[&["pretrain", "--out", r], support::TINY_MODEL, &run_args].concat(),
         &[],
     );
     stdout(&out);
@@ -276,43 +268,36 @@ fn the_online_probe_logs_knn_accuracy_in_metrics_csv() {
         set("probe.train", &root.join("train")),
         set("probe.val", &root.join("val")),
     );
+    let (r, data) = (run.to_str().unwrap(), root.join("train"));
+    let run_args = [
+        "--data",
+        data.to_str().unwrap(),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "3",
+        "--set",
+        "probe.every=2",
+        "--set",
+        &train,
+        "--set",
+        &val,
+        "--no-probe",
+    ];
     let out = cli(
-        &[
-            "pretrain",
-            "--out",
-            run.to_str().unwrap(),
-            "--data",
-            root.join("train").to_str().unwrap(),
-            "--set",
-            "model.args.img_size=48",
-            "--set",
-            "model.args.embed_dim=32",
-            "--set",
-            "model.args.num_heads=2",
-            "--set",
-            "model.args.depth=1",
-            "--batch-size",
-            "4",
-            "--max-steps",
-            "3",
-            "--set",
-            "probe.every=2",
-            "--set",
-            &train,
-            "--set",
-            &val,
-            "--no-probe",
-        ],
+        &[&["pretrain", "--out", r], support::TINY_MODEL, &run_args].concat(),
         &[],
     );
     stdout(&out);
-    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
-    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows[0].last(), Some(&"knn_top1"));
+    let header = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(
+        header.lines().next().unwrap().ends_with(",knn_top1"),
+        "{header}"
+    );
+    let rows = support::metrics(&run);
+    let last = |r: usize| rows[r].last().unwrap().as_str();
     // Step 2 is probed (two trivially separable classes), steps 1 and 3 are not.
-    assert_eq!(rows[1].last(), Some(&""));
-    assert_eq!(rows[2].last(), Some(&"1.0000"), "{csv}");
-    assert_eq!(rows[3].last(), Some(&""));
+    assert_eq!((last(0), last(1), last(2)), ("", "1.0000", ""), "{rows:?}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod support;
+
 fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
         .args(args)
@@ -186,22 +188,7 @@ fn resuming_with_another_model_says_so() {
     let run = std::env::temp_dir().join(format!("ijepa-msg-{}-resume", std::process::id()));
     let _ = std::fs::remove_dir_all(&run);
     let r = run.to_str().unwrap();
-    let tiny = [
-        "pretrain",
-        "--out",
-        r,
-        "--set",
-        "model.args.img_size=48",
-        "--set",
-        "model.args.embed_dim=32",
-        "--set",
-        "model.args.num_heads=2",
-        "--set",
-        "model.args.depth=1",
-        "--set",
-        "model.predictor_embed_dim=16",
-        "--set",
-        "model.predictor_depth=1",
+    let run_args = [
         "--set",
         "data.synthetic_images=8",
         "--batch-size",
@@ -210,7 +197,7 @@ fn resuming_with_another_model_says_so() {
         "1",
         "--no-probe",
     ];
-    let out = cli(&tiny);
+    let out = cli(&[&["pretrain", "--out", r], support::TINY_MODEL, &run_args].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     let err = refused(
         &cli(&["pretrain", "--out", r, "--resume", "--model", "vit_small_patch16_224"]),

@@ -8,21 +8,13 @@ use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor};
 
+mod support;
+
 /// A tiny run: 12×12 patch grid, 2 blocks, 3 epochs of 4 steps, flips on,
 /// gradient clipping on (every branch of the step is exercised).
-const TINY: &[&str] = &[
-    "--set",
-    "model.args.img_size=48",
-    "--set",
-    "model.args.embed_dim=32",
-    "--set",
-    "model.args.num_heads=2",
+const TINY_RUN: &[&str] = &[
     "--set",
     "model.args.depth=2",
-    "--set",
-    "model.predictor_embed_dim=16",
-    "--set",
-    "model.predictor_depth=1",
     "--set",
     "data.synthetic_images=16",
     "--batch-size",
@@ -44,7 +36,7 @@ const TINY: &[&str] = &[
 
 /// The tiny run's arguments followed by `extra`.
 fn tiny<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    [TINY, extra].concat()
+    [support::TINY_MODEL, TINY_RUN, extra].concat()
 }
 
 fn dir(name: &str) -> PathBuf {
@@ -66,31 +58,11 @@ fn tensors(path: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
 }
 
-fn assert_bit_identical(a: &Path, b: &Path) {
-    let (ta, tb) = (tensors(a), tensors(b));
-    let mut names: Vec<_> = ta.keys().collect();
-    names.sort();
-    assert_eq!(names.len(), tb.len(), "{}", a.display());
-    let bits = |t: &Tensor| -> Vec<u32> {
-        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        v.iter().map(|x| x.to_bits()).collect()
-    };
-    for name in names {
-        let (x, y) = (bits(&ta[name]), bits(&tb[name]));
-        assert_eq!(x, y, "{name} differs in {}", a.display());
-    }
-}
-
 /// The loss column of metrics.csv, by step.
 fn losses(run: &Path) -> Vec<(u64, String)> {
-    std::fs::read_to_string(run.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let c: Vec<&str> = l.split(',').collect();
-            (c[2].parse().unwrap(), c[3].to_string())
-        })
+    support::metrics(run)
+        .into_iter()
+        .map(|c| (c[2].parse().unwrap(), c[3].clone()))
         .collect()
 }
 
@@ -106,12 +78,16 @@ fn ok(out: &Output) {
 #[test]
 fn a_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     let straight = dir("straight");
-    ok(&pretrain(&straight, TINY, None));
+    ok(&pretrain(&straight, &tiny(&[]), None));
 
     // Same run, killed (SIGABRT, no clean-up) right after step 7: the
     // newest checkpoint is step 6, step 7 is lost and redone.
     let killed = dir("killed");
-    let out = pretrain(&killed, TINY, Some(("IJEPA_TEST_ABORT_AFTER_STEP", "7")));
+    let out = pretrain(
+        &killed,
+        &tiny(&[]),
+        Some(("IJEPA_TEST_ABORT_AFTER_STEP", "7")),
+    );
     assert!(!out.status.success(), "the abort hook did not fire");
     let latest = std::fs::read_to_string(killed.join("checkpoints/latest")).unwrap();
     assert_eq!(latest.trim(), "step-00000006");
@@ -128,7 +104,7 @@ fn a_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     assert!(log.contains("resuming from"), "{log}");
 
     for file in ["model.safetensors", "optimizer.safetensors"] {
-        assert_bit_identical(
+        support::assert_same_tensors(
             &straight.join("checkpoints/step-00000012").join(file),
             &killed.join("checkpoints/step-00000012").join(file),
         );
@@ -147,7 +123,7 @@ fn a_killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     assert!(straight.join("config.toml").is_file());
 
     // A second run into the same directory is refused, nothing overwritten.
-    let out = pretrain(&straight, TINY, None);
+    let out = pretrain(&straight, &tiny(&[]), None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a run"));
     for d in [straight, killed] {
@@ -292,14 +268,9 @@ fn gradient_accumulation_takes_one_step_per_group_of_batches() {
         None,
     ));
     // 16 images in batches of 4 = 4 batches per epoch = 2 steps of 8 images, 3 epochs.
-    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
-    let rows: Vec<Vec<&str>> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').collect())
-        .collect();
+    let rows = support::metrics(&run);
     assert_eq!(rows.len(), 6);
-    assert!(rows.iter().all(|r| r[10] == "8"), "{csv}");
+    assert!(rows.iter().all(|r| r[10] == "8"), "{rows:?}");
     std::fs::remove_dir_all(&run).unwrap();
 }
 
@@ -371,7 +342,7 @@ fn sigterm_checkpoints_exits_143_and_the_resumed_run_is_bit_identical() {
         None,
     ));
     for file in ["model.safetensors", "optimizer.safetensors"] {
-        assert_bit_identical(
+        support::assert_same_tensors(
             &straight.join("checkpoints/step-00000012").join(file),
             &run.join("checkpoints/step-00000012").join(file),
         );

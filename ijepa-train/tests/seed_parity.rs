@@ -12,39 +12,11 @@
 //! Tolerances (f32): loss 1e-5 relative; predictions, targets, embedding and
 //! every gradient 1e-4 max abs; the teacher after the update 1e-6.
 
-use std::collections::HashMap;
-use std::path::Path;
-
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use ijepa_encoder::registry::{self, Size, TimmArgs};
-use ijepa_encoder::WeightMap;
 use ijepa_train::model::{EmbeddingSource, IJepa, IJepaConfig, Recipe};
 
-fn fixture(case: &str) -> HashMap<String, Tensor> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/seed_{case}.safetensors"));
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-}
-
-fn prefixed(fx: &HashMap<String, Tensor>, prefix: &str) -> WeightMap {
-    fx.iter()
-        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
-        .collect()
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
+mod support;
 
 /// The configuration of the fixture's run, as a user writes it: the timm
 /// name and `timm.create_model`'s arguments, the seed recipe.
@@ -67,7 +39,7 @@ fn config(name: &str) -> IJepaConfig {
 }
 
 fn step_equals_stable_pretraining(case: &str, name: &str) {
-    let fx = fixture(case);
+    let fx = support::fixture(&format!("seed_{case}"));
     let cfg = config(name);
 
     // The predictor's fixed table is ours, not read from the fixture: it
@@ -78,7 +50,7 @@ fn step_equals_stable_pretraining(case: &str, name: &str) {
         &Device::Cpu,
     )
     .unwrap();
-    let table = max_abs(
+    let table = support::max_abs(
         &ours["predictor_pos_embed"],
         &fx["predictor.predictor_pos_embed"],
     );
@@ -86,9 +58,9 @@ fn step_equals_stable_pretraining(case: &str, name: &str) {
 
     let mut model = IJepa::from_parts(
         cfg,
-        prefixed(&fx, "student."),
-        prefixed(&fx, "teacher."),
-        prefixed(&fx, "predictor."),
+        support::prefixed(&fx, "student."),
+        support::prefixed(&fx, "teacher."),
+        support::prefixed(&fx, "predictor."),
     )
     .unwrap();
     assert!(
@@ -112,7 +84,7 @@ fn step_equals_stable_pretraining(case: &str, name: &str) {
         ("targets", &out.targets),
         ("embedding", &out.embedding),
     ] {
-        let err = max_abs(t, &fx[what]);
+        let err = support::max_abs(t, &fx[what]);
         eprintln!("{case}: {what} {:?} off by {err:.2e}", t.dims());
         errors.push((what, err));
     }
@@ -143,7 +115,7 @@ fn step_equals_stable_pretraining(case: &str, name: &str) {
         let grad = grads
             .get(var.as_tensor())
             .unwrap_or_else(|| panic!("{case}: {name} got no gradient"));
-        let err = max_abs(grad, theirs);
+        let err = support::max_abs(grad, theirs);
         worst = worst.max(err);
         assert!(err <= 1e-4, "{case}: gradient of {name} off by {err}");
     }
@@ -164,15 +136,7 @@ fn step_equals_stable_pretraining(case: &str, name: &str) {
     // IJEPA's query projection sees only zeros it then replaces by the mask
     // token: ijepa-rs does not build it, and nothing is lost.
     for k in ["weight", "bias"] {
-        let g = fx[&format!("grad_query_proj.{k}")]
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let g = support::abs_max(&fx[&format!("grad_query_proj.{k}")]);
         assert_eq!(g, 0.0, "{case}: query_proj.{k} has a gradient");
     }
     eprintln!(
@@ -189,10 +153,10 @@ fn step_equals_stable_pretraining(case: &str, name: &str) {
     }
     model.update_teacher(0.996).unwrap();
     let teacher = model.teacher_weights();
-    let after = prefixed(&fx, "after.teacher.");
+    let after = support::prefixed(&fx, "after.teacher.");
     assert_eq!(teacher.len(), after.len(), "{case}: teacher tensors");
     for (name, t) in &after {
-        let err = max_abs(&teacher[name], t);
+        let err = support::max_abs(&teacher[name], t);
         assert!(err <= 1e-6, "{case}: teacher {name} after EMA off by {err}");
     }
 }

@@ -7,9 +7,6 @@
 //! AdamW step and EMA update. Tolerances (f32): loss 1e-5 relative, every
 //! gradient 1e-4 max abs, weights after the step 1e-5 max abs.
 
-use std::collections::HashMap;
-use std::path::Path;
-
 use candle_core::{Device, Tensor, Var};
 use ijepa_encoder::weights::to_varmap;
 use ijepa_encoder::{VisionTransformer, VitConfig, WeightMap};
@@ -18,36 +15,12 @@ use ijepa_train::ema::ema_update;
 use ijepa_train::loss::objective;
 use ijepa_train::optim::AdamW;
 
-fn fixture(recipe: &str) -> HashMap<String, Tensor> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/step_{recipe}.safetensors"));
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-}
-
-fn prefixed(fx: &HashMap<String, Tensor>, prefix: &str) -> WeightMap {
-    fx.iter()
-        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
-        .collect()
-}
+mod support;
 
 fn encoder_config() -> VitConfig {
     let mut cfg = VitConfig::ijepa((32, 32), 8, 32, 2, 2, 128, 1e-6);
     cfg.fixed_pos_embed = true;
     cfg
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 fn vars(varmap: &candle_nn::VarMap) -> Vec<(String, Var)> {
@@ -63,13 +36,13 @@ fn vars(varmap: &candle_nn::VarMap) -> Vec<(String, Var)> {
 }
 
 fn step(recipe: &str, predictor_cfg: PredictorConfig) {
-    let fx = fixture(recipe);
+    let fx = support::fixture(&format!("step_{recipe}"));
     let cfg = encoder_config();
-    let student_vars = to_varmap(&prefixed(&fx, "student.")).unwrap();
+    let student_vars = to_varmap(&support::prefixed(&fx, "student.")).unwrap();
     let student = VisionTransformer::from_varmap(&cfg, &student_vars).unwrap();
-    let mut teacher_weights = prefixed(&fx, "teacher.");
+    let mut teacher_weights = support::prefixed(&fx, "teacher.");
     let teacher = VisionTransformer::from_weights(&cfg, teacher_weights.clone()).unwrap();
-    let predictor_vars = to_varmap(&prefixed(&fx, "predictor.")).unwrap();
+    let predictor_vars = to_varmap(&support::prefixed(&fx, "predictor.")).unwrap();
     let predictor = Predictor::new(
         &predictor_cfg,
         candle_nn::VarBuilder::from_varmap(&predictor_vars, candle_core::DType::F32, &Device::Cpu),
@@ -121,7 +94,7 @@ fn step(recipe: &str, predictor_cfg: PredictorConfig) {
                 g.iter().any(|v| *v != 0.0),
                 "{recipe}: {who}.{name} has an all-zero gradient"
             );
-            let err = max_abs(grad, &fx[&format!("grad.{who}.{name}")]);
+            let err = support::max_abs(grad, &fx[&format!("grad.{who}.{name}")]);
             worst = worst.max(err);
             assert!(
                 err <= 1e-4,
@@ -194,7 +167,7 @@ fn step(recipe: &str, predictor_cfg: PredictorConfig) {
         .collect();
     ema_update(&mut teacher_weights, &student_after, 0.996).unwrap();
     for (name, t) in &teacher_weights {
-        let err = max_abs(t, &fx[&format!("after.teacher.{name}")]);
+        let err = support::max_abs(t, &fx[&format!("after.teacher.{name}")]);
         assert!(
             err <= 1e-6,
             "{recipe}: teacher {name} after EMA off by {err}"

@@ -1,0 +1,60 @@
+//! What the CLI's test files share: a tiny model's arguments and bit-exact
+//! comparison of tensor files.
+#![allow(dead_code)] // each test file uses its part
+
+use std::path::Path;
+
+use safetensors::SafeTensors;
+
+/// `pretrain` arguments of a tiny encoder (the default model at 48 px: 12×12
+/// patches of 4, width 32, 2 heads, 1 block) and predictor (width 16, 1
+/// block). Later `--set`s override these.
+pub const TINY_MODEL: &[&str] = &[
+    "--set",
+    "model.args.img_size=48",
+    "--set",
+    "model.args.embed_dim=32",
+    "--set",
+    "model.args.num_heads=2",
+    "--set",
+    "model.args.depth=1",
+    "--set",
+    "model.predictor_embed_dim=16",
+    "--set",
+    "model.predictor_depth=1",
+];
+
+/// Two safetensors files hold the same tensors, bit for bit: names, dtypes,
+/// shapes and bytes.
+pub fn assert_same_tensors(a: &Path, b: &Path) {
+    let (a_bytes, b_bytes) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let (x, y) = (
+        SafeTensors::deserialize(&a_bytes).unwrap(),
+        SafeTensors::deserialize(&b_bytes).unwrap(),
+    );
+    let mut names = x.names();
+    names.sort();
+    let mut other = y.names();
+    other.sort();
+    assert_eq!(names, other, "{} vs {}", a.display(), b.display());
+    for name in names {
+        let (s, t) = (x.tensor(name).unwrap(), y.tensor(name).unwrap());
+        assert_eq!(
+            (s.dtype(), s.shape()),
+            (t.dtype(), t.shape()),
+            "{name} in {}",
+            a.display()
+        );
+        assert!(s.data() == t.data(), "{name} differs in {}", a.display());
+    }
+}
+
+/// The rows of a run's `metrics.csv` after its header, split at commas.
+pub fn metrics(run: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}

@@ -260,6 +260,7 @@ fn data(args: &DataArgs) -> Result<()> {
     )?;
     let config = LoaderConfig {
         batch_size: args.batch,
+        shard: Default::default(),
         seed: 0,
         workers: args.workers,
         prefetch: 2,

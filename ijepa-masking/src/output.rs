@@ -55,6 +55,21 @@ impl IndexBatch {
     pub fn into_flat(self) -> Vec<u32> {
         self.data
     }
+
+    /// Rows `start..start + count` (the masks of a share of the batch).
+    ///
+    /// # Panics
+    /// If the rows are not all in the batch (a programming error).
+    pub fn slice_rows(&self, start: usize, count: usize) -> Self {
+        assert!(
+            start + count <= self.batch,
+            "rows {start}..{} of {}",
+            start + count,
+            self.batch
+        );
+        let data = self.data[start * self.len..(start + count) * self.len].to_vec();
+        Self::from_flat(count, self.len, data)
+    }
 }
 
 /// Masks for one batch.
@@ -70,6 +85,24 @@ pub struct MaskBatch {
     pub targets: Vec<IndexBatch>,
     /// How the batch was drawn.
     pub stats: MaskStats,
+}
+
+impl MaskBatch {
+    /// The masks of images `start..start + count` of the batch: what one
+    /// process of a data-parallel job takes of a batch drawn for all. Rows
+    /// are cut, never redrawn, so every share keeps the batch's lengths;
+    /// the statistics stay those of the whole batch.
+    ///
+    /// # Panics
+    /// If the images are not all in the batch (a programming error).
+    pub fn slice_images(&self, start: usize, count: usize) -> Self {
+        let cut = |m: &Vec<IndexBatch>| m.iter().map(|b| b.slice_rows(start, count)).collect();
+        Self {
+            contexts: cut(&self.contexts),
+            targets: cut(&self.targets),
+            stats: self.stats.clone(),
+        }
+    }
 }
 
 /// Statistics of one sampled batch, to log and to check a recipe against its
@@ -99,4 +132,26 @@ pub struct MaskStats {
     pub dropped_target_blocks: usize,
     /// Block positions drawn in total: the work the batch took.
     pub position_draws: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_of_a_batch_is_its_rows() {
+        let ctx = IndexBatch::from_flat(4, 2, (0..8).collect());
+        let tgt = IndexBatch::from_flat(4, 1, vec![9, 8, 7, 6]);
+        let batch = MaskBatch {
+            contexts: vec![ctx],
+            targets: vec![tgt.clone(), tgt],
+            stats: MaskStats::default(),
+        };
+        let share = batch.slice_images(2, 2);
+        assert_eq!(share.contexts[0].as_flat(), &[4, 5, 6, 7]);
+        assert_eq!(share.targets.len(), 2);
+        assert_eq!(share.targets[1].as_flat(), &[7, 6]);
+        assert_eq!(share.contexts[0].batch_size(), 2);
+        assert_eq!(share.contexts[0].len(), 2);
+    }
 }

@@ -52,8 +52,8 @@ pub struct Position {
 pub struct Batch {
     /// Where it comes from.
     pub position: Position,
-    /// Images `(n, 3, H, W)`, channel-major, normalised; `n` is the batch
-    /// size (unreadable images are replaced).
+    /// Images `(n, 3, H, W)`, channel-major, normalised; `n` is this
+    /// process's share of the batch size (unreadable images are replaced).
     pub images: Vec<f32>,
     /// Images in the batch.
     pub len: usize,
@@ -111,11 +111,41 @@ impl BadImages {
 /// a fraction `f` of the files unreadable, all fail with probability `f^64`.
 const REPLACEMENT_TRIES: usize = 64;
 
+/// The share of every batch one process of a data-parallel job prepares:
+/// images `rank·B/ranks .. (rank + 1)·B/ranks` of each batch of `B`, with
+/// their masks cut from the masks drawn for the whole batch. The order,
+/// the augmentation and the masks stay keyed by the global position, so
+/// the shares of all ranks together are exactly the single-process batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This process, `0..ranks`.
+    pub rank: usize,
+    /// Processes sharing each batch (they divide the batch size).
+    pub ranks: usize,
+}
+
+impl Default for Shard {
+    /// The whole batch: one process.
+    fn default() -> Self {
+        Self { rank: 0, ranks: 1 }
+    }
+}
+
+impl Shard {
+    /// The images of a batch of `batch` this share takes.
+    pub fn range(&self, batch: usize) -> std::ops::Range<usize> {
+        let per = batch / self.ranks.max(1);
+        self.rank * per..(self.rank + 1) * per
+    }
+}
+
 /// Settings of a [`Loader`].
 #[derive(Debug, Clone)]
 pub struct LoaderConfig {
-    /// Images per batch.
+    /// Images per batch (over all processes: the global batch).
     pub batch_size: usize,
+    /// The share of each batch this process prepares.
+    pub shard: Shard,
     /// Seed of the order and the augmentation.
     pub seed: u64,
     /// Decoding threads (at least 1).
@@ -202,8 +232,8 @@ fn fill_slot(
 }
 
 /// Batch `position` prepared on the calling thread (the loader's workers
-/// call this; tests and tools may too). `bad` holds the images known to be
-/// unreadable and learns of new ones.
+/// call this; tests and tools may too): this process's share of it. `bad`
+/// holds the images known to be unreadable and learns of new ones.
 ///
 /// # Errors
 /// An unreadable image for which no readable replacement was found, with
@@ -217,16 +247,17 @@ pub fn prepare_batch(
     bad: &BadImages,
 ) -> Result<Batch, DataError> {
     let bs = config.batch_size;
-    let start = position.batch as usize * bs;
-    let slots: Vec<Slot> = order[start..start + bs]
+    let share = config.shard.range(bs);
+    let mine = &order[position.batch as usize * bs..][share.clone()];
+    let slots: Vec<Slot> = mine
         .par_iter()
         .map(|&i| fill_slot(source, config, bad, position.epoch, i))
         .collect();
-    let mut images =
-        Vec::with_capacity(bs * 3 * config.transform.size().0 * config.transform.size().1);
+    let (h, w) = config.transform.size();
+    let mut images = Vec::with_capacity(share.len() * 3 * h * w);
     let (mut labels, mut skipped) = (vec![], vec![]);
     let name = |(i, reason): (usize, String)| (source.name(i), reason);
-    for (slot, &index) in slots.into_iter().zip(&order[start..start + bs]) {
+    for (slot, &index) in slots.into_iter().zip(mine) {
         match slot {
             Ok((pixels, label, found)) => {
                 images.extend_from_slice(&pixels);
@@ -250,12 +281,16 @@ pub fn prepare_batch(
         }
     }
     let global = position.epoch * batches_per_epoch(order.len(), bs) + position.batch;
+    let mut masks = sampler.sample(bs, global);
+    if share.len() != bs {
+        masks = masks.slice_images(share.start, share.len());
+    }
     Ok(Batch {
         position,
         images,
-        len: bs,
+        len: share.len(),
         labels,
-        masks: sampler.sample(bs, global),
+        masks,
         skipped,
     })
 }
@@ -370,6 +405,7 @@ mod tests {
         .unwrap();
         let config = LoaderConfig {
             batch_size: 6,
+            shard: Shard::default(),
             seed: 9,
             workers: 2,
             prefetch: 1,
@@ -405,6 +441,33 @@ mod tests {
     }
 
     /// 7 good PNGs and `broken` undecodable files in a labelled folder.
+    #[test]
+    fn the_shares_of_all_ranks_are_the_whole_batch() {
+        let (source, sampler, config) = setup();
+        let order = epoch_order(source.len(), config.seed, 1);
+        let at = Position { epoch: 1, batch: 2 };
+        let bad = BadImages::default();
+        let whole = prepare_batch(&source, sampler.as_ref(), &config, &order, at, &bad).unwrap();
+        let (mut images, mut labels) = (vec![], vec![]);
+        let mut contexts: Vec<u32> = vec![];
+        for rank in 0..3 {
+            let mut c = config.clone();
+            c.shard = Shard { rank, ranks: 3 };
+            let share = prepare_batch(&source, sampler.as_ref(), &c, &order, at, &bad).unwrap();
+            assert_eq!(share.len, 2);
+            assert_eq!(share.masks.contexts[0].len(), whole.masks.contexts[0].len());
+            images.extend(share.images);
+            labels.extend(share.labels);
+            contexts.extend(share.masks.contexts[0].as_flat());
+            for (t, w) in share.masks.targets.iter().zip(&whole.masks.targets) {
+                assert_eq!(t.as_flat(), w.slice_rows(2 * rank, 2).as_flat());
+            }
+        }
+        assert_eq!(images, whole.images);
+        assert_eq!(labels, whole.labels);
+        assert_eq!(contexts, whole.masks.contexts[0].as_flat());
+    }
+
     fn folder(name: &str, broken: usize) -> (std::path::PathBuf, Arc<ImageSource>) {
         let dir = std::env::temp_dir().join(format!("ijepa-loader-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

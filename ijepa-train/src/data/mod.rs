@@ -14,7 +14,7 @@ pub use augment::{CropBox, TrainTransform};
 pub use error::DataError;
 pub use files::image_files;
 pub use folder::{ImageFolder, ImageSource};
-pub use loader::{BadImages, Batch, Loader, LoaderConfig, Position};
+pub use loader::{BadImages, Batch, Loader, LoaderConfig, Position, Shard};
 pub use resample::{resize, Filter};
 pub use synthetic::{SyntheticShapes, NUM_CLASSES};
 pub use transform::{decode_rgb, decode_rgb_bytes, EvalTransform, MAX_PIXELS};

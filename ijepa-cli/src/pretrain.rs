@@ -9,12 +9,12 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
-use ijepa_encoder::init::{init_weights, InitOptions};
+use ijepa_encoder::init::init_weights;
 use ijepa_encoder::VisionTransformer;
+use ijepa_train::collective::Collective;
 use ijepa_train::metrics::StepMetrics;
-use ijepa_train::model::Recipe;
 use ijepa_train::trainer::{Observer, RunInfo, Trainer};
-use ijepa_train::TrainConfig;
+use ijepa_train::{TrainConfig, TrainError};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Options of `ijepa-cli pretrain`. With none, a small ViT learns the
@@ -64,12 +64,13 @@ pub struct PretrainArgs {
 }
 
 impl PretrainArgs {
-    /// The configuration: base (file, the run's own on `--resume`, or the
-    /// default), then the flags, then every `--set`.
-    fn resolve(&self) -> Result<(TrainConfig, Vec<String>)> {
+    /// The configuration for a job of `processes`: base (file, the run's
+    /// own on `--resume`, or the default), then the flags, then every
+    /// `--set`.
+    fn resolve(&self, processes: usize) -> Result<(TrainConfig, Vec<String>)> {
         let out = self.out.clone();
         let (mut cfg, notes) = match (&self.config, self.resume) {
-            (Some(path), _) => TrainConfig::from_file(path)?,
+            (Some(path), _) => TrainConfig::from_file(path, processes)?,
             (None, true) => {
                 let dir = out
                     .clone()
@@ -81,7 +82,7 @@ impl PretrainArgs {
                     path.display(),
                     dir.display()
                 );
-                TrainConfig::from_file(&path)?
+                TrainConfig::from_file(&path, processes)?
             }
             (None, false) => (TrainConfig::default(), vec![]),
         };
@@ -224,27 +225,103 @@ impl Observer for Progress {
     }
 }
 
+/// The processes this run trains on: with the `mpi` feature, an MPI job
+/// (a process started without a launcher is a job of one) whose processes
+/// share this machine's cores; without it, one process, refusing a
+/// multi-process launch it cannot serve.
+fn processes() -> Result<Box<dyn Collective>> {
+    #[cfg(feature = "mpi")]
+    {
+        use ijepa_train::collective::mpi::{Mpi, DEFAULT_TIMEOUT};
+        let timeout = match std::env::var("IJEPA_MPI_TIMEOUT_S") {
+            Ok(v) => std::time::Duration::from_secs(
+                v.parse()
+                    .with_context(|| format!("IJEPA_MPI_TIMEOUT_S={v}: expected whole seconds"))?,
+            ),
+            Err(_) => DEFAULT_TIMEOUT,
+        };
+        let mpi = Mpi::init(timeout)?;
+        if let Some(n) = ijepa_train::collective::threads_per_process(mpi.local_size()) {
+            // Before any thread pool starts: candle and rayon read it once.
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            if mpi.rank() == 0 {
+                eprintln!(
+                    "note: {} processes on this machine: {n} thread{} each (set RAYON_NUM_THREADS to choose)",
+                    mpi.local_size(),
+                    if n == 1 { "" } else { "s" }
+                );
+            }
+        }
+        Ok(Box::new(mpi))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        ijepa_train::collective::refuse_unserved_launch()?;
+        Ok(Box::new(ijepa_train::collective::SingleProcess))
+    }
+}
+
+/// What ranks other than 0 print: their own notices (unreadable files of
+/// their shares), marked with the rank; progress is rank 0's.
+struct RankNotes(usize);
+
+impl Observer for RankNotes {
+    fn message(&mut self, text: &str) {
+        eprintln!("note: rank {}: {text}", self.0);
+    }
+}
+
 /// Runs `ijepa-cli pretrain`.
 pub fn run(args: &PretrainArgs) -> Result<()> {
-    let (cfg, notes) = args.resolve()?;
+    let processes = processes()?;
+    let (rank, ranks) = (processes.rank(), processes.world_size());
+    let writer = processes.is_writer();
+    let (cfg, notes) = args.resolve(ranks)?;
     if args.print_config {
         cfg.validate()?;
-        print!("{}", cfg.to_toml()?);
+        if writer {
+            print!("{}", cfg.to_toml()?);
+        }
         return Ok(());
     }
-    for n in &notes {
-        eprintln!("note: {n}");
+    if writer {
+        for n in &notes {
+            eprintln!("note: {n}");
+        }
     }
-    let stop = Stop::install()?;
+    let stop = Stop::install(writer)?;
     // Validates (after comparing a resumed run with its own configuration).
-    let mut trainer = Trainer::new(cfg.clone())?;
-    let toml = cfg.to_toml()?;
-    eprintln!(
-        "# resolved configuration (saved as {})",
-        cfg.run.out.join("config.toml").display()
-    );
-    for line in toml.lines() {
-        eprintln!("  {line}");
+    let mut trainer = Trainer::with_collective(cfg.clone(), processes)?;
+    if writer {
+        let toml = cfg.to_toml()?;
+        eprintln!(
+            "# resolved configuration (saved as {})",
+            cfg.run.out.join("config.toml").display()
+        );
+        for line in toml.lines() {
+            eprintln!("  {line}");
+        }
+        if ranks > 1 {
+            eprintln!(
+                "data-parallel: {ranks} processes, each preparing and training on {} of every batch of {}; rank 0 writes {}",
+                cfg.data.batch_size / ranks,
+                cfg.data.batch_size,
+                cfg.run.out.display()
+            );
+        }
+    }
+    if !writer {
+        let result = trainer.run(&mut RankNotes(rank), &stop.flag);
+        return match result {
+            Ok(_) => {
+                drop(trainer); // finalise MPI before a signal's exit
+                stop.exit_if_signalled();
+                Ok(())
+            }
+            // Every rank refused the same step; rank 0 says why.
+            Err(TrainError::NonFinite { .. }) => std::process::exit(1),
+            Err(e) => trainer.collective().abort(&format!("{e:#}"), 1),
+        };
     }
     let mut progress = Progress {
         bar: None,
@@ -256,7 +333,12 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             .ok()
             .and_then(|v| v.parse().ok()),
     };
-    let summary = trainer.run(&mut progress, &stop.flag)?;
+    let summary = match trainer.run(&mut progress, &stop.flag) {
+        Ok(s) => s,
+        Err(e @ TrainError::NonFinite { .. }) => return Err(e.into()),
+        Err(e) if ranks > 1 => trainer.collective().abort(&format!("{e:#}"), 1),
+        Err(e) => return Err(e.into()),
+    };
     if let Some(bar) = &progress.bar {
         bar.finish();
     }
@@ -284,7 +366,11 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             eprintln!("  {name}: {reason}");
         }
     }
-    stop.exit_if_signalled();
+    if stop.signalled() {
+        drop(trainer); // finalise MPI before the exit
+        stop.exit_if_signalled();
+        return Ok(());
+    }
     if args.no_probe {
         return Ok(());
     }
@@ -310,7 +396,8 @@ struct Stop {
 }
 
 impl Stop {
-    fn install() -> Result<Self> {
+    /// `announce`: say so on the terminal when a signal arrives (rank 0).
+    fn install(announce: bool) -> Result<Self> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let flag = Arc::new(AtomicBool::new(false));
         let signal = Arc::new(AtomicUsize::new(0));
@@ -337,6 +424,9 @@ impl Stop {
             }
             .context("installing the signal handlers")?;
         }
+        if !announce {
+            return Ok(Self { flag, signal });
+        }
         // Say so as soon as a signal arrives, not only when the step ends.
         let (seen, watched) = (signal.clone(), flag.clone());
         std::thread::Builder::new()
@@ -351,6 +441,11 @@ impl Stop {
             })
             .context("starting the signal watcher")?;
         Ok(Self { flag, signal })
+    }
+
+    /// Whether a signal arrived.
+    fn signalled(&self) -> bool {
+        self.signal.load(Ordering::SeqCst) != 0
     }
 
     /// Exits with 128 + the signal if one arrived.
@@ -379,15 +474,8 @@ fn probe(trainer: &Trainer, cfg: &TrainConfig, stop: &Stop) -> Result<()> {
     let started = Instant::now();
     let device = Device::Cpu;
     let model_cfg = trainer.model().config();
-    let initial = init_weights(
-        &model_cfg.encoder,
-        &InitOptions {
-            seed: cfg.run.seed,
-            rescale_depth: model_cfg.recipe == Recipe::Seed,
-            ..InitOptions::default()
-        },
-        &device,
-    )?;
+    // The recipe's own initialisation, from the run's seed.
+    let initial = init_weights(&model_cfg.encoder, &model_cfg.encoder_init(), &device)?;
     let random = VisionTransformer::from_weights(&model_cfg.encoder, initial)?;
     let (train, test) = (2048, 1024);
     let scores = |vit: &VisionTransformer| {

@@ -209,3 +209,19 @@ fn resuming_with_another_model_says_so() {
     assert!(!err.contains("predictor width"), "{err}");
     std::fs::remove_dir_all(&run).unwrap();
 }
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn one_of_several_launched_processes_without_mpi_is_refused() {
+    // As mpirun -np 2 would start a build without the `mpi` feature: each
+    // process would train alone on the same run directory.
+    let out = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
+        .args(["pretrain", "--max-steps", "1", "--no-probe"])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    refused(
+        &out,
+        &["one of 2 (OMPI_COMM_WORLD_SIZE=2)", "--features mpi"],
+    );
+}

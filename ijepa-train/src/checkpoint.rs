@@ -81,6 +81,9 @@ pub struct CheckpointState {
     /// in format v1: then resolved from `config`).
     #[serde(default)]
     pub encoder: Option<ijepa_encoder::VitConfig>,
+    /// Processes of the job that wrote it (1 before data-parallel runs).
+    #[serde(default = "one")]
+    pub world_size: usize,
 }
 
 /// A checkpoint read back.
@@ -107,6 +110,15 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
 
 fn name_of(step: u64) -> String {
     format!("step-{step:08}")
+}
+
+/// The folder [`save`] writes the checkpoint of `step` to.
+pub fn path_of(run_dir: &Path, step: u64) -> PathBuf {
+    checkpoints_dir(run_dir).join(name_of(step))
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Files every complete checkpoint folder holds.
@@ -465,6 +477,7 @@ mod tests {
             rng: String::new(),
             config: cfg,
             encoder: None,
+            world_size: 1,
         };
         let mut w = WeightMap::new();
         w.insert("x".into(), Tensor::new(&[1f32], &Device::Cpu).unwrap());

@@ -3,12 +3,19 @@
 //! size, a barrier — and nothing more.
 //!
 //! [`TrainStep`](crate::step::TrainStep) exchanges gradients through this
-//! trait at one place, after the backward pass and before clipping. The
-//! default, [`SingleProcess`], is the identity.
+//! trait at one place, after the backward pass and before clipping; the
+//! trainer broadcasts the initial state once and agrees on stopping
+//! through [`Collective::any`]. Backends: [`SingleProcess`] (the default,
+//! the identity) and, with the cargo feature `mpi`, `mpi::Mpi` for jobs
+//! started by `mpirun` or `srun`.
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
+use ijepa_encoder::WeightMap;
 
-use crate::error::Result;
+use crate::error::{Result, TrainError};
+
+#[cfg(feature = "mpi")]
+pub mod mpi;
 
 /// Collective operations over the processes ("ranks") of one job.
 ///
@@ -16,7 +23,8 @@ use crate::error::Result;
 /// same shapes, dtypes and order; an implementation may block until all
 /// ranks have called. Errors are returned on the rank that sees them: the
 /// caller ends the job ([`Collective::abort`]) so no rank waits forever.
-pub trait Collective: Send {
+/// Not `Send`: MPI is called from the thread that initialised it.
+pub trait Collective {
     /// This process's rank, `0..world_size`.
     fn rank(&self) -> usize;
 
@@ -32,6 +40,17 @@ pub trait Collective: Send {
 
     /// Returns when every rank has called it.
     fn barrier(&self) -> Result<()>;
+
+    /// Whether `flag` is set on any rank; every rank gets the same answer,
+    /// so all ranks stop at the same step when one of them is asked to.
+    fn any(&self, flag: bool) -> Result<bool> {
+        if self.world_size() == 1 {
+            return Ok(flag);
+        }
+        let t = Tensor::new(&[f32::from(u8::from(flag))], &Device::Cpu)?;
+        let sum = self.all_reduce_sum(&[t])?;
+        Ok(sum[0].to_vec1::<f32>()?[0] > 0.0)
+    }
 
     /// Ends the whole job now, with `code` as its exit status, after
     /// printing `message` (this rank's reason). A job never hangs in a
@@ -71,5 +90,155 @@ impl Collective for SingleProcess {
 
     fn barrier(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// `map` as rank `root` holds it, on every rank (names in sorted order;
+/// every rank holds the same names and shapes). The identity for one
+/// process.
+///
+/// # Errors
+/// A collective error.
+pub fn broadcast_map(c: &dyn Collective, map: &WeightMap, root: usize) -> Result<WeightMap> {
+    if c.world_size() == 1 {
+        return Ok(map.clone());
+    }
+    let mut names: Vec<&String> = map.keys().collect();
+    names.sort();
+    let tensors: Vec<Tensor> = names.iter().map(|n| map[*n].clone()).collect();
+    let values = c.broadcast(&tensors, root)?;
+    Ok(names.into_iter().cloned().zip(values).collect())
+}
+
+/// Environment variables by which launchers tell a process how many were
+/// started with it: Open MPI, MPICH / Intel MPI (PMI), SLURM's `srun`.
+const LAUNCHER_SIZES: &[&str] = &[
+    "OMPI_COMM_WORLD_SIZE",
+    "PMI_SIZE",
+    "PMIX_SIZE",
+    "SLURM_NTASKS",
+];
+
+/// How many processes a launcher (`mpirun`, `srun`) started this one
+/// among, and the variable that says so, when more than one.
+pub fn launched_among() -> Option<(usize, &'static str)> {
+    LAUNCHER_SIZES.iter().find_map(|&var| {
+        let n: usize = std::env::var(var).ok()?.parse().ok()?;
+        (n > 1).then_some((n, var))
+    })
+}
+
+/// Refuses to run one process of a multi-process launch without a
+/// data-parallel backend: each would train alone, all on the same run
+/// directory.
+///
+/// # Errors
+/// A launcher started several processes.
+pub fn refuse_unserved_launch() -> Result<()> {
+    match launched_among() {
+        Some((n, var)) => Err(TrainError::Collective(format!(
+            "this process is one of {n} ({var}={n}), but ijepa-cli was built without the `mpi` feature: \
+             each process would train alone on the same run directory. Build with `--features mpi`, \
+             or start one process"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Threads each of `local` processes on this machine should use when the
+/// user has not chosen (`RAYON_NUM_THREADS` unset): the machine's cores
+/// shared equally, at least one. `None` for one process, or when chosen.
+pub fn threads_per_process(local: usize) -> Option<usize> {
+    if local <= 1 || std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Some((cores / local).max(1))
+}
+
+/// Host buffers for backends that move values through host memory.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub(crate) mod host {
+    use super::*;
+
+    /// Elements one exchange moves at most (32 MiB of f32): large
+    /// gradient sets go in buckets, so the copies stay small.
+    pub const BUCKET: usize = 1 << 23;
+
+    /// `tensors` split into consecutive runs of at most [`BUCKET`]
+    /// elements (a larger tensor is a run of its own).
+    pub fn buckets(tensors: &[Tensor]) -> Vec<std::ops::Range<usize>> {
+        let mut out = vec![];
+        let (mut start, mut n) = (0, 0);
+        for (i, t) in tensors.iter().enumerate() {
+            let len = t.elem_count();
+            if i > start && n + len > BUCKET {
+                out.push(start..i);
+                (start, n) = (i, 0);
+            }
+            n += len;
+        }
+        if start < tensors.len() {
+            out.push(start..tensors.len());
+        }
+        out
+    }
+
+    /// The values of `tensors`, in order, as one f32 buffer.
+    pub fn flatten(tensors: &[Tensor]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(tensors.iter().map(Tensor::elem_count).sum());
+        for t in tensors {
+            out.extend(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Tensors shaped, typed and placed as `like`, from `flat`.
+    pub fn unflatten(flat: &[f32], like: &[Tensor]) -> Result<Vec<Tensor>> {
+        let mut at = 0;
+        like.iter()
+            .map(|t| {
+                let n = t.elem_count();
+                let v = Tensor::from_slice(&flat[at..at + n], t.shape(), t.device())?;
+                at += n;
+                Ok(v.to_dtype(t.dtype())?)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_every_tensor_once_and_stay_small() {
+        let t = |n: usize| Tensor::zeros(n, DType::F32, &Device::Cpu).unwrap();
+        let big = host::BUCKET;
+        let tensors = [t(10), t(big - 10), t(1), t(big + 5), t(3)];
+        let b = host::buckets(&tensors);
+        assert_eq!(b, vec![0..2, 2..3, 3..4, 4..5]);
+        assert!(host::buckets(&[]).is_empty());
+    }
+
+    #[test]
+    fn flatten_and_unflatten_keep_shapes_and_dtypes() {
+        let a = Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[5f64], &Device::Cpu).unwrap();
+        let flat = host::flatten(&[a.clone(), b.clone()]).unwrap();
+        assert_eq!(flat, vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+        let back = host::unflatten(&flat, &[a, b]).unwrap();
+        assert_eq!(back[0].dims(), &[2, 2]);
+        assert_eq!(back[1].dtype(), DType::F64);
+        assert_eq!(back[1].to_vec1::<f64>().unwrap(), vec![5.0]);
+    }
+
+    #[test]
+    fn one_process_is_the_identity() {
+        let c = SingleProcess;
+        assert!(c.any(true).unwrap() && !c.any(false).unwrap());
+        let mut m = WeightMap::new();
+        m.insert("x".into(), Tensor::new(&[1f32], &Device::Cpu).unwrap());
+        assert_eq!(broadcast_map(&c, &m, 0).unwrap().len(), 1);
     }
 }

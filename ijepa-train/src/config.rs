@@ -383,12 +383,13 @@ impl TrainConfig {
     }
 
     /// Reads a configuration file: TOML, or an official facebookresearch/ijepa
-    /// YAML file (`.yaml`/`.yml`, see [`crate::official`]). Returns the
+    /// YAML file (`.yaml`/`.yml`, see [`crate::official`]) for a job of
+    /// `processes` processes (its batch size is per process). Returns the
     /// configuration and notes on official fields that have no effect here.
     ///
     /// # Errors
     /// An unreadable file, or one that does not parse (named with the path).
-    pub fn from_file(path: &Path) -> Result<(Self, Vec<String>)> {
+    pub fn from_file(path: &Path, processes: usize) -> Result<(Self, Vec<String>)> {
         let text = std::fs::read_to_string(path).map_err(io(path))?;
         let named = |e: TrainError| match e {
             TrainError::Config(m) => TrainError::Config(format!("{}: {m}", path.display())),
@@ -399,7 +400,7 @@ impl TrainConfig {
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
         if is_yaml {
-            crate::official::from_yaml_str(&text).map_err(named)
+            crate::official::from_yaml_str(&text, processes).map_err(named)
         } else {
             let (cfg, note) = Self::from_toml_noting(&text).map_err(named)?;
             Ok((cfg, note.into_iter().collect()))
@@ -758,7 +759,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bad.toml");
         std::fs::write(&path, "[optim]\nlr = \"fast\"\n").unwrap();
-        let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+        let err = TrainConfig::from_file(&path, 1).unwrap_err().to_string();
         assert_eq!(err.matches("configuration:").count(), 1, "{err}");
         assert!(err.contains("bad.toml"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

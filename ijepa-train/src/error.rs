@@ -41,6 +41,10 @@ pub enum TrainError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The processes of a data-parallel job could not work together
+    /// (MPI not initialised, a launch the build cannot serve).
+    #[error("data-parallel job: {0}")]
+    Collective(String),
     /// A step whose loss, gradients or updated weights are not finite: it
     /// was not applied, and training stopped.
     #[error(

@@ -27,7 +27,7 @@
 //! ```no_run
 //! use ijepa_train::{trainer::Trainer, TrainConfig};
 //!
-//! let (mut cfg, _notes) = TrainConfig::from_file("in1k_vith14_ep300.yaml".as_ref())?;
+//! let (mut cfg, _notes) = TrainConfig::from_file("in1k_vith14_ep300.yaml".as_ref(), 1)?;
 //! cfg.set("data.path=\"/datasets/imagenet/train\"")?;
 //! let summary = Trainer::new(cfg)?.run(&mut (), &Default::default())?;
 //! println!("final loss {:?}", summary.final_loss);

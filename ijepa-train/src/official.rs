@@ -152,14 +152,17 @@ fn encoder(model: &str, patch: usize, crop: usize) -> Result<(String, TimmArgs)>
     ))
 }
 
-/// Maps an official YAML configuration onto a [`TrainConfig`]; also returns
-/// one note per official field that has no effect here.
+/// Maps an official YAML configuration onto a [`TrainConfig`] for a job of
+/// `processes` processes; also returns one note per official field that
+/// has no effect here, and one saying what the global batch is. The
+/// official `data.batch_size` is per GPU (one process each), so the global
+/// batch is it × `processes`.
 ///
 /// # Errors
 /// YAML that does not parse, an unknown or missing key, or a setting we do
 /// not implement (colour distortion, blur, several context masks, resuming
 /// from an official checkpoint), each named.
-pub fn from_yaml_str(text: &str) -> Result<(TrainConfig, Vec<String>)> {
+pub fn from_yaml_str(text: &str, processes: usize) -> Result<(TrainConfig, Vec<String>)> {
     let o: Official = serde_yaml_ng::from_str(text)
         .map_err(|e| TrainError::Config(format!("official YAML: {e}")))?;
     let unsupported = |what: &str| {
@@ -194,7 +197,7 @@ pub fn from_yaml_str(text: &str) -> Result<(TrainConfig, Vec<String>)> {
     cfg.model.predictor_embed_dim = Some(o.meta.pred_emb_dim);
 
     cfg.data.path = Some(PathBuf::from(&o.data.root_path).join(&o.data.image_folder));
-    cfg.data.batch_size = o.data.batch_size;
+    cfg.data.batch_size = o.data.batch_size.saturating_mul(processes.max(1));
     cfg.data.crop_scale = o.data.crop_scale;
     cfg.data.horizontal_flip = o.data.use_horizontal_flip;
     cfg.data.workers = o.data.num_workers;
@@ -223,7 +226,13 @@ pub fn from_yaml_str(text: &str) -> Result<(TrainConfig, Vec<String>)> {
     cfg.run.precision = if o.meta.use_bfloat16 { "bf16" } else { "f32" }.into();
     cfg.run.checkpoint_every = 0;
 
-    let mut notes = vec![];
+    let mut notes = vec![format!(
+        "data.batch_size: {} per process × {} process{} = a global batch of {} (the official runs used 16 GPUs)",
+        o.data.batch_size,
+        processes.max(1),
+        if processes > 1 { "es" } else { "" },
+        cfg.data.batch_size
+    )];
     if o.data.pin_mem {
         notes.push("data.pin_mem: no effect (no pinned host memory in ijepa-rs)".to_string());
     }
@@ -257,12 +266,17 @@ mod tests {
 
     #[test]
     fn the_official_vith14_config_maps_field_by_field() {
-        let (cfg, notes) = from_yaml_str(VITH14).unwrap();
+        let (cfg, notes) = from_yaml_str(VITH14, 1).unwrap();
         assert_eq!(cfg.model.name, "vit_huge_patch14_gap_224");
         assert_eq!(cfg.model.args, TimmArgs::default());
         assert_eq!(cfg.model.predictor_depth, Some(12));
         assert_eq!(cfg.model.predictor_embed_dim, Some(384));
         assert_eq!(cfg.data.batch_size, 128);
+        assert!(notes[0].contains("128 per process × 1 process = a global batch of 128"));
+        // Per GPU, as the official launcher runs one process per GPU.
+        let (sixteen, notes16) = from_yaml_str(VITH14, 16).unwrap();
+        assert_eq!(sixteen.data.batch_size, 2048);
+        assert!(notes16[0].contains("× 16 processes = a global batch of 2048"));
         assert_eq!(cfg.data.crop_scale, (0.3, 1.0));
         assert_eq!(cfg.data.workers, 10);
         assert!(!cfg.data.horizontal_flip);
@@ -328,7 +342,7 @@ mod tests {
             ("model_name: vit_huge", "model_name: resnet50", "resnet50"),
         ] {
             assert!(VITH14.contains(from), "{from}");
-            let err = from_yaml_str(&VITH14.replace(from, to))
+            let err = from_yaml_str(&VITH14.replace(from, to), 1)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(expect), "{to}: {err}");

@@ -10,12 +10,12 @@ use candle_core::{Device, Tensor};
 use ijepa_masking::MaskSampler;
 
 use crate::checkpoint::{self, CheckpointState, FORMAT};
-use crate::collective::{Collective, SingleProcess};
+use crate::collective::{broadcast_map, Collective, SingleProcess};
 use crate::config::TrainConfig;
 use crate::data::loader::batches_per_epoch;
 use crate::data::{
-    BadImages, Batch, ImageFolder, ImageSource, Loader, LoaderConfig, Position, SyntheticShapes,
-    TrainTransform,
+    BadImages, Batch, ImageFolder, ImageSource, Loader, LoaderConfig, Position, Shard,
+    SyntheticShapes, TrainTransform,
 };
 use crate::error::{io, Result, TrainError};
 use crate::metrics::{plot_losses, MetricsLog, StepMetrics};
@@ -70,9 +70,10 @@ pub struct Summary {
     /// Images trained on in all.
     pub images_seen: u64,
     /// Images that could not be read (each once): name and reason. Their
-    /// places in the batches were taken by readable images.
+    /// places in the batches were taken by readable images. In a
+    /// data-parallel job, those of this process's shares.
     pub skipped: Vec<(String, String)>,
-    /// The last checkpoint written.
+    /// The last checkpoint written (by rank 0, in a data-parallel job).
     pub checkpoint: PathBuf,
     /// Seconds of training in all.
     pub elapsed_s: f64,
@@ -129,6 +130,19 @@ fn device_of(name: &str) -> Result<Device> {
             "run.device = {other:?}: expected \"cpu\" or \"cuda\""
         ))),
     }
+}
+
+/// Rank 0's model on every rank, as DDP broadcasts at construction:
+/// weights drawn from one seed are equal anyway, but a rank that read other
+/// files must not silently train another model.
+fn synchronized(model: IJepa, c: &dyn Collective) -> Result<IJepa> {
+    if c.world_size() == 1 {
+        return Ok(model);
+    }
+    let student = broadcast_map(c, &model.student_weights()?, 0)?;
+    let teacher = broadcast_map(c, model.teacher_weights(), 0)?;
+    let predictor = broadcast_map(c, &model.predictor_weights()?, 0)?;
+    IJepa::from_parts(model.config().clone(), student, teacher, predictor)
 }
 
 /// The settings of a run's configuration that a resumed run must keep
@@ -188,10 +202,15 @@ impl Trainer {
     }
 
     /// [`Trainer::new`] for one rank of a data-parallel job: gradients are
-    /// exchanged through `collective`.
+    /// exchanged through `collective`. `data.batch_size` is the global
+    /// batch; this rank prepares its share of each batch
+    /// ([`Shard`]), and the job trains the model one process would train
+    /// at that batch. Rank 0's initial state is broadcast to every rank;
+    /// only rank 0 writes the run directory.
     ///
     /// # Errors
-    /// As [`Trainer::new`].
+    /// As [`Trainer::new`]; a global batch the processes cannot share
+    /// equally.
     pub fn with_collective(config: TrainConfig, collective: Box<dyn Collective>) -> Result<Self> {
         let run_dir = config.run.out.clone();
         let existing = checkpoint::latest(&run_dir)?;
@@ -212,6 +231,13 @@ impl Trainer {
             }
         }
         config.validate()?;
+        let ranks = collective.world_size();
+        if !config.data.batch_size.is_multiple_of(ranks) {
+            return Err(TrainError::Config(format!(
+                "data.batch_size = {} is the global batch, shared equally by the job's {ranks} processes:                  make it a multiple of {ranks}",
+                config.data.batch_size
+            )));
+        }
         let device = device_of(&config.run.device)?;
         let mut notes = vec![];
         if config.run.precision == "bf16" {
@@ -221,7 +247,18 @@ impl Trainer {
             );
         }
         let resume = match (config.run.resume, existing) {
-            (true, Some(path)) => Some(checkpoint::load(&path, &device)?),
+            (true, Some(path)) => {
+                let ck = checkpoint::load(&path, &device)?;
+                if ck.state.world_size != ranks {
+                    notes.push(format!(
+                        "{} was written by a job of {} processes, this one has {ranks}: the global batch stays {}",
+                        path.display(),
+                        ck.state.world_size,
+                        config.data.batch_size
+                    ));
+                }
+                Some(ck)
+            }
             (true, None) => {
                 // Killed before its first checkpoint, or the first launch of
                 // a job that is always started with --resume (a requeued
@@ -294,10 +331,14 @@ impl Trainer {
             )?,
             None => IJepa::new(model_cfg, &device)?,
         };
+        let model = synchronized(model, collective.as_ref())?;
+        let optimizer_state = match &resume {
+            Some(ck) => Some(broadcast_map(collective.as_ref(), &ck.optimizer, 0)?),
+            None => None,
+        };
         let mut step = TrainStep::new(model, o.weight_decay, o.grad_clip, collective);
-        if let Some(ck) = &resume {
-            step.optimizer_mut()
-                .load_state(&ck.optimizer, ck.state.step)?;
+        if let (Some(ck), Some(state)) = (&resume, &optimizer_state) {
+            step.optimizer_mut().load_state(state, ck.state.step)?;
         }
         let mut trainer = Self {
             run_dir: run_dir.clone(),
@@ -337,12 +378,14 @@ impl Trainer {
         if let (Some(t), Some(v)) = (&trainer.config.probe.train, &trainer.config.probe.val) {
             trainer.probe_sets = Some((ImageFolder::open(t)?, ImageFolder::open(v)?));
         }
-        std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
-        checkpoint::remove_debris(&run_dir);
-        ijepa_encoder::output::write_file(
-            &run_dir.join("config.toml"),
-            trainer.config.to_toml()?.as_bytes(),
-        )?;
+        if trainer.step.collective().is_writer() {
+            std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
+            checkpoint::remove_debris(&run_dir);
+            ijepa_encoder::output::write_file(
+                &run_dir.join("config.toml"),
+                trainer.config.to_toml()?.as_bytes(),
+            )?;
+        }
         Ok(trainer)
     }
 
@@ -361,9 +404,17 @@ impl Trainer {
         &self.source
     }
 
+    /// The processes this run trains on (to end the job on an error only
+    /// this rank saw: [`Collective::abort`]).
+    pub fn collective(&self) -> &dyn Collective {
+        self.step.collective()
+    }
+
     /// Trains until the last epoch, `run.max_steps`, or `stop` turning true
     /// (checked between steps: the run then writes a checkpoint and
-    /// returns). A checkpoint is always written at the end.
+    /// returns; in a data-parallel job, all ranks stop at the step where
+    /// any rank saw it). A checkpoint is always written at the end, and no
+    /// rank returns before it is.
     ///
     /// # Errors
     /// A NaN/Inf loss ([`TrainError::NonFinite`]: the run stops before
@@ -395,7 +446,11 @@ impl Trainer {
         for note in &self.notes {
             observer.message(note);
         }
-        let mut metrics = MetricsLog::open(&self.run_dir, self.steps)?;
+        let writer = self.step.collective().is_writer();
+        let mut metrics = match writer {
+            true => Some(MetricsLog::open(&self.run_dir, self.steps)?),
+            false => None,
+        };
         let workers = match self.config.data.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -405,6 +460,10 @@ impl Trainer {
             self.sampler.clone(),
             LoaderConfig {
                 batch_size: self.config.data.batch_size,
+                shard: Shard {
+                    rank: self.step.collective().rank(),
+                    ranks: self.step.collective().world_size(),
+                },
                 seed: self.config.run.seed,
                 workers,
                 prefetch: self.config.data.prefetch,
@@ -422,7 +481,7 @@ impl Trainer {
             if self.steps >= stop_step {
                 break;
             }
-            if stop.load(Ordering::SeqCst) {
+            if self.step.collective().any(stop.load(Ordering::SeqCst))? {
                 interrupted = true;
                 break;
             }
@@ -440,7 +499,7 @@ impl Trainer {
             let last_pos = pending[pending.len() - 1].position;
             let mut m = match self.train_step(&pending)? {
                 Ok(m) => m,
-                Err(refused) => return Err(self.refuse(refused, &metrics, observer)),
+                Err(refused) => return Err(self.refuse(refused, metrics.as_ref(), observer)),
             };
             pending.clear();
             self.position = if last_pos.batch + 1 >= used_batches {
@@ -455,10 +514,12 @@ impl Trainer {
                 }
             };
             let every = self.config.probe.every;
-            if every > 0 && m.step.is_multiple_of(every) {
+            if writer && every > 0 && m.step.is_multiple_of(every) {
                 m.knn_top1 = Some(self.online_probe()?);
             }
-            metrics.push(&m)?;
+            if let Some(log) = &mut metrics {
+                log.push(&m)?;
+            }
             observer.step(&m);
             self.last = Some(m);
             let every = self.config.run.checkpoint_every;
@@ -468,16 +529,13 @@ impl Trainer {
                 self.steps.is_multiple_of(every)
             };
             if due && self.steps < stop_step {
-                self.save_checkpoint(&metrics, observer)?;
+                self.save_checkpoint(metrics.as_ref(), observer)?;
             }
         }
-        let written = self
-            .last_checkpoint
-            .as_ref()
-            .is_some_and(|p| p.ends_with(format!("step-{:08}", self.steps)));
-        if !written {
-            self.save_checkpoint(&metrics, observer)?;
+        if !self.is_checkpointed() {
+            self.save_checkpoint(metrics.as_ref(), observer)?;
         }
+        self.step.collective().barrier()?;
         let checkpoint = self.last_checkpoint.clone().unwrap_or_default();
         Ok(Summary {
             steps: self.steps,
@@ -516,7 +574,22 @@ impl Trainer {
         Ok(crate::probe::knn(&xt, &yt, &xv, &yv, 20, 0.07)?.top1)
     }
 
-    fn save_checkpoint(&mut self, metrics: &MetricsLog, observer: &mut dyn Observer) -> Result<()> {
+    /// Whether the current state is the newest checkpoint.
+    fn is_checkpointed(&self) -> bool {
+        self.last_checkpoint.as_ref() == Some(&checkpoint::path_of(&self.run_dir, self.steps))
+    }
+
+    /// Writes the checkpoint of the current state (rank 0; other ranks
+    /// only note where it is).
+    fn save_checkpoint(
+        &mut self,
+        metrics: Option<&MetricsLog>,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        let Some(metrics) = metrics else {
+            self.last_checkpoint = Some(checkpoint::path_of(&self.run_dir, self.steps));
+            return Ok(());
+        };
         let last = self.last.clone();
         let state = CheckpointState {
             format: FORMAT.into(),
@@ -541,6 +614,7 @@ impl Trainer {
             ),
             config: self.config.clone(),
             encoder: Some(self.step.model().config().encoder.clone()),
+            world_size: self.step.collective().world_size(),
         };
         let model = self.step.model();
         let student = model.student_weights()?;
@@ -568,22 +642,22 @@ impl Trainer {
     fn refuse(
         &mut self,
         what: String,
-        metrics: &MetricsLog,
+        metrics: Option<&MetricsLog>,
         observer: &mut dyn Observer,
     ) -> TrainError {
         let step = self.steps + 1;
-        let current = format!("step-{:08}", self.steps);
-        let written = self
-            .last_checkpoint
-            .as_ref()
-            .is_some_and(|p| p.ends_with(&current));
-        if !written {
+        if !self.is_checkpointed() {
             if let Err(e) = self.save_checkpoint(metrics, observer) {
                 observer.message(&format!(
                     "the state after step {} could not be checkpointed: {e}",
                     self.steps
                 ));
             }
+        }
+        // Every rank refused the same step (the values were all-reduced):
+        // none leaves before rank 0 has written the last good state.
+        if let Err(e) = self.step.collective().barrier() {
+            observer.message(&format!("waiting for the other processes: {e}"));
         }
         TrainError::NonFinite {
             step,
@@ -615,7 +689,9 @@ impl Trainer {
             return Err(TrainError::Config("a step needs at least one batch".into()));
         };
         let (context_tokens, target_tokens) = (last.context_tokens(), last.target_tokens());
-        let images: usize = inputs.iter().map(StepBatch::len).sum();
+        // Over the whole job: each rank holds an equal share.
+        let images =
+            inputs.iter().map(StepBatch::len).sum::<usize>() * self.step.collective().world_size();
         let epoch = batches[0].position.epoch;
         let hyper = StepHyper {
             lr: self.lr.at(step),

@@ -225,6 +225,7 @@ fn a_checkpoint_with_a_nan_is_never_written_and_never_resumed() {
         rng: String::new(),
         config: cfg,
         encoder: None,
+        world_size: 1,
     };
     let mut w = ijepa_encoder::WeightMap::new();
     w.insert(

@@ -439,7 +439,7 @@ fn yaml_config(cases: u32) {
     )];
     fuzz("official YAML", &corpus, 1 << 16, cases, |b| {
         if let Ok(text) = std::str::from_utf8(b) {
-            if let Ok((cfg, _)) = ijepa_train::official::from_yaml_str(text) {
+            if let Ok((cfg, _)) = ijepa_train::official::from_yaml_str(text, 1) {
                 let _ = cfg.validate();
             }
         }

@@ -58,3 +58,10 @@ pub fn metrics(run: &Path) -> Vec<Vec<String>> {
         .map(|l| l.split(',').map(str::to_string).collect())
         .collect()
 }
+
+/// Rows of a run's `metrics.csv` so far (0 while it does not exist): how
+/// many steps a running job has logged.
+pub fn metrics_rows(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .map_or(0, |t| t.lines().count().saturating_sub(1))
+}

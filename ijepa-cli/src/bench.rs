@@ -15,8 +15,13 @@ pub enum BenchCommand {
     Forward(ForwardArgs),
     /// One I-JEPA forward + backward (no optimizer), official recipe.
     Step(StepArgs),
-    /// One whole I-JEPA training step: forward, backward, AdamW, EMA update.
+    /// One whole I-JEPA training step: forward, backward, AdamW, EMA update
+    /// (under `mpirun` with the `mpi` feature: `--batch` is the global batch
+    /// and rank 0 reports).
     Train(StepArgs),
+    /// One all-reduce of a model's whole gradient set between the processes
+    /// of an `mpirun` job (the `mpi` feature).
+    AllReduce(AllReduceArgs),
     /// The pretraining data pipeline: decode, RandomResizedCrop, normalise, masks.
     Data(DataArgs),
 }
@@ -68,6 +73,26 @@ pub struct StepArgs {
     json: bool,
 }
 
+/// Options of `ijepa-cli bench all-reduce`.
+#[derive(Debug, Args)]
+pub struct AllReduceArgs {
+    /// timm architecture of the encoder whose gradients are exchanged.
+    #[arg(long, default_value = "vit_base_patch16_224")]
+    model: String,
+    /// Predictor width.
+    #[arg(long, default_value_t = 384)]
+    predictor_embed_dim: usize,
+    /// Predictor depth.
+    #[arg(long, default_value_t = 6)]
+    predictor_depth: usize,
+    /// Timed all-reduces.
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Options of `ijepa-cli bench forward`.
 #[derive(Debug, Args)]
 pub struct ForwardArgs {
@@ -94,6 +119,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Forward(args) => forward(args),
         BenchCommand::Step(args) => step(args, false),
         BenchCommand::Train(args) => step(args, true),
+        BenchCommand::AllReduce(args) => all_reduce(args),
         BenchCommand::Data(args) => data(args),
     }
 }
@@ -106,20 +132,92 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The I-JEPA configuration of a benchmark: `model` built as I-JEPA's
+/// encoders are (timm's `_gap` arguments), the given predictor.
+fn bench_config(
+    model: &str,
+    predictor_embed_dim: usize,
+    predictor_depth: usize,
+) -> Result<ijepa_train::model::IJepaConfig> {
+    let encoder =
+        ijepa_encoder::registry::resolve(model, &ijepa_encoder::registry::TimmArgs::gap())?;
+    let mut cfg = ijepa_train::model::IJepaConfig::new(encoder.config);
+    cfg.predictor_embed_dim = predictor_embed_dim;
+    cfg.predictor_depth = predictor_depth;
+    Ok(cfg)
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn all_reduce(args: &AllReduceArgs) -> Result<()> {
+    use ijepa_train::model::IJepa;
+    anyhow::ensure!(args.iters > 0, "--iters must be at least 1");
+    let processes = crate::pretrain::processes()?;
+    let cfg = bench_config(&args.model, args.predictor_embed_dim, args.predictor_depth)?;
+    let model = IJepa::new(cfg, &Device::Cpu)?;
+    // Tensors shaped as the gradient set a step exchanges (plus its loss).
+    let grads: Vec<Tensor> = model
+        .trainable_vars()
+        .iter()
+        .map(|(_, v)| v.as_tensor().ones_like())
+        .collect::<candle_core::Result<_>>()?;
+    let floats: usize = grads.iter().map(Tensor::elem_count).sum();
+    drop(model);
+    let mut times = vec![];
+    for i in 0..args.iters + 1 {
+        processes.barrier()?;
+        let start = Instant::now();
+        let sums = processes.all_reduce_sum(&grads)?;
+        if i > 0 {
+            times.push(start.elapsed().as_secs_f64());
+        }
+        drop(sums);
+    }
+    let seconds = median(times);
+    if !processes.is_writer() {
+        return Ok(());
+    }
+    let ranks = processes.world_size();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": args.model, "floats": floats, "processes": ranks,
+                "seconds": seconds, "gb_per_second": floats as f64 * 4.0 / seconds / 1e9,
+            })
+        );
+    } else {
+        println!(
+            "all-reduce of {} gradients ({:.1} M floats) over {ranks} processes: median {:.3} s ({:.2} GB/s of f32)",
+            args.model,
+            floats as f64 / 1e6,
+            seconds,
+            floats as f64 * 4.0 / seconds / 1e9
+        );
+    }
+    Ok(())
+}
+
 fn step(args: &StepArgs, train: bool) -> Result<()> {
     use ijepa_masking::{IndexBatch, MaskBatch};
-    use ijepa_train::collective::SingleProcess;
-    use ijepa_train::model::{IJepa, IJepaConfig};
+    use ijepa_train::model::IJepa;
     use ijepa_train::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
     anyhow::ensure!(
         args.batch > 0 && args.iters > 0,
         "--batch and --iters must be at least 1"
     );
-    let encoder =
-        ijepa_encoder::registry::resolve(&args.model, &ijepa_encoder::registry::TimmArgs::gap())?;
-    let mut cfg = IJepaConfig::new(encoder.config);
-    cfg.predictor_embed_dim = args.predictor_embed_dim;
-    cfg.predictor_depth = args.predictor_depth;
+    let processes = crate::pretrain::processes()?;
+    let ranks = processes.world_size();
+    anyhow::ensure!(
+        args.batch.is_multiple_of(ranks),
+        "--batch {} is the global batch of {ranks} processes: make it a multiple of {ranks}",
+        args.batch
+    );
+    let share = args.batch / ranks;
+    let cfg = bench_config(&args.model, args.predictor_embed_dim, args.predictor_depth)?;
     let (gh, gw) = cfg.encoder.grid_size();
     anyhow::ensure!(
         gh * gw >= 186,
@@ -127,11 +225,11 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
     );
     let model = IJepa::new(cfg.clone(), &Device::Cpu)?;
     let (h, w) = cfg.encoder.image_size;
-    let images = Tensor::randn(0f32, 1.0, (args.batch, 3, h, w), &Device::Cpu)?;
+    let images = Tensor::randn(0f32, 1.0, (share, 3, h, w), &Device::Cpu)?;
     // Fixed masks, the same as bench/torch_step.py.
     let rows = |start: u32, len: u32| {
         let row: Vec<u32> = (start..start + len).collect();
-        IndexBatch::from_flat(args.batch, len as usize, row.repeat(args.batch))
+        IndexBatch::from_flat(share, len as usize, row.repeat(share))
     };
     let masks = MaskBatch {
         contexts: vec![rows(0, 60)],
@@ -145,7 +243,7 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
         weight_decay: 0.04,
         momentum: 0.996,
     };
-    let mut train_step = TrainStep::new(model, 0.04, None, Box::new(SingleProcess));
+    let mut train_step = TrainStep::new(model, 0.04, None, processes);
     let mut times = vec![];
     for i in 0..args.warmup + args.iters {
         let start = Instant::now();
@@ -162,9 +260,11 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
             times.push(start.elapsed().as_secs_f64());
         }
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let median = median(times);
     let rss = peak_rss_mb().unwrap_or(f64::NAN);
+    if !train_step.collective().is_writer() {
+        return Ok(());
+    }
     if args.json {
         println!(
             "{}",
@@ -172,7 +272,7 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
                 "implementation": "ijepa-rs (candle 0.11.1)", "model": args.model, "batch": args.batch,
                 "what": if train { "fwd+bwd+AdamW+EMA" } else { "fwd+bwd" },
                 "seconds_per_step": median, "images_per_second": args.batch as f64 / median,
-                "peak_rss_mb": rss, "threads": rayon::current_num_threads(),
+                "peak_rss_mb": rss, "threads": rayon::current_num_threads(), "processes": ranks,
             })
         );
     } else {

@@ -229,18 +229,10 @@ impl Observer for Progress {
 /// (a process started without a launcher is a job of one) whose processes
 /// share this machine's cores; without it, one process, refusing a
 /// multi-process launch it cannot serve.
-fn processes() -> Result<Box<dyn Collective>> {
+pub(crate) fn processes() -> Result<Box<dyn Collective>> {
     #[cfg(feature = "mpi")]
     {
-        use ijepa_train::collective::mpi::{Mpi, DEFAULT_TIMEOUT};
-        let timeout = match std::env::var("IJEPA_MPI_TIMEOUT_S") {
-            Ok(v) => std::time::Duration::from_secs(
-                v.parse()
-                    .with_context(|| format!("IJEPA_MPI_TIMEOUT_S={v}: expected whole seconds"))?,
-            ),
-            Err(_) => DEFAULT_TIMEOUT,
-        };
-        let mpi = Mpi::init(timeout)?;
+        let mpi = ijepa_train::collective::mpi::Mpi::init(collective_timeout()?)?;
         if let Some(n) = ijepa_train::collective::threads_per_process(mpi.local_size()) {
             // Before any thread pool starts: candle and rayon read it once.
             std::env::set_var("RAYON_NUM_THREADS", n.to_string());
@@ -259,6 +251,31 @@ fn processes() -> Result<Box<dyn Collective>> {
         ijepa_train::collective::refuse_unserved_launch()?;
         Ok(Box::new(ijepa_train::collective::SingleProcess))
     }
+}
+
+/// How long one collective may wait for the other ranks
+/// (`IJEPA_MPI_TIMEOUT_S`, whole seconds).
+#[cfg(feature = "mpi")]
+fn collective_timeout() -> Result<std::time::Duration> {
+    match std::env::var("IJEPA_MPI_TIMEOUT_S") {
+        Ok(v) => Ok(std::time::Duration::from_secs(v.parse().with_context(
+            || format!("IJEPA_MPI_TIMEOUT_S={v}: expected whole seconds"),
+        )?)),
+        Err(_) => Ok(ijepa_train::collective::mpi::DEFAULT_TIMEOUT),
+    }
+}
+
+/// The collective a run on `device` exchanges gradients through: with the
+/// `nccl` feature, a CUDA job of several processes sums on the GPUs (NCCL,
+/// its id sent over `host`); otherwise `host`.
+fn for_device(host: Box<dyn Collective>, device: &str) -> Result<Box<dyn Collective>> {
+    #[cfg(feature = "nccl")]
+    if device == "cuda" && host.world_size() > 1 {
+        let nccl = ijepa_train::collective::nccl::Nccl::init(host, collective_timeout()?)?;
+        return Ok(Box::new(nccl));
+    }
+    let _ = device;
+    Ok(host)
 }
 
 /// What ranks other than 0 print: their own notices (unreadable files of
@@ -290,6 +307,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         }
     }
     let stop = Stop::install(writer)?;
+    let processes = for_device(processes, &cfg.run.device)?;
     // Validates (after comparing a resumed run with its own configuration).
     let mut trainer = Trainer::with_collective(cfg.clone(), processes)?;
     if writer {

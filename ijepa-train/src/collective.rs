@@ -6,8 +6,10 @@
 //! trait at one place, after the backward pass and before clipping; the
 //! trainer broadcasts the initial state once and agrees on stopping
 //! through [`Collective::any`]. Backends: [`SingleProcess`] (the default,
-//! the identity) and, with the cargo feature `mpi`, `mpi::Mpi` for jobs
-//! started by `mpirun` or `srun`.
+//! the identity), with the cargo feature `mpi` `mpi::Mpi` for jobs
+//! started by `mpirun` or `srun`, and with the feature `nccl`
+//! `nccl::Nccl`, which sums CUDA tensors on the GPUs and leaves the rest to
+//! the host collective (MPI) it is built on.
 
 use candle_core::{DType, Device, Tensor};
 use ijepa_encoder::WeightMap;
@@ -16,6 +18,10 @@ use crate::error::{Result, TrainError};
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
+#[cfg(any(feature = "mpi", feature = "nccl"))]
+mod watchdog;
 
 /// Collective operations over the processes ("ranks") of one job.
 ///
@@ -30,6 +36,12 @@ pub trait Collective {
 
     /// Processes in the job.
     fn world_size(&self) -> usize;
+
+    /// This process's index among the job's processes on its machine (the
+    /// GPU it drives): 0 for one process.
+    fn local_rank(&self) -> usize {
+        0
+    }
 
     /// The element-wise sum of `tensors` over all ranks (each rank passes
     /// its own values and receives the sums).

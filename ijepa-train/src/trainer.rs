@@ -118,12 +118,14 @@ pub struct Trainer {
     probe_sets: Option<(ImageFolder, ImageFolder)>,
 }
 
-fn device_of(name: &str) -> Result<Device> {
+/// The device `run.device` names; a CUDA job's ranks drive the GPUs of
+/// their machine in order (`local_rank`).
+fn device_of(name: &str, local_rank: usize) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).map_err(|e| {
+        "cuda" => Device::new_cuda(local_rank).map_err(|e| {
             TrainError::Config(format!(
-                "run.device = \"cuda\": {e} (build ijepa-cli with `--features cuda`; untested so far)"
+                "run.device = \"cuda\" (GPU {local_rank}): {e} (build ijepa-cli with `--features cuda`; untested so far)"
             ))
         }),
         other => Err(TrainError::Config(format!(
@@ -234,11 +236,11 @@ impl Trainer {
         let ranks = collective.world_size();
         if !config.data.batch_size.is_multiple_of(ranks) {
             return Err(TrainError::Config(format!(
-                "data.batch_size = {} is the global batch, shared equally by the job's {ranks} processes:                  make it a multiple of {ranks}",
+                "data.batch_size = {} is the global batch, shared equally by the job's {ranks} processes: make it a multiple of {ranks}",
                 config.data.batch_size
             )));
         }
-        let device = device_of(&config.run.device)?;
+        let device = device_of(&config.run.device, collective.local_rank())?;
         let mut notes = vec![];
         if config.run.precision == "bf16" {
             notes.push(

@@ -7,8 +7,7 @@
 //! did not end the job, as `srun` without `--kill-on-bad-exit` may not)
 //! says so and exits, so a job never hangs forever.
 
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use candle_core::Tensor;
 use mpi::collective::SystemOperation;
@@ -16,89 +15,9 @@ use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 
+use super::watchdog::Watchdog;
 use super::{host, Collective};
 use crate::error::{Result, TrainError};
-
-/// What the watchdog is waiting on.
-enum Wait {
-    Idle,
-    On { since: Instant, what: &'static str },
-    Closed,
-}
-
-struct WatchState {
-    wait: Mutex<Wait>,
-    wake: Condvar,
-}
-
-/// Ends the process when one collective has waited longer than `timeout`.
-struct Watchdog {
-    state: Arc<WatchState>,
-}
-
-impl Watchdog {
-    fn start(rank: usize, timeout: Duration) -> Result<Self> {
-        let state = Arc::new(WatchState {
-            wait: Mutex::new(Wait::Idle),
-            wake: Condvar::new(),
-        });
-        let watched = state.clone();
-        std::thread::Builder::new()
-            .name("ijepa-mpi-watchdog".into())
-            .spawn(move || watch(&watched, rank, timeout))
-            .map_err(|e| TrainError::Collective(format!("watchdog thread: {e}")))?;
-        Ok(Self { state })
-    }
-
-    /// Runs `f` (one collective) under the watchdog.
-    fn guard<T>(&self, what: &'static str, f: impl FnOnce() -> T) -> T {
-        self.set(Wait::On {
-            since: Instant::now(),
-            what,
-        });
-        let out = f();
-        self.set(Wait::Idle);
-        out
-    }
-
-    fn set(&self, wait: Wait) {
-        let mut w = self.state.wait.lock().unwrap_or_else(|p| p.into_inner());
-        *w = wait;
-        self.state.wake.notify_one();
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.set(Wait::Closed);
-    }
-}
-
-fn watch(state: &WatchState, rank: usize, timeout: Duration) {
-    let mut w = state.wait.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
-        match *w {
-            Wait::Closed => return,
-            Wait::Idle => w = state.wake.wait(w).unwrap_or_else(|p| p.into_inner()),
-            Wait::On { since, what } => {
-                let waited = since.elapsed();
-                if waited >= timeout {
-                    eprintln!(
-                        "error: rank {rank}: the {what} has waited {} s for the other processes of the job \
-                         (IJEPA_MPI_TIMEOUT_S); one of them has stopped — see its error. Ending this process",
-                        waited.as_secs()
-                    );
-                    std::process::exit(1);
-                }
-                w = state
-                    .wake
-                    .wait_timeout(w, timeout - waited)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
-        }
-    }
-}
 
 /// How long one collective may wait for the other ranks before this
 /// process gives up (`IJEPA_MPI_TIMEOUT_S` changes it): long enough for
@@ -112,6 +31,7 @@ pub struct Mpi {
     world: SimpleCommunicator,
     rank: usize,
     size: usize,
+    local_rank: usize,
     local_size: usize,
     watchdog: Watchdog,
     _universe: Universe,
@@ -122,6 +42,7 @@ impl std::fmt::Debug for Mpi {
         f.debug_struct("Mpi")
             .field("rank", &self.rank)
             .field("size", &self.size)
+            .field("local_rank", &self.local_rank)
             .field("local_size", &self.local_size)
             .finish()
     }
@@ -139,12 +60,14 @@ impl Mpi {
             .ok_or_else(|| TrainError::Collective("MPI is already initialised".into()))?;
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
-        let local_size = world.split_shared(world.rank()).size() as usize;
+        let local = world.split_shared(world.rank());
+        let (local_rank, local_size) = (local.rank() as usize, local.size() as usize);
         Ok(Self {
             watchdog: Watchdog::start(rank, timeout)?,
             world,
             rank,
             size,
+            local_rank,
             local_size,
             _universe: universe,
         })
@@ -163,6 +86,10 @@ impl Collective for Mpi {
 
     fn world_size(&self) -> usize {
         self.size
+    }
+
+    fn local_rank(&self) -> usize {
+        self.local_rank
     }
 
     fn all_reduce_sum(&self, tensors: &[Tensor]) -> Result<Vec<Tensor>> {

@@ -6,6 +6,7 @@
 //!   ijepa-rs weights;
 //! - `export`, `download`, `inspect`: move weights between ijepa-rs, timm,
 //!   Hugging Face and the Hub, and look inside them;
+//! - `plot`: redraw a run's training curves;
 //! - `masks`: sample I-JEPA masks and print their statistics (and a picture);
 //! - `bench`: throughput measurements for BENCHMARKS.md.
 
@@ -26,6 +27,7 @@ mod features;
 mod inspect;
 mod masks;
 mod masks_png;
+mod plot;
 mod pretrain;
 mod probe;
 
@@ -51,6 +53,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Download a model from the Hugging Face Hub into the standard cache.
     Download(download::DownloadArgs),
+    /// Redraw a run's curves (loss.png/svg, metrics.png/svg) from its metrics.csv.
+    Plot(plot::PlotArgs),
     /// Describe a weight file, Hub model or ijepa-rs run: layout, architecture, parameters, tensors.
     Inspect(inspect::InspectArgs),
     /// Measure throughput (see BENCHMARKS.md).
@@ -68,6 +72,7 @@ fn main() {
         Command::Export(args) => export::run(&args),
         Command::Download(args) => download::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Plot(args) => plot::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),
     };
     if let Err(err) = result {

@@ -12,7 +12,7 @@ use clap::Args;
 use ijepa_encoder::init::init_weights;
 use ijepa_encoder::VisionTransformer;
 use ijepa_train::collective::Collective;
-use ijepa_train::metrics::StepMetrics;
+use ijepa_train::metrics::{StepMetrics, Throughput};
 use ijepa_train::trainer::{Observer, RunInfo, Trainer};
 use ijepa_train::{TrainConfig, TrainError};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -124,8 +124,10 @@ struct Progress {
     bar: Option<ProgressBar>,
     log_every: u64,
     stop_step: u64,
-    started: Instant,
     start_step: u64,
+    /// When the last step was reported, and the recent pace.
+    last: Instant,
+    rate: Throughput,
     /// Test hook: abort the process (as a kill would) after this step.
     abort_after: Option<u64>,
 }
@@ -139,6 +141,9 @@ impl Progress {
     }
 }
 
+/// Steps the progress line's img/s and ETA are averaged over.
+const RATE_WINDOW: usize = 50;
+
 fn eta(seconds: f64) -> String {
     let s = seconds.max(0.0) as u64;
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
@@ -148,7 +153,7 @@ impl Observer for Progress {
     fn start(&mut self, info: &RunInfo) {
         self.stop_step = info.stop_step;
         self.start_step = info.start_step;
-        self.started = Instant::now();
+        self.last = Instant::now();
         let from = match &info.resumed_from {
             Some(p) => format!(", resuming from {} (step {})", p.display(), info.start_step),
             None => String::new(),
@@ -166,7 +171,7 @@ impl Observer for Progress {
             let bar = ProgressBar::new(info.stop_step);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}]",
                 )
                 .expect("valid template"),
             );
@@ -176,12 +181,17 @@ impl Observer for Progress {
     }
 
     fn step(&mut self, m: &StepMetrics) {
-        let done = (m.step - self.start_step) as f64;
-        let per_step = self.started.elapsed().as_secs_f64() / done.max(1.0);
-        let left = eta(per_step * (self.stop_step.saturating_sub(m.step)) as f64);
+        // Wall time between reports: data, checkpoints and probes included.
+        self.rate.push(m.images, self.last.elapsed().as_secs_f64());
+        self.last = Instant::now();
+        let left = eta(self.rate.seconds_for(self.stop_step.saturating_sub(m.step)));
         let mut line = format!(
             "loss {:.4}  lr {:.2e}  wd {:.3}  ema {:.5}  {:.1} img/s",
-            m.loss, m.lr, m.weight_decay, m.momentum, m.images_per_s
+            m.loss,
+            m.lr,
+            m.weight_decay,
+            m.momentum,
+            self.rate.images_per_s()
         );
         if let Some(acc) = m.knn_top1 {
             line.push_str(&format!("  k-NN {:.1} %", 100.0 * acc));
@@ -196,7 +206,7 @@ impl Observer for Progress {
         match &self.bar {
             Some(bar) => {
                 bar.set_position(m.step);
-                bar.set_message(line);
+                bar.set_message(format!("{line}  eta {left}"));
             }
             None if m.step.is_multiple_of(self.log_every)
                 || m.step == self.stop_step
@@ -345,8 +355,9 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         bar: None,
         log_every: cfg.run.log_every.max(1),
         stop_step: 0,
-        started: Instant::now(),
         start_step: 0,
+        last: Instant::now(),
+        rate: Throughput::new(RATE_WINDOW),
         abort_after: std::env::var("IJEPA_TEST_ABORT_AFTER_STEP")
             .ok()
             .and_then(|v| v.parse().ok()),

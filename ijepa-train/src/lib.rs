@@ -47,9 +47,11 @@ pub mod metrics;
 pub mod model;
 pub mod official;
 pub mod optim;
+pub mod plot;
 pub mod probe;
 pub mod schedule;
 pub mod step;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use config::TrainConfig;

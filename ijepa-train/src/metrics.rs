@@ -1,12 +1,13 @@
-//! Per-step metrics: `metrics.csv` and the loss-curve picture.
+//! Per-step metrics: `metrics.csv`, TensorBoard scalars of the same
+//! columns, and the running throughput the progress line shows.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use image::{Rgb, RgbImage};
-
 use crate::error::{io, Result};
+use crate::tensorboard::EventWriter;
 
 /// One optimizer step, as logged.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +47,54 @@ pub const HEADER: &str =
     "epoch,itr,step,loss,context_tokens,target_tokens,time_ms,lr,wd,momentum,images,img_per_s,grad_norm,knn_top1";
 
 impl StepMetrics {
+    /// Every column of [`HEADER`] with its value (`None`: not measured at
+    /// this step), in order.
+    pub fn values(&self) -> [(&'static str, Option<f64>); 14] {
+        [
+            ("epoch", Some(self.epoch as f64)),
+            ("itr", Some(self.itr as f64)),
+            ("step", Some(self.step as f64)),
+            ("loss", Some(f64::from(self.loss))),
+            ("context_tokens", Some(self.context_tokens as f64)),
+            ("target_tokens", Some(self.target_tokens as f64)),
+            ("time_ms", Some(self.time_ms)),
+            ("lr", Some(self.lr)),
+            ("wd", Some(self.weight_decay)),
+            ("momentum", Some(self.momentum)),
+            ("images", Some(self.images as f64)),
+            ("img_per_s", Some(self.images_per_s)),
+            ("grad_norm", Some(self.grad_norm)),
+            ("knn_top1", self.knn_top1),
+        ]
+    }
+
+    /// A row of `metrics.csv` (`None` when it is not one).
+    pub fn from_csv(line: &str) -> Option<Self> {
+        let c: Vec<&str> = line.split(',').collect();
+        if c.len() != 14 {
+            return None;
+        }
+        Some(Self {
+            epoch: c[0].parse().ok()?,
+            itr: c[1].parse().ok()?,
+            step: c[2].parse().ok()?,
+            loss: c[3].parse().ok()?,
+            context_tokens: c[4].parse().ok()?,
+            target_tokens: c[5].parse().ok()?,
+            time_ms: c[6].parse().ok()?,
+            lr: c[7].parse().ok()?,
+            weight_decay: c[8].parse().ok()?,
+            momentum: c[9].parse().ok()?,
+            images: c[10].parse().ok()?,
+            images_per_s: c[11].parse().ok()?,
+            grad_norm: c[12].parse().ok()?,
+            knn_top1: match c[13] {
+                "" => None,
+                v => Some(v.parse().ok()?),
+            },
+        })
+    }
+
     fn csv(&self) -> String {
         format!(
             "{},{},{},{},{},{},{:.1},{:.6e},{:.6e},{:.8},{},{:.2},{:.6e},{}",
@@ -67,38 +116,34 @@ impl StepMetrics {
     }
 }
 
-/// `metrics.csv` of a run directory, one flushed line per step.
+/// `metrics.csv` of a run directory, one flushed line per step, and the
+/// same values as TensorBoard scalars (an event file in the directory;
+/// tags are the column names).
 #[derive(Debug)]
 pub struct MetricsLog {
     path: PathBuf,
     file: File,
-    losses: Vec<(u64, f32)>,
+    events: EventWriter,
+    rows: Vec<StepMetrics>,
 }
 
 impl MetricsLog {
     /// Opens `run_dir/metrics.csv`, keeping only the rows of steps up to
     /// `keep_through` (the checkpoint a run resumes from: rows a killed run
-    /// logged after it are dropped, they will be logged again).
+    /// logged after it are dropped, they will be logged again), and starts
+    /// a new TensorBoard event file that supersedes older files' steps
+    /// after `keep_through`.
     ///
     /// # Errors
     /// A file that cannot be read or written.
     pub fn open(run_dir: &Path, keep_through: u64) -> Result<Self> {
         let path = run_dir.join("metrics.csv");
         let mut kept = vec![HEADER.to_string()];
-        let mut losses = vec![];
+        let mut rows = vec![];
         if keep_through > 0 && path.exists() {
-            let f = File::open(&path).map_err(io(&path))?;
-            for line in BufReader::new(f).lines().skip(1) {
-                let line = line.map_err(io(&path))?;
-                let cols: Vec<&str> = line.split(',').collect();
-                let (Some(step), Some(loss)) = (
-                    cols.get(2).and_then(|s| s.parse::<u64>().ok()),
-                    cols.get(3).and_then(|s| s.parse::<f32>().ok()),
-                ) else {
-                    continue;
-                };
-                if step <= keep_through {
-                    losses.push((step, loss));
+            for (line, row) in lines(&path)? {
+                if row.step <= keep_through {
+                    rows.push(row);
                     kept.push(line);
                 }
             }
@@ -110,7 +155,13 @@ impl MetricsLog {
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        Ok(Self { path, file, losses })
+        let events = EventWriter::create(run_dir, Some(keep_through + 1))?;
+        Ok(Self {
+            path,
+            file,
+            events,
+            rows,
+        })
     }
 
     /// Appends one step.
@@ -121,131 +172,95 @@ impl MetricsLog {
         writeln!(self.file, "{}", m.csv())
             .and_then(|_| self.file.flush())
             .map_err(io(&self.path))?;
-        self.losses.push((m.step, m.loss));
+        let scalars: Vec<(&str, f32)> = m
+            .values()
+            .into_iter()
+            .filter(|(name, _)| *name != "step")
+            .filter_map(|(name, v)| Some((name, v? as f32)))
+            .collect();
+        self.events.scalars(m.step, &scalars)?;
+        self.rows.push(m.clone());
         Ok(())
     }
 
-    /// `(step, loss)` of every logged step.
-    pub fn losses(&self) -> &[(u64, f32)] {
-        &self.losses
+    /// Every logged step, in order.
+    pub fn rows(&self) -> &[StepMetrics] {
+        &self.rows
     }
 }
 
-const W: u32 = 800;
-const H: u32 = 400;
-const MARGIN: u32 = 40;
-
-/// Draws the loss curve (each step in light blue, a running mean over 1/50
-/// of the run in dark blue; the y axis spans the losses, labelled with its
-/// ends; the x axis the steps) to a PNG file.
-///
-/// # Errors
-/// A file that cannot be written.
-pub fn plot_losses(losses: &[(u64, f32)], path: &Path) -> Result<()> {
-    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
-    let (x0, x1, y0, y1) = (MARGIN, W - 10, 10, H - MARGIN);
-    let axis = Rgb([90, 90, 90]);
-    for x in x0..=x1 {
-        img.put_pixel(x, y1, axis);
-    }
-    for y in y0..=y1 {
-        img.put_pixel(x0, y, axis);
-    }
-    let finite: Vec<(u64, f32)> = losses
-        .iter()
-        .copied()
-        .filter(|(_, l)| l.is_finite())
-        .collect();
-    if let (Some(first), Some(last)) = (finite.first(), finite.last()) {
-        let lo = finite.iter().map(|p| p.1).fold(f32::INFINITY, f32::min);
-        let hi = finite.iter().map(|p| p.1).fold(f32::NEG_INFINITY, f32::max);
-        let span_y = (hi - lo).max(1e-12);
-        let span_x = (last.0 - first.0).max(1) as f64;
-        let to_px = |step: u64, loss: f32| {
-            let fx = (step - first.0) as f64 / span_x;
-            let fy = ((loss - lo) / span_y) as f64;
-            (
-                x0 as f64 + fx * (x1 - x0) as f64,
-                y1 as f64 - fy * (y1 - y0) as f64,
-            )
-        };
-        let raw: Vec<(f64, f64)> = finite.iter().map(|&(s, l)| to_px(s, l)).collect();
-        polyline(&mut img, &raw, Rgb([160, 200, 235]));
-        let window = (finite.len() / 50).max(1);
-        let mut sum = 0.0f64;
-        let smooth: Vec<(f64, f64)> = finite
-            .iter()
-            .enumerate()
-            .map(|(i, &(s, l))| {
-                sum += l as f64;
-                if i >= window {
-                    sum -= finite[i - window].1 as f64;
-                }
-                to_px(s, (sum / (i + 1).min(window) as f64) as f32)
-            })
-            .collect();
-        polyline(&mut img, &smooth, Rgb([20, 60, 150]));
-        text(&mut img, 2, y0, &format!("{hi:.4}"));
-        text(&mut img, 2, y1 - 7, &format!("{lo:.4}"));
-        text(&mut img, x0, y1 + 6, &first.0.to_string());
-        let end = last.0.to_string();
-        text(&mut img, x1 - 4 * end.len() as u32, y1 + 6, &end);
-    }
-    let mut png = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut png, image::ImageFormat::Png)
-        .map_err(|e| crate::error::TrainError::Io {
-            path: path.to_path_buf(),
-            error: std::io::Error::other(e),
-        })?;
-    Ok(ijepa_encoder::output::write_file(path, png.get_ref())?)
-}
-
-fn polyline(img: &mut RgbImage, points: &[(f64, f64)], colour: Rgb<u8>) {
-    for pair in points.windows(2) {
-        let ((ax, ay), (bx, by)) = (pair[0], pair[1]);
-        let n = ((bx - ax).abs().max((by - ay).abs()).ceil() as usize).max(1);
-        for i in 0..=n {
-            let t = i as f64 / n as f64;
-            let (x, y) = (ax + t * (bx - ax), ay + t * (by - ay));
-            if x >= 0.0 && y >= 0.0 && (x as u32) < img.width() && (y as u32) < img.height() {
-                img.put_pixel(x as u32, y as u32, colour);
-            }
+/// The rows of a `metrics.csv` file, each with its text (lines that are
+/// not rows, such as the header, are left out).
+fn lines(path: &Path) -> Result<Vec<(String, StepMetrics)>> {
+    let f = File::open(path).map_err(io(path))?;
+    let mut out = vec![];
+    for line in BufReader::new(f).lines() {
+        let line = line.map_err(io(path))?;
+        if let Some(row) = StepMetrics::from_csv(&line) {
+            out.push((line, row));
         }
     }
+    Ok(out)
 }
 
-/// 3×5 glyphs of the characters numbers need, one row per 3 bits.
-fn glyph(c: char) -> Option<[u8; 5]> {
-    Some(match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 1, 1],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        '-' => [0, 0, 7, 0, 0],
-        'e' => [0, 7, 7, 4, 7],
-        _ => return None,
-    })
+/// The steps logged in `run_dir/metrics.csv`, in order.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn read_rows(run_dir: &Path) -> Result<Vec<StepMetrics>> {
+    Ok(lines(&run_dir.join("metrics.csv"))?
+        .into_iter()
+        .map(|(_, row)| row)
+        .collect())
 }
 
-fn text(img: &mut RgbImage, x: u32, y: u32, s: &str) {
-    for (i, c) in s.chars().enumerate() {
-        let Some(rows) = glyph(c) else { continue };
-        for (r, bits) in rows.iter().enumerate() {
-            for col in 0..3 {
-                if bits & (4 >> col) != 0 {
-                    let (px, py) = (x + 4 * i as u32 + col, y + r as u32);
-                    if px < img.width() && py < img.height() {
-                        img.put_pixel(px, py, Rgb([0, 0, 0]));
-                    }
-                }
-            }
+/// Images per second over the last steps (a running window), and the time
+/// left at that pace: the figure a person reads, where one step's rate
+/// jumps with probes, checkpoints and the machine's load.
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    window: usize,
+    recent: VecDeque<(usize, f64)>,
+    images: usize,
+    seconds: f64,
+}
+
+impl Throughput {
+    /// A running window of `window` steps (at least 1).
+    pub fn new(window: usize) -> Self {
+        Self {
+            window: window.max(1),
+            recent: VecDeque::new(),
+            images: 0,
+            seconds: 0.0,
+        }
+    }
+
+    /// Adds one step of `images` that took `seconds`.
+    pub fn push(&mut self, images: usize, seconds: f64) {
+        self.recent.push_back((images, seconds));
+        self.images += images;
+        self.seconds += seconds;
+        if self.recent.len() > self.window {
+            let (i, s) = self.recent.pop_front().unwrap_or_default();
+            self.images -= i;
+            self.seconds -= s;
+        }
+    }
+
+    /// Images per second over the window (0 before any step).
+    pub fn images_per_s(&self) -> f64 {
+        match self.seconds > 0.0 {
+            true => self.images as f64 / self.seconds,
+            false => 0.0,
+        }
+    }
+
+    /// Seconds `steps` more steps take at the window's mean step time.
+    pub fn seconds_for(&self, steps: u64) -> f64 {
+        match self.recent.len() {
+            0 => 0.0,
+            n => self.seconds / n as f64 * steps as f64,
         }
     }
 }
@@ -269,8 +284,19 @@ mod tests {
             images: 8,
             images_per_s: 800.0,
             grad_norm: 1.0,
-            knn_top1: None,
+            knn_top1: (step == 2).then_some(0.25),
         }
+    }
+
+    #[test]
+    fn values_name_the_header_columns_and_rows_read_back() {
+        let names: Vec<&str> = row(1, 0.5).values().iter().map(|v| v.0).collect();
+        assert_eq!(names.join(","), HEADER);
+        for r in [row(1, 0.5), row(2, 0.125)] {
+            assert_eq!(StepMetrics::from_csv(&r.csv()), Some(r));
+        }
+        assert_eq!(StepMetrics::from_csv("1,2,3"), None);
+        assert_eq!(StepMetrics::from_csv(HEADER), None);
     }
 
     #[test]
@@ -283,15 +309,36 @@ mod tests {
         }
         drop(log);
         let log = MetricsLog::open(&dir, 3).unwrap();
-        assert_eq!(log.losses(), &[(1, 1.0), (2, 0.5), (3, 1.0 / 3.0)]);
+        let steps: Vec<u64> = log.rows().iter().map(|r| r.step).collect();
+        assert_eq!(steps, [1, 2, 3]);
+        assert_eq!(read_rows(&dir).unwrap(), log.rows());
+        assert_eq!(log.rows()[1], row(2, 0.5));
         let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
         assert_eq!(text.lines().count(), 4);
         assert!(text.starts_with("epoch,itr,step,loss,context_tokens,target_tokens,time_ms,"));
-        plot_losses(log.losses(), &dir.join("loss.png")).unwrap();
-        let png = image::open(dir.join("loss.png")).unwrap().to_rgb8();
-        assert_eq!(png.dimensions(), (W, H));
-        // The curve is drawn: some pixels are the running-mean colour.
-        assert!(png.pixels().any(|p| *p == Rgb([20, 60, 150])));
+        let events = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("tfevents")
+            })
+            .count();
+        assert_eq!(events, 2, "one event file per opening");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn throughput_is_a_running_window() {
+        let mut t = Throughput::new(2);
+        assert_eq!(t.images_per_s(), 0.0);
+        t.push(8, 1.0);
+        t.push(8, 3.0);
+        assert_eq!(t.images_per_s(), 4.0);
+        t.push(16, 1.0); // the first step leaves the window
+        assert_eq!(t.images_per_s(), 6.0);
+        assert_eq!(t.seconds_for(10), 20.0);
     }
 }

@@ -18,7 +18,7 @@ use crate::data::{
     SyntheticShapes, TrainTransform,
 };
 use crate::error::{io, Result, TrainError};
-use crate::metrics::{plot_losses, MetricsLog, StepMetrics};
+use crate::metrics::{MetricsLog, StepMetrics};
 use crate::model::IJepa;
 use crate::schedule::{CosineWeightDecay, WarmupCosine};
 use crate::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
@@ -632,7 +632,7 @@ impl Trainer {
             &state,
             self.config.run.keep_checkpoints,
         )?;
-        plot_losses(metrics.losses(), &self.run_dir.join("loss.png"))?;
+        crate::plot::draw(metrics.rows(), &self.run_dir, crate::plot::Scale::Linear)?;
         observer.checkpoint(&path);
         self.last_checkpoint = Some(path);
         Ok(())

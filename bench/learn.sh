@@ -71,6 +71,9 @@ steps=$(tail -n 1 "$work/rs/metrics.csv" | cut -d, -f3)
     echo "| encoder | pretraining wall time | k-NN top-1 | linear top-1 |"
     echo "| --- | ---: | ---: | ---: |"
 } | tee "$work/results.md"
+# The baseline every encoder is read against: the normalised pixels themselves, prepared as the
+# encoders' inputs are (32 px, ImageNet crop 0.875 and mean/std, as the runs' own probes).
+probe pixels "raw pixels (no encoder)" - --image-size 32
 probe "$work/rs-init" "ijepa-rs, initial weights" -
 probe "$work/rs" "ijepa-rs, pretrained (target encoder)" "$rs_seconds s"
 probe "$work/rs" "ijepa-rs, pretrained (context encoder)" "$rs_seconds s" --encoder context

@@ -29,10 +29,8 @@ pub struct EmbedArgs {
     /// Also write every token, `tokens` [N, T, D].
     #[arg(long)]
     tokens: bool,
-    /// Square input size in pixels (default: the weights' pretrained_cfg; at
-    /// most 16,384 patches per image, e.g. 2048 at patch 16).
-    #[arg(long)]
-    image_size: Option<usize>,
+    #[command(flatten)]
+    transform: crate::features::TransformArgs,
     /// Images per forward pass (1 to 4,096).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -51,7 +49,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     ijepa_encoder::output::check(&args.out)?;
     let loaded = load_encoder(&args.weights, args.model.as_deref(), args.encoder)?;
     let vit = loaded.build()?;
-    let transform = eval_transform(&loaded.data, args.image_size, &loaded.config)?;
+    let transform = eval_transform(&loaded.data, &args.transform, &loaded.config)?;
     let size = transform.size();
     let files = image_files(&args.images)?;
     let root = if args.images.is_dir() {
@@ -59,7 +57,14 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     } else {
         args.images.parent().unwrap_or(Path::new(""))
     };
-    let feats = extract(&vit, &transform, &files, args.batch_size, 1, args.tokens)?;
+    let feats = extract(
+        Some(&vit),
+        &transform,
+        &files,
+        args.batch_size,
+        1,
+        args.tokens,
+    )?;
     let order: Vec<String> = feats
         .read
         .iter()

@@ -21,36 +21,78 @@ pub fn check_batch(batch: usize) -> Result<()> {
     Ok(())
 }
 
-/// The evaluation transform the weights ask for (timm's, Pillow-exact), at
-/// `image_size` when given; the size is checked against the encoder's
-/// patch (at most [`ijepa_encoder::MAX_PATCHES`] patches) before any image
-/// is decoded.
+/// How images are prepared for the encoder: the weights' evaluation
+/// transform (timm's `pretrained_cfg`), or its size, resize and crop as set
+/// here (small images are often trained without ImageNet's 0.875 crop).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TransformArgs {
+    /// Square input size in pixels (default: the weights' pretrained_cfg; at
+    /// most 16,384 patches per image, e.g. 2048 at patch 16).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Fraction of the resized image the centre crop keeps, in (0, 1]
+    /// (default: the weights'; 1: no crop).
+    #[arg(long, conflicts_with = "resize")]
+    crop_pct: Option<f64>,
+    /// Size the shorter side is resized to before the centre crop.
+    #[arg(long)]
+    resize: Option<usize>,
+}
+
+impl TransformArgs {
+    /// `--image-size`, when given.
+    pub fn image_size(&self) -> Option<usize> {
+        self.image_size
+    }
+}
+
+/// The evaluation transform the weights ask for (timm's, Pillow-exact), with
+/// `args`' changes; the size is checked against the encoder's patch (at
+/// most [`ijepa_encoder::MAX_PATCHES`] patches) before any image is
+/// decoded. Prints it in one line.
 pub fn eval_transform(
     data: &DataConfig,
-    image_size: Option<usize>,
+    args: &TransformArgs,
     encoder: &ijepa_encoder::VitConfig,
 ) -> Result<EvalTransform> {
-    let size = image_size.map_or(data.input_size, |s| (s, s));
-    ijepa_encoder::patch_grid(size.0, size.1, encoder.patch_size).with_context(
-        || match image_size {
+    let size = args.image_size.map_or(data.input_size, |s| (s, s));
+    ijepa_encoder::patch_grid(size.0, size.1, encoder.patch_size).with_context(|| {
+        match args.image_size {
             Some(s) => format!("--image-size {s}"),
             None => "the weights' input size".to_string(),
-        },
-    )?;
+        }
+    })?;
+    transform(data, args)
+}
+
+/// The evaluation transform of `data` with `args`' changes, printed in one
+/// line (no encoder to check the size against: [`eval_transform`] does).
+pub fn transform(data: &DataConfig, args: &TransformArgs) -> Result<EvalTransform> {
+    let size = args.image_size.map_or(data.input_size, |s| (s, s));
     let filter = Filter::from_name(&data.interpolation).with_context(|| {
         format!(
             "interpolation {:?} is not supported (bilinear, bicubic)",
             data.interpolation
         )
     })?;
-    Ok(EvalTransform::new(
+    let crop_pct = args.crop_pct.unwrap_or(data.crop_pct);
+    let mut t = EvalTransform::new(
         size,
-        data.crop_pct,
+        crop_pct,
         data.crop_mode == "squash",
         filter,
         data.mean,
         data.std,
-    )?)
+    )
+    .with_context(|| match args.crop_pct {
+        Some(_) => "--crop-pct".to_string(),
+        None => "the weights' evaluation transform".to_string(),
+    })?;
+    if let Some(r) = args.resize {
+        t = t.with_resize(r).context("--resize")?;
+    }
+    eprintln!("eval transform: {}", t.describe());
+    Ok(t)
 }
 
 /// A progress bar over `n` items (hidden when stderr is not a terminal).
@@ -69,10 +111,10 @@ pub fn progress(n: usize, what: &str) -> ProgressBar {
     bar
 }
 
-/// [`ijepa_train::probe::extract_files`] with a progress bar and a warning
-/// per unreadable file.
+/// [`ijepa_train::probe::extract_files`] (`None`: the pixels themselves)
+/// with a progress bar and a warning per unreadable file.
 pub fn extract(
-    vit: &VisionTransformer,
+    vit: Option<&VisionTransformer>,
     transform: &EvalTransform,
     files: &[PathBuf],
     batch: usize,

@@ -498,7 +498,7 @@ fn signal_name(sig: usize) -> &'static str {
 }
 
 /// k-NN and linear probes on held-out synthetic shapes: the learned target and context encoders
-/// beside the same architecture at its initial (random) weights.
+/// beside the same architecture at its initial (random) weights and the raw pixels.
 fn probe(trainer: &Trainer, cfg: &TrainConfig, stop: &Stop) -> Result<()> {
     let started = Instant::now();
     let device = Device::Cpu;
@@ -507,15 +507,19 @@ fn probe(trainer: &Trainer, cfg: &TrainConfig, stop: &Stop) -> Result<()> {
     let initial = init_weights(&model_cfg.encoder, &model_cfg.encoder_init(), &device)?;
     let random = VisionTransformer::from_weights(&model_cfg.encoder, initial)?;
     let (train, test) = (2048, 1024);
-    let scores = |vit: &VisionTransformer| {
-        ijepa_train::probe::synthetic_probe(vit, train, test, cfg.data.mean, cfg.data.std, &device)
+    let size = model_cfg.encoder.image_size;
+    let scores = |vit: Option<&VisionTransformer>| {
+        let (mean, std) = (cfg.data.mean, cfg.data.std);
+        ijepa_train::probe::synthetic_probe(vit, size, train, test, mean, std, &device)
             .context("probe")
     };
-    let target = scores(trainer.model().teacher())?;
+    let target = scores(Some(trainer.model().teacher()))?;
     stop.exit_if_signalled();
-    let context = scores(trainer.model().student())?;
+    let context = scores(Some(trainer.model().student()))?;
     stop.exit_if_signalled();
-    let baseline = scores(&random)?;
+    let baseline = scores(Some(&random))?;
+    stop.exit_if_signalled();
+    let pixels = scores(None)?;
     stop.exit_if_signalled();
     eprintln!(
         "probes on held-out synthetic shapes (mean-pooled features; {train} train / {test} test images, 8 classes, chance 12.5 %), {:.0} s:",
@@ -526,6 +530,7 @@ fn probe(trainer: &Trainer, cfg: &TrainConfig, stop: &Stop) -> Result<()> {
         ("I-JEPA target encoder", target),
         ("I-JEPA context encoder", context),
         ("random initialisation", baseline),
+        ("raw pixels", pixels),
     ] {
         println!(
             "{name:<30} {:>8.1} %   {:>8.1} %",

@@ -6,12 +6,16 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use ijepa_encoder::weights::DataConfig;
 use ijepa_train::data::ImageFolder;
 use ijepa_train::probe::{knn, linear, Accuracy};
 use serde_json::json;
 
 use crate::encoder_source::{load_encoder, Which};
-use crate::features::{eval_transform, extract};
+use crate::features::{eval_transform, extract, transform};
+
+/// `--weights` of the raw-pixel baseline.
+const PIXELS: &str = "pixels";
 
 /// Which probes to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -28,7 +32,9 @@ pub enum Method {
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
     /// The encoder: an ijepa-rs run directory or checkpoint, a timm or Hugging
-    /// Face folder, a .safetensors file, an official .pth.tar, or hf-hub:org/name.
+    /// Face folder, a .safetensors file, an official .pth.tar, or hf-hub:org/name;
+    /// or `pixels`: the normalised pixels themselves at --image-size (ImageNet
+    /// mean, std and crop unless set), the baseline an encoder must beat.
     #[arg(long)]
     weights: String,
     /// Labelled training images: one sub-folder per class.
@@ -58,10 +64,8 @@ pub struct ProbeArgs {
     /// Full-batch AdamW steps of the linear probe (at least 1).
     #[arg(long, default_value_t = 300)]
     linear_steps: usize,
-    /// Square input size (default: the weights' own; at most 16,384 patches
-    /// per image).
-    #[arg(long)]
-    image_size: Option<usize>,
+    #[command(flatten)]
+    transform: crate::features::TransformArgs,
     /// Images per forward pass (1 to 4,096).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -100,11 +104,36 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         ijepa_train::probe::check_linear(args.linear_steps)?;
     }
     let started = Instant::now();
-    let enc = load_encoder(&args.weights, args.model.as_deref(), args.encoder)?;
-    let vit = enc.build()?;
-    vit.check_last_layers(args.last_layers)
-        .context("--last-layers")?;
-    let transform = eval_transform(&enc.data, args.image_size, &enc.config)?;
+    let (encoder, transform, (layout, source)) = match args.weights.as_str() {
+        PIXELS => {
+            anyhow::ensure!(
+                args.last_layers == 1,
+                "--last-layers {} asks for encoder blocks: --weights pixels has none",
+                args.last_layers
+            );
+            let size = args.transform.image_size().ok_or_else(|| {
+                anyhow::anyhow!("--weights pixels needs --image-size (the pixels' square size)")
+            })?;
+            let data = DataConfig::imagenet((size, size));
+            (
+                None,
+                transform(&data, &args.transform)?,
+                ("pixels", String::new()),
+            )
+        }
+        spec => {
+            let enc = load_encoder(spec, args.model.as_deref(), args.encoder)?;
+            let vit = enc.build()?;
+            vit.check_last_layers(args.last_layers)
+                .context("--last-layers")?;
+            let transform = eval_transform(&enc.data, &args.transform, &enc.config)?;
+            (
+                Some(vit),
+                transform,
+                (enc.layout, enc.path.display().to_string()),
+            )
+        }
+    };
     let train = ImageFolder::open(&args.train)?;
     let val = ImageFolder::open(&args.val)?;
     let classes = train.classes().to_vec();
@@ -120,7 +149,7 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
     {
         eprintln!("features of {} {name} images…", folder.files().len());
         let f = extract(
-            &vit,
+            encoder.as_ref(),
             &transform,
             folder.files(),
             args.batch_size,
@@ -146,7 +175,7 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         );
     }
     let report = json!({
-        "weights": args.weights, "layout": enc.layout, "source": enc.path.display().to_string(),
+        "weights": args.weights, "layout": layout, "source": source,
         "classes": classes.len(), "train_images": ytr.len(), "val_images": yval.len(),
         "skipped": skipped_train + skipped_val, "feature_dim": xtr.dim(1)?,
         "last_layers": args.last_layers, "seconds": started.elapsed().as_secs_f64(),
@@ -156,15 +185,19 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    let what = match (encoder.is_some(), args.last_layers) {
+        (false, _) => "normalised pixels".to_string(),
+        (true, 1) => "mean-pooled patch tokens".to_string(),
+        (true, n) => format!("mean-pooled patch tokens, last {n} blocks"),
+    };
     println!(
-        "{} ({} layout): {} classes, {} train / {} val images, features of dimension {} (mean-pooled patch tokens{})",
+        "{} ({} layout): {} classes, {} train / {} val images, features of dimension {} ({what})",
         args.weights,
-        enc.layout,
+        layout,
         classes.len(),
         ytr.len(),
         yval.len(),
         xtr.dim(1)?,
-        if args.last_layers > 1 { format!(", last {} blocks", args.last_layers) } else { String::new() }
     );
     let show = |name: &str, acc: Accuracy| {
         let top5 = acc

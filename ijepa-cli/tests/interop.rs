@@ -190,18 +190,24 @@ fn probe_classifies_separable_folders_with_every_layout() {
     two_class_folder(&root.join("train"), 12, 0);
     two_class_folder(&root.join("val"), 6, 1);
     let (train, val) = (root.join("train"), root.join("val"));
+    let path = |name: &str| encoder_fixture(name).to_string_lossy().into_owned();
     for (weights, extra) in [
-        (encoder_fixture("timm_gap"), vec![]),
-        (encoder_fixture("hf_ijepa"), vec!["--last-layers", "2"]),
+        (path("timm_gap"), vec![]),
+        (path("hf_ijepa"), vec!["--last-layers", "2"]),
         (
-            encoder_fixture("official/official.pth.tar"),
+            path("official/official.pth.tar"),
             vec!["--model", "vit_tiny_patch16_224"],
+        ),
+        // The raw-pixel baseline: 3 × 16 × 16 normalised values per image.
+        (
+            "pixels".into(),
+            vec!["--image-size", "16", "--crop-pct", "1"],
         ),
     ] {
         let mut args = vec![
             "probe",
             "--weights",
-            weights.to_str().unwrap(),
+            &weights,
             "--train",
             train.to_str().unwrap(),
             "--val",
@@ -222,10 +228,8 @@ fn probe_classifies_separable_folders_with_every_layout() {
         );
         for method in ["knn", "linear"] {
             assert_eq!(
-                r["results"][method]["top1"],
-                1.0,
-                "{method} on {}: {r}",
-                weights.display()
+                r["results"][method]["top1"], 1.0,
+                "{method} on {weights}: {r}"
             );
             assert!(
                 r["results"][method]["top5"].is_null(),
@@ -234,6 +238,9 @@ fn probe_classifies_separable_folders_with_every_layout() {
         }
         if extra.contains(&"--last-layers") {
             assert_eq!(r["feature_dim"], 96, "two blocks of 48 concatenated");
+        }
+        if weights == "pixels" {
+            assert_eq!(r["feature_dim"], 768);
         }
     }
     // A class the training folder lacks is an error naming it.

@@ -83,6 +83,40 @@ fn probe_settings_that_give_wrong_numbers_are_refused_before_any_feature() {
         );
         assert!(!err.contains("invalid encoder configuration"), "{err}");
     }
+    for (flags, needle) in [
+        (
+            vec!["--weights", "pixels"],
+            "--weights pixels needs --image-size",
+        ),
+        (
+            vec![
+                "--weights",
+                "pixels",
+                "--image-size",
+                "8",
+                "--last-layers",
+                "2",
+            ],
+            "--weights pixels has none",
+        ),
+        (
+            vec!["--weights", &w, "--crop-pct", "1.5"],
+            "--crop-pct: invalid image transform: crop_pct 1.5 must be in (0, 1]",
+        ),
+        (
+            vec!["--weights", &w, "--resize", "0"],
+            "resize 0 must be positive",
+        ),
+        (
+            vec!["--weights", &w, "--resize", "9", "--crop-pct", "1"],
+            "cannot be used with",
+        ),
+    ] {
+        let mut args = vec!["probe", "--train", d, "--val", d];
+        args.extend(&flags);
+        let err = refused(&cli(&args), &[needle]);
+        assert!(!err.contains("features of"), "{flags:?}: {err}");
+    }
     std::fs::remove_dir_all(&data).unwrap();
 }
 

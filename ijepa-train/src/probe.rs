@@ -250,14 +250,16 @@ pub struct FileFeatures {
 pub type Progress<'a> = dyn FnMut(usize, Option<(&std::path::Path, &str)>) + 'a;
 
 /// Frozen features of image files prepared by `transform`, `batch` images
-/// per forward pass (decoded in parallel). Unreadable files are skipped and
+/// per forward pass (decoded in parallel): the `encoder`'s, or with `None`
+/// the normalised pixels themselves, flattened (the raw-pixel baseline a
+/// probe's result is read against). Unreadable files are skipped and
 /// reported; `progress` hears of every finished batch (images done) and of
 /// every skipped file.
 ///
 /// # Errors
 /// No file readable, or a model error.
 pub fn extract_files(
-    encoder: &VisionTransformer,
+    encoder: Option<&VisionTransformer>,
     transform: &crate::data::EvalTransform,
     files: &[std::path::PathBuf],
     batch: usize,
@@ -294,7 +296,12 @@ pub fn extract_files(
         }
         let n = pixels.len() / (3 * h * w);
         if n > 0 {
-            let images = Tensor::from_vec(pixels, (n, 3, h, w), encoder_device(encoder))?;
+            let Some(encoder) = encoder else {
+                pooled.push(Tensor::from_vec(pixels, (n, 3 * h * w), &Device::Cpu)?);
+                progress(chunk.len(), None);
+                continue;
+            };
+            let images = Tensor::from_vec(pixels, (n, 3, h, w), encoder.device())?;
             if last_layers <= 1 {
                 let t = encoder.forward(&images)?.detach();
                 pooled.push(encoder.pool_patches(&t)?);
@@ -324,7 +331,7 @@ pub fn extract_files(
     }
     Ok(FileFeatures {
         pooled: Tensor::cat(&pooled, 0)?,
-        tokens: if keep_tokens {
+        tokens: if keep_tokens && !tokens.is_empty() {
             Some(Tensor::cat(&tokens, 0)?)
         } else {
             None
@@ -332,10 +339,6 @@ pub fn extract_files(
         read,
         skipped,
     })
-}
-
-fn encoder_device(encoder: &VisionTransformer) -> &Device {
-    encoder.device()
 }
 
 /// At most `max` of `len` items, spread evenly (every ⌈len/max⌉-th), so a
@@ -359,7 +362,15 @@ pub fn folder_features(
     let picked = spread(folder.files().len(), max);
     let files: Vec<std::path::PathBuf> =
         picked.iter().map(|&i| folder.files()[i].clone()).collect();
-    let f = extract_files(encoder, transform, &files, 64, 1, false, &mut |_, _| {})?;
+    let f = extract_files(
+        Some(encoder),
+        transform,
+        &files,
+        64,
+        1,
+        false,
+        &mut |_, _| {},
+    )?;
     let labels = f.read.iter().map(|&i| folder.label(picked[i])).collect();
     Ok((f.pooled, labels))
 }
@@ -379,20 +390,22 @@ pub struct ProbeScores {
 
 /// k-NN and linear probes of `encoder`'s mean-pooled features on held-out
 /// synthetic shapes: `train` labelled images to fit on, `test` images to
-/// classify, drawn at the encoder's input size and normalised with
-/// `mean`/`std`. Chance is 1/8.
+/// classify, drawn at `size` (the encoder's input size) and normalised
+/// with `mean`/`std`; with no encoder, of the normalised pixels themselves
+/// (the raw-pixel baseline). Chance is 1/8.
 ///
 /// # Errors
 /// A model error.
 pub fn synthetic_probe(
-    encoder: &VisionTransformer,
+    encoder: Option<&VisionTransformer>,
+    size: (usize, usize),
     train: usize,
     test: usize,
     mean: [f32; 3],
     std: [f32; 3],
     device: &Device,
 ) -> Result<ProbeScores> {
-    let (h, w) = encoder.config().image_size;
+    let (h, w) = size;
     let set = |seed: u64, n: usize| -> Result<(Tensor, Vec<usize>)> {
         let data = crate::data::SyntheticShapes::new(h.max(w) as u32, n, seed);
         let mut pixels = Vec::with_capacity(n * 3 * h * w);
@@ -403,10 +416,11 @@ pub fn synthetic_probe(
             pixels.extend(crate::data::normalise(&img, mean, std));
             labels.push(label);
         }
-        Ok((
-            pooled_features(encoder, &pixels, n, (h, w), 32, device)?,
-            labels,
-        ))
+        let features = match encoder {
+            Some(e) => pooled_features(e, &pixels, n, (h, w), 32, device)?,
+            None => Tensor::from_vec(pixels, (n, 3 * h * w), device)?,
+        };
+        Ok((features, labels))
     };
     let (train_x, train_y) = set(PROBE_SEEDS.0, train)?;
     let (test_x, test_y) = set(PROBE_SEEDS.1, test)?;

@@ -557,8 +557,15 @@ impl Trainer {
         let d = &self.config.data;
         let max = self.config.probe.max_images;
         let Some((train, val)) = &self.probe_sets else {
-            let scores =
-                crate::probe::synthetic_probe(teacher, max, max / 2, d.mean, d.std, &self.device)?;
+            let scores = crate::probe::synthetic_probe(
+                Some(teacher),
+                teacher.config().image_size,
+                max,
+                max / 2,
+                d.mean,
+                d.std,
+                &self.device,
+            )?;
             return Ok(scores.knn.top1);
         };
         let mut data = ijepa_encoder::weights::DataConfig::imagenet(self.transform.size());

@@ -100,3 +100,37 @@ fn bad_transform_settings_are_refused() {
         .to_string()
         .contains("std"));
 }
+
+#[test]
+fn an_explicit_resize_is_the_crop_pct_it_implies_and_is_described() {
+    let t = |crop| {
+        EvalTransform::new(
+            (224, 224),
+            crop,
+            false,
+            Filter::Bicubic,
+            [0.5; 3],
+            [0.25; 3],
+        )
+        .unwrap()
+    };
+    let img = image::RgbImage::from_fn(300, 240, |x, y| {
+        image::Rgb([
+            (x * 7 % 256) as u8,
+            (y * 13 % 256) as u8,
+            ((x + y) % 256) as u8,
+        ])
+    });
+    // ⌊224 / 0.875⌋ = 256: the same steps, the same pixels.
+    let resized = t(1.0).with_resize(256).unwrap();
+    assert_eq!(resized.apply(&img), t(0.875).apply(&img));
+    assert_eq!(
+        resized.describe(),
+        "resize the shorter side to 256 (bicubic), centre crop 224×224 (crop_pct 0.8750), \
+         mean [0.5, 0.5, 0.5] std [0.25, 0.25, 0.25]"
+    );
+    assert!(t(1.0)
+        .describe()
+        .starts_with("resize the shorter side to 224 "));
+    assert!(t(1.0).with_resize(0).is_err());
+}

@@ -67,7 +67,9 @@ pub fn decode_rgb_bytes(bytes: &[u8], origin: &Path) -> Result<RgbImage, DataErr
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalTransform {
     size: (usize, usize),
-    crop_pct: f64,
+    /// `(height, width)` resized to before the crop (a square: the
+    /// shorter side, unless `squash`).
+    scaled: (usize, usize),
     squash: bool,
     filter: Filter,
     mean: [f32; 3],
@@ -105,7 +107,10 @@ impl EvalTransform {
         }
         Ok(Self {
             size,
-            crop_pct,
+            scaled: (
+                (size.0 as f64 / crop_pct).floor() as usize,
+                (size.1 as f64 / crop_pct).floor() as usize,
+            ),
             squash,
             filter,
             mean,
@@ -113,19 +118,53 @@ impl EvalTransform {
         })
     }
 
+    /// The same transform resizing to `resize` (the shorter side, or both
+    /// sides with `squash`) instead of `⌊size / crop_pct⌋`, as timm's eval
+    /// transform given a resize size.
+    ///
+    /// # Errors
+    /// A `resize` of 0.
+    pub fn with_resize(mut self, resize: usize) -> Result<Self, DataError> {
+        if resize == 0 {
+            return Err(DataError::InvalidTransform(
+                "resize 0 must be positive".into(),
+            ));
+        }
+        self.scaled = (resize, resize);
+        Ok(self)
+    }
+
     /// Output `(height, width)`.
     pub fn size(&self) -> (usize, usize) {
         self.size
+    }
+
+    /// The steps in words, e.g. `resize the shorter side to 256 (bicubic),
+    /// centre crop 224×224, mean [..] std [..]`.
+    pub fn describe(&self) -> String {
+        let resize = match (self.scaled.0 == self.scaled.1, self.squash) {
+            (true, false) => format!("resize the shorter side to {}", self.scaled.0),
+            _ => format!("resize to {}×{}", self.scaled.0, self.scaled.1),
+        };
+        let filter = match self.filter {
+            Filter::Bilinear => "bilinear",
+            Filter::Bicubic => "bicubic",
+        };
+        format!(
+            "{resize} ({filter}), centre crop {}×{} (crop_pct {:.4}), mean {:?} std {:?}",
+            self.size.0,
+            self.size.1,
+            self.size.0 as f64 / self.scaled.0 as f64,
+            self.mean,
+            self.std
+        )
     }
 
     /// The image as normalised `(3, H, W)` floats, channel-major.
     pub fn apply(&self, img: &RgbImage) -> Vec<f32> {
         let (th, tw) = self.size;
         // timm: a square size resizes the shorter side; otherwise both sides.
-        let scaled = (
-            (th as f64 / self.crop_pct).floor() as usize,
-            (tw as f64 / self.crop_pct).floor() as usize,
-        );
+        let scaled = self.scaled;
         let (w, h) = (img.width() as usize, img.height() as usize);
         let (rw, rh) = if scaled.0 == scaled.1 && !self.squash {
             // torchvision: short side → size, long side → int(size · long / short).

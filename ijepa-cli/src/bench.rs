@@ -24,6 +24,42 @@ pub enum BenchCommand {
     AllReduce(AllReduceArgs),
     /// The pretraining data pipeline: decode, RandomResizedCrop, normalise, masks.
     Data(DataArgs),
+    /// k-NN and linear probes of a synthetic feature file: time and peak memory
+    /// as the set grows.
+    Probe(ProbeArgs),
+}
+
+/// Options of `ijepa-cli bench probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Training rows (synthetic: noisy class centres).
+    #[arg(long, default_value_t = 100_000)]
+    rows: usize,
+    /// Evaluation rows.
+    #[arg(long, default_value_t = 1000)]
+    test_rows: usize,
+    /// Values per row.
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Classes.
+    #[arg(long, default_value_t = 100)]
+    classes: usize,
+    /// Rows per linear-probe step.
+    #[arg(long, default_value_t = 4096)]
+    linear_batch: usize,
+    /// Linear-probe steps.
+    #[arg(long, default_value_t = 100)]
+    linear_steps: usize,
+    /// Folder for the feature files (default: a temporary one, removed after).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// Probe from the features loaded into memory whole (what `probe`
+    /// without --features does), for comparison.
+    #[arg(long)]
+    in_memory: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `ijepa-cli bench data`.
@@ -121,6 +157,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Train(args) => step(args, true),
         BenchCommand::AllReduce(args) => all_reduce(args),
         BenchCommand::Data(args) => data(args),
+        BenchCommand::Probe(args) => probe(args),
     }
 }
 
@@ -394,6 +431,105 @@ fn data(args: &DataArgs) -> Result<()> {
             "data pipeline, {} workers: {images} images in {secs:.2} s, {per_s:.1} img/s ({:.1} per worker)",
             args.workers,
             per_s / args.workers as f64
+        );
+    }
+    Ok(())
+}
+
+/// Writes `rows` synthetic features (class centres in `[-1, 1]^dim` plus
+/// uniform noise in `[-4, 4]`, so the probes make mistakes; label
+/// `i % classes`, seeded) as the feature set `name` in `dir`, a chunk at a
+/// time.
+fn synthetic_features(
+    dir: &std::path::Path,
+    name: &str,
+    rows: usize,
+    args: &ProbeArgs,
+    seed: u64,
+) -> Result<ijepa_train::probe::FeatureFile> {
+    use rand::{Rng, SeedableRng};
+    let mut centres = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let centres: Vec<f32> = (0..args.classes * args.dim)
+        .map(|_| centres.random_range(-1.0f32..1.0))
+        .collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut writer = ijepa_train::probe::FeatureWriter::create(dir, name)?;
+    let chunk = ijepa_train::probe::CHUNK;
+    for s0 in (0..rows).step_by(chunk) {
+        let len = chunk.min(rows - s0);
+        let mut v = Vec::with_capacity(len * args.dim);
+        for i in s0..s0 + len {
+            let c = &centres[(i % args.classes) * args.dim..][..args.dim];
+            v.extend(c.iter().map(|x| x + rng.random_range(-4.0f32..4.0)));
+        }
+        writer.append(&Tensor::from_vec(v, (len, args.dim), &Device::Cpu)?)?;
+    }
+    let labels = (0..rows).map(|i| i % args.classes).collect();
+    Ok(writer.finish(labels, 0, "bench probe: synthetic".into())?)
+}
+
+fn probe(args: &ProbeArgs) -> Result<()> {
+    use ijepa_train::probe::{knn, linear, LinearSchedule, Rows};
+    anyhow::ensure!(
+        args.rows > 0 && args.test_rows > 0 && args.dim > 0 && args.classes > 1,
+        "--rows, --test-rows and --dim must be at least 1, --classes at least 2"
+    );
+    let tmp = std::env::temp_dir().join(format!("ijepa-bench-probe-{}", std::process::id()));
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.clone());
+    std::fs::create_dir_all(&dir)?;
+    let started = Instant::now();
+    let train = synthetic_features(&dir, "train", args.rows, args, 1)?;
+    let test = synthetic_features(&dir, "val", args.test_rows, args, 2)?;
+    let write_s = started.elapsed().as_secs_f64();
+    let (ytr, yte) = (train.meta().labels.clone(), test.meta().labels.clone());
+    let loaded;
+    let rows: (&dyn Rows, &dyn Rows) = if args.in_memory {
+        loaded = (train.read(0, train.rows())?, test.read(0, test.rows())?);
+        (&loaded.0, &loaded.1)
+    } else {
+        (&train, &test)
+    };
+    let t = Instant::now();
+    let k = knn(rows.0, &ytr, rows.1, &yte, 20, 0.07)?;
+    let knn_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let schedule = LinearSchedule {
+        steps: args.linear_steps,
+        batch: Some(args.linear_batch),
+        seed: 0,
+    };
+    let l = linear(rows.0, &ytr, rows.1, &yte, schedule)?;
+    let linear_s = t.elapsed().as_secs_f64();
+    let rss = peak_rss_mb().unwrap_or(f64::NAN);
+    let features_mb = (train.rows() * train.dim() * 4) as f64 / (1 << 20) as f64;
+    if args.dir.is_none() {
+        // Open files stay readable; nothing reads them any more.
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "rows": args.rows, "test_rows": args.test_rows, "dim": args.dim, "classes": args.classes,
+                "features_mb": features_mb, "peak_rss_mb": rss, "write_s": write_s,
+                "knn_s": knn_s, "knn_top1": k.top1, "linear_s": linear_s, "linear_top1": l.top1,
+                "linear_batch": args.linear_batch, "linear_steps": args.linear_steps,
+                "in_memory": args.in_memory,
+            })
+        );
+    } else {
+        println!(
+            "{} x {} features ({features_mb:.0} MiB on disk), {} test rows: k-NN {:.1} s (top-1 {:.1} %), \
+             linear {} steps of {} rows {:.1} s (top-1 {:.1} %); peak RSS {rss:.0} MiB",
+            args.rows,
+            args.dim,
+            args.test_rows,
+            knn_s,
+            100.0 * k.top1,
+            args.linear_steps,
+            args.linear_batch,
+            linear_s,
+            100.0 * l.top1
         );
     }
     Ok(())

@@ -6,7 +6,9 @@ use anyhow::{Context, Result};
 use ijepa_encoder::weights::DataConfig;
 use ijepa_encoder::VisionTransformer;
 use ijepa_train::data::{EvalTransform, Filter};
-use ijepa_train::probe::{extract_files, FileFeatures};
+use ijepa_train::probe::{
+    extract_files, extract_files_into, Extracted, FileFeatures, Progress, Sink,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Most images per forward pass of `embed` and `probe`.
@@ -111,6 +113,21 @@ pub fn progress(n: usize, what: &str) -> ProgressBar {
     bar
 }
 
+/// Runs `f` with a progress callback that draws a bar over `n` images and
+/// warns once per unreadable file.
+fn with_progress<T>(n: usize, f: impl FnOnce(&mut Progress<'_>) -> T) -> T {
+    let bar = progress(n, "images");
+    let out = f(&mut |done, skipped| {
+        // The reason names the file.
+        if let Some((_, why)) = skipped {
+            bar.suspend(|| eprintln!("warning: skipped {why}"));
+        }
+        bar.inc(done as u64);
+    });
+    bar.finish_and_clear();
+    out
+}
+
 /// [`ijepa_train::probe::extract_files`] (`None`: the pixels themselves)
 /// with a progress bar and a warning per unreadable file.
 pub fn extract(
@@ -121,22 +138,22 @@ pub fn extract(
     last_layers: usize,
     keep_tokens: bool,
 ) -> Result<FileFeatures> {
-    let bar = progress(files.len(), "images");
-    let features = extract_files(
-        vit,
-        transform,
-        files,
-        batch,
-        last_layers,
-        keep_tokens,
-        &mut |done, skipped| {
-            // The reason names the file.
-            if let Some((_, why)) = skipped {
-                bar.suspend(|| eprintln!("warning: skipped {why}"));
-            }
-            bar.inc(done as u64);
-        },
-    );
-    bar.finish_and_clear();
-    Ok(features?)
+    Ok(with_progress(files.len(), |p| {
+        extract_files(vit, transform, files, batch, last_layers, keep_tokens, p)
+    })?)
+}
+
+/// [`extract`], each batch's pooled features handed to `sink` (a feature
+/// file being written).
+pub fn extract_into(
+    vit: Option<&VisionTransformer>,
+    transform: &EvalTransform,
+    files: &[PathBuf],
+    batch: usize,
+    last_layers: usize,
+    sink: &mut Sink<'_>,
+) -> Result<Extracted> {
+    Ok(with_progress(files.len(), |p| {
+        extract_files_into(vit, transform, files, batch, last_layers, false, p, sink)
+    })?)
 }

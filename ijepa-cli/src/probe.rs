@@ -8,11 +8,13 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use ijepa_encoder::weights::DataConfig;
 use ijepa_train::data::ImageFolder;
-use ijepa_train::probe::{knn, linear, Accuracy};
+use ijepa_train::probe::{
+    knn, linear, spread, Accuracy, FeatureFile, FeatureWriter, LinearSchedule, Rows,
+};
 use serde_json::json;
 
 use crate::encoder_source::{load_encoder, Which};
-use crate::features::{eval_transform, extract, transform};
+use crate::features::{eval_transform, extract, extract_into, transform};
 
 /// `--weights` of the raw-pixel baseline.
 const PIXELS: &str = "pixels";
@@ -61,9 +63,23 @@ pub struct ProbeArgs {
     /// Temperature of the k-NN votes (a finite number > 0).
     #[arg(long, default_value_t = 0.07)]
     temperature: f64,
-    /// Full-batch AdamW steps of the linear probe (at least 1).
+    /// AdamW steps of the linear probe (at least 1).
     #[arg(long, default_value_t = 300)]
     linear_steps: usize,
+    /// Training rows per linear-probe step, drawn from a seeded shuffle
+    /// (default: all of them, full batch; large sets: e.g. 4096 with
+    /// --linear-steps 3000).
+    #[arg(long)]
+    linear_batch: Option<usize>,
+    /// Extract the features once into this folder (train.f32/.json,
+    /// val.f32/.json; reused by later probes of the same settings) and probe
+    /// from there a chunk at a time: memory that does not grow with the set.
+    #[arg(long)]
+    features: Option<PathBuf>,
+    /// At most this many images of each folder, spread evenly over it (so
+    /// every class keeps its share).
+    #[arg(long)]
+    max_images: Option<usize>,
     #[command(flatten)]
     transform: crate::features::TransformArgs,
     /// Images per forward pass (1 to 4,096).
@@ -102,7 +118,15 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
     }
     if matches!(args.method, Method::Linear | Method::Both) {
         ijepa_train::probe::check_linear(args.linear_steps)?;
+        anyhow::ensure!(
+            args.linear_batch != Some(0),
+            "--linear-batch 0: a mini-batch holds at least 1 row"
+        );
     }
+    anyhow::ensure!(
+        args.max_images != Some(0),
+        "--max-images 0: a probe needs at least 1 image of each folder"
+    );
     let started = Instant::now();
     let (encoder, transform, (layout, source)) = match args.weights.as_str() {
         PIXELS => {
@@ -144,40 +168,105 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
     );
     let train_labels = labels(&train, &classes)?;
     let val_labels = labels(&val, &classes)?;
-    let mut sets = vec![];
+    // What made the features: a feature folder holding others is not reused.
+    let made_by = format!(
+        "weights {} ({layout} {source}), encoder {:?}, last layers {}, {}",
+        args.weights,
+        args.encoder,
+        args.last_layers,
+        transform.describe()
+    );
+    let mut sets: Vec<(Box<dyn Rows>, Vec<usize>, usize)> = vec![];
     for (name, folder, all_labels) in [("train", &train, &train_labels), ("val", &val, &val_labels)]
     {
-        eprintln!("features of {} {name} images…", folder.files().len());
-        let f = extract(
+        let picked = match args.max_images {
+            Some(max) => spread(folder.files().len(), max),
+            None => (0..folder.files().len()).collect(),
+        };
+        let files: Vec<PathBuf> = picked.iter().map(|&i| folder.files()[i].clone()).collect();
+        let label_of = |read: &[usize]| -> Vec<usize> {
+            read.iter().map(|&i| all_labels[picked[i]]).collect()
+        };
+        let context = || format!("{name} images in {}", folder.root().display());
+        let Some(dir) = &args.features else {
+            eprintln!("features of {} {name} images…", files.len());
+            let f = extract(
+                encoder.as_ref(),
+                &transform,
+                &files,
+                args.batch_size,
+                args.last_layers,
+                false,
+            )
+            .with_context(context)?;
+            sets.push((Box::new(f.pooled), label_of(&f.read), f.skipped.len()));
+            continue;
+        };
+        let source = format!(
+            "{made_by}; {} images of {}",
+            files.len(),
+            folder.root().display()
+        );
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(f) = FeatureFile::open(dir, name)? {
+            anyhow::ensure!(
+                f.meta().source == source,
+                "{}: features of other settings ({}); this probe needs ({source}): \
+                 remove {name}.json and {name}.f32, or choose another --features folder",
+                dir.join(format!("{name}.json")).display(),
+                f.meta().source
+            );
+            eprintln!(
+                "features of {name} images: {} (extracted before)",
+                dir.display()
+            );
+            let (labels, skipped) = (f.meta().labels.clone(), f.meta().skipped);
+            sets.push((Box::new(f), labels, skipped));
+            continue;
+        }
+        eprintln!(
+            "features of {} {name} images → {}…",
+            files.len(),
+            dir.display()
+        );
+        let mut writer = FeatureWriter::create(dir, name)?;
+        let ijepa_train::probe::Extracted { read, skipped } = extract_into(
             encoder.as_ref(),
             &transform,
-            folder.files(),
+            &files,
             args.batch_size,
             args.last_layers,
-            false,
+            &mut |pooled, _| writer.append(&pooled),
         )
-        .with_context(|| format!("{name} images in {}", folder.root().display()))?;
-        let labels: Vec<usize> = f.read.iter().map(|&i| all_labels[i]).collect();
-        sets.push((f.pooled, labels, f.skipped.len()));
+        .with_context(context)?;
+        let labels = label_of(&read);
+        let f = writer.finish(labels.clone(), skipped.len(), source)?;
+        sets.push((Box::new(f), labels, skipped.len()));
     }
     let [(xtr, ytr, skipped_train), (xval, yval, skipped_val)] =
         <[_; 2]>::try_from(sets).map_err(|_| anyhow::anyhow!("two feature sets"))?;
+    let (xtr, xval) = (xtr.as_ref(), xval.as_ref());
     let mut results = serde_json::Map::new();
     if matches!(args.method, Method::Knn | Method::Both) {
-        let acc = knn(&xtr, &ytr, &xval, &yval, args.k, args.temperature)?;
+        let acc = knn(xtr, &ytr, xval, &yval, args.k, args.temperature)?;
         results.insert("knn".into(), json!({"k": args.k, "temperature": args.temperature, "top1": acc.top1, "top5": acc.top5}));
     }
     if matches!(args.method, Method::Linear | Method::Both) {
-        let acc = linear(&xtr, &ytr, &xval, &yval, args.linear_steps)?;
+        let schedule = LinearSchedule {
+            steps: args.linear_steps,
+            batch: args.linear_batch,
+            seed: 0,
+        };
+        let acc = linear(xtr, &ytr, xval, &yval, schedule)?;
         results.insert(
             "linear".into(),
-            json!({"steps": args.linear_steps, "top1": acc.top1, "top5": acc.top5}),
+            json!({"steps": args.linear_steps, "batch": args.linear_batch, "top1": acc.top1, "top5": acc.top5}),
         );
     }
     let report = json!({
         "weights": args.weights, "layout": layout, "source": source,
         "classes": classes.len(), "train_images": ytr.len(), "val_images": yval.len(),
-        "skipped": skipped_train + skipped_val, "feature_dim": xtr.dim(1)?,
+        "skipped": skipped_train + skipped_val, "feature_dim": xtr.dim(),
         "last_layers": args.last_layers, "seconds": started.elapsed().as_secs_f64(),
         "results": results,
     });
@@ -197,7 +286,7 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         classes.len(),
         ytr.len(),
         yval.len(),
-        xtr.dim(1)?,
+        xtr.dim(),
     );
     let show = |name: &str, acc: Accuracy| {
         let top5 = acc
@@ -213,7 +302,10 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         let label = if name == "knn" {
             format!("k-NN (k = {}, T = {})", args.k, args.temperature)
         } else {
-            format!("linear ({} steps)", args.linear_steps)
+            match args.linear_batch {
+                Some(b) => format!("linear ({} steps of {b} rows)", args.linear_steps),
+                None => format!("linear ({} steps)", args.linear_steps),
+            }
         };
         show(&label, acc);
     }

@@ -183,6 +183,24 @@ fn two_class_folder(root: &Path, per_class: usize, seed: u32) {
     }
 }
 
+/// `ijepa-cli probe --json --k 5` of `weights` on two folders, with `extra`.
+fn probe_json(weights: &str, train: &Path, val: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "probe",
+        "--weights",
+        weights,
+        "--train",
+        train.to_str().unwrap(),
+        "--val",
+        val.to_str().unwrap(),
+        "--json",
+        "--k",
+        "5",
+    ];
+    args.extend(extra);
+    cli(&args, &[])
+}
+
 #[test]
 fn probe_classifies_separable_folders_with_every_layout() {
     let root = std::env::temp_dir().join(format!("ijepa-cli-probe-{}", std::process::id()));
@@ -204,20 +222,8 @@ fn probe_classifies_separable_folders_with_every_layout() {
             vec!["--image-size", "16", "--crop-pct", "1"],
         ),
     ] {
-        let mut args = vec![
-            "probe",
-            "--weights",
-            &weights,
-            "--train",
-            train.to_str().unwrap(),
-            "--val",
-            val.to_str().unwrap(),
-            "--json",
-            "--k",
-            "5",
-        ];
-        args.extend(extra.iter().copied());
-        let r: serde_json::Value = serde_json::from_str(&stdout(&cli(&args, &[]))).unwrap();
+        let out = probe_json(&weights, &train, &val, &extra);
+        let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
         assert_eq!(
             (
                 r["classes"].as_u64(),
@@ -260,6 +266,46 @@ fn probe_classifies_separable_folders_with_every_layout() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"zebra\""));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn probes_from_a_feature_folder_equal_probes_in_memory_and_reuse_it() {
+    let root = std::env::temp_dir().join(format!("ijepa-cli-features-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    two_class_folder(&root.join("train"), 12, 0);
+    two_class_folder(&root.join("val"), 6, 1);
+    let (weights, feats) = (encoder_fixture("timm_gap"), root.join("features"));
+    let (train, val) = (root.join("train"), root.join("val"));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--max-images", "20", "--linear-batch", "8"];
+        args.extend(extra);
+        probe_json(weights.to_str().unwrap(), &train, &val, &args)
+    };
+    let results = |out: &Output| -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&stdout(out)).unwrap();
+        // At most 20 of 24, spread evenly: every second image.
+        assert_eq!(
+            (v["train_images"].as_u64(), v["val_images"].as_u64()),
+            (Some(12), Some(12))
+        );
+        v["results"].clone()
+    };
+    let in_memory = results(&run(&[]));
+    let f = feats.to_str().unwrap();
+    let first = run(&["--features", f]);
+    assert!(String::from_utf8_lossy(&first.stderr).contains("→"));
+    assert_eq!(results(&first), in_memory);
+    for name in ["train.f32", "train.json", "val.f32", "val.json"] {
+        assert!(feats.join(name).is_file(), "{name}");
+    }
+    let again = run(&["--features", f]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("extracted before"));
+    assert_eq!(results(&again), in_memory);
+    // Features of other settings are never reused.
+    let other = run(&["--features", f, "--image-size", "32"]);
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("features of other settings"));
     std::fs::remove_dir_all(&root).unwrap();
 }
 

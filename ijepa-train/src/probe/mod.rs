@@ -207,6 +207,7 @@ fn knn_chunked(
     // The k best (similarity, training row) of every test row so far.
     let mut best: Vec<Vec<(f32, usize)>> = vec![Vec::with_capacity(2 * k); m];
     let order = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let mut scratch: Vec<(f32, usize)> = Vec::with_capacity(chunk.min(n));
     for t0 in (0..n).step_by(chunk) {
         let tlen = chunk.min(n - t0);
         let keys = unit_rows(&train.read(t0, tlen)?)?.t()?.contiguous()?;
@@ -216,13 +217,15 @@ fn knn_chunked(
                 .matmul(&keys)?
                 .to_vec2::<f32>()?;
             for (row, kept) in sims.iter().zip(&mut best[q0..q0 + qlen]) {
-                let mut cand: Vec<(f32, usize)> =
-                    row.iter().enumerate().map(|(j, &s)| (s, t0 + j)).collect();
-                if cand.len() > k {
-                    cand.select_nth_unstable_by(k - 1, order);
-                    cand.truncate(k);
+                // This chunk's k best, then merged with the k kept: each
+                // list stays at most 2k long.
+                scratch.clear();
+                scratch.extend(row.iter().enumerate().map(|(j, &s)| (s, t0 + j)));
+                if scratch.len() > k {
+                    scratch.select_nth_unstable_by(k - 1, order);
+                    scratch.truncate(k);
                 }
-                kept.extend(cand);
+                kept.extend_from_slice(&scratch);
                 if kept.len() > k {
                     kept.select_nth_unstable_by(k - 1, order);
                     kept.truncate(k);

@@ -7,6 +7,7 @@ use crate::config::{Activation, MlpKind};
 use crate::error::Result;
 use crate::kernels::{gelu_erf, softmax_last_dim};
 use crate::nn::{LayerNorm, Linear};
+use crate::precision::{matmul, promoted, widened};
 
 /// Multi-head self-attention with a fused qkv projection (rows `q | k | v`,
 /// head-major inside each), as timm's `Attention`.
@@ -63,10 +64,11 @@ impl Module for Attention {
         let q = (apply(&self.q_norm, qkv.get(0)?.contiguous()?)? * self.scale)?;
         let k = apply(&self.k_norm, qkv.get(1)?.contiguous()?)?;
         let v = qkv.get(2)?.contiguous()?;
-        // (B, heads, N, N)
-        let attn = softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        // (B, heads, N, N): the products in the autocast dtype, softmax in
+        // f32 (PyTorch's autocast lists).
+        let attn = softmax_last_dim(&widened(&matmul(&q, &k.t()?)?)?)?;
         // (B, heads, N, D/heads) -> (B, N, D)
-        let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
+        let out = matmul(&attn, &v)?.transpose(1, 2)?.reshape((b, n, d))?;
         self.proj.forward(&apply(&self.norm, out)?)
     }
 }
@@ -219,14 +221,29 @@ impl Block {
 
 fn scaled(x: Tensor, gamma: &Option<Tensor>) -> candle_core::Result<Tensor> {
     match gamma {
-        Some(g) => x.broadcast_mul(g),
+        Some(g) => {
+            let (x, g) = promoted(&x, g)?;
+            x.broadcast_mul(&g)
+        }
         None => Ok(x),
     }
 }
 
+/// `x + y`, promoted to f32 when one is a bf16 activation.
+fn residual(x: &Tensor, y: Tensor) -> candle_core::Result<Tensor> {
+    let (x, y) = promoted(x, &y)?;
+    x + y
+}
+
 impl Module for Block {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let x = (x + scaled(self.attn.forward(&self.norm1.forward(x)?)?, &self.ls1)?)?;
-        &x + scaled(self.mlp.forward(&self.norm2.forward(&x)?)?, &self.ls2)?
+        let x = residual(
+            x,
+            scaled(self.attn.forward(&self.norm1.forward(x)?)?, &self.ls1)?,
+        )?;
+        residual(
+            &x,
+            scaled(self.mlp.forward(&self.norm2.forward(&x)?)?, &self.ls2)?,
+        )
     }
 }

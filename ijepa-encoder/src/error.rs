@@ -32,6 +32,14 @@ pub enum EncoderError {
     /// size, a number of blocks), with what is accepted.
     #[error("{0}")]
     OutOfRange(String),
+    /// A device that cannot be named or opened.
+    #[error("device {spec}: {reason}")]
+    Device {
+        /// The device as named (`cuda:1`).
+        spec: String,
+        /// What is wrong.
+        reason: String,
+    },
 
     /// A configuration value out of range or inconsistent with another.
     #[error("invalid encoder configuration: {0}")]

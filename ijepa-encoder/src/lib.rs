@@ -38,14 +38,17 @@
 
 mod block;
 mod config;
+pub mod device;
 mod error;
 pub mod hub;
+pub mod indices;
 pub mod init;
 pub mod kernels;
 mod nn;
 pub mod output;
 mod patch_embed;
 pub mod pos_embed;
+pub mod precision;
 pub mod registry;
 mod vit;
 pub mod weights;

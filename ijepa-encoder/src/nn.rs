@@ -46,9 +46,15 @@ impl Module for Linear {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        // Inside an autocast scope the product is bf16 (precision.rs) and
+        // the bias is added in f32 before the result is rounded to bf16 —
+        // as a GEMM's epilogue adds it to its f32 accumulator — so the
+        // bias gradient is summed in f32 too.
+        let y = crate::precision::matmul(&x.reshape((rows, in_dim))?, &self.weight.t()?)?;
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => {
+                crate::precision::lowered(&crate::precision::widened(&y)?.broadcast_add(b)?)?
+            }
             None => y,
         };
         let mut out = dims.to_vec();
@@ -87,6 +93,8 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        // In f32 inside an autocast scope, as PyTorch's layer_norm.
+        let x = &crate::precision::widened(x)?;
         if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
             if let Some(y) = crate::kernels::layer_norm(x, w, b, self.eps)? {
                 return Ok(y);

@@ -31,6 +31,8 @@ pub trait TokenEncoder {
     /// and before the first block; class and register tokens are not in the
     /// sequence, as in the official encoder (which has none) and
     /// stable-pretraining's `IJEPA._encode` (which leaves them out).
+    /// Indices on the CPU are checked against the patch count; on a GPU
+    /// that is the caller's ([`crate::indices::out_of_range`]).
     fn forward_patches(&self, images: &Tensor, kept: Option<&Tensor>) -> Result<Tensor>;
 }
 
@@ -187,6 +189,7 @@ impl VisionTransformer {
         let pos = pos_embed::resample(table, prefix, self.config.grid_size(), grid)?;
         let patch_pos = pos.narrow(1, prefix, pos.dim(1)? - prefix)?;
         let prefix_pos = (prefix > 0).then(|| pos.narrow(1, 0, prefix)).transpose()?;
+        let (x, patch_pos) = crate::precision::promoted(&x, &patch_pos)?;
         Ok((x.broadcast_add(&patch_pos)?, prefix_pos))
     }
 
@@ -308,11 +311,7 @@ impl TokenEncoder for VisionTransformer {
                 reason: format!("kept indices are for {kb} images, the batch has {b}"),
             });
         }
-        let max = kept
-            .max_all()?
-            .to_dtype(candle_core::DType::U32)?
-            .to_scalar::<u32>()?;
-        if k > 0 && max as usize >= n {
+        if let Some(max) = crate::indices::out_of_range(kept, n)? {
             return Err(EncoderError::InputShape {
                 shape: kept.dims().to_vec(),
                 reason: format!("kept index {max} is outside the {n} patches of these images"),

@@ -2,6 +2,7 @@
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
+use ijepa_encoder::precision::promoted;
 use ijepa_encoder::{
     Block, BlockConfig, EncoderError, LayerNorm, Linear, Result, VitConfig, WeightMap,
 };
@@ -152,14 +153,7 @@ impl Predictor {
     fn positions(&self, idx: &Tensor) -> Result<Tensor> {
         let (b, k) = idx.dims2()?;
         let n = self.config.num_patches();
-        let max = if k > 0 {
-            idx.max_all()?
-                .to_dtype(candle_core::DType::U32)?
-                .to_scalar::<u32>()?
-        } else {
-            0
-        };
-        if max as usize >= n {
+        if let Some(max) = ijepa_encoder::indices::out_of_range(idx, n)? {
             return Err(EncoderError::InputShape {
                 shape: idx.dims().to_vec(),
                 reason: format!("index {max} is outside the predictor's {n} positions"),
@@ -193,10 +187,9 @@ impl TargetPredictor for Predictor {
         })?;
         let kt = first.dim(1)?;
         // (B, K_ctx, D) -> (B, K_ctx, d) + positions
-        let x = self
-            .embed
-            .forward(context)?
-            .broadcast_add(&self.positions(context_idx)?)?;
+        let (x, positions) =
+            promoted(&self.embed.forward(context)?, &self.positions(context_idx)?)?;
+        let x = x.broadcast_add(&positions)?;
         let mut sequences = Vec::with_capacity(targets.len());
         for t in targets {
             if t.dims() != [b, kt] {

@@ -323,10 +323,12 @@ pub struct RunSection {
     /// span every epoch); unset: run every epoch.
     #[serde(with = "optional")]
     pub max_steps: Option<u64>,
-    /// `cpu`, or `cuda` (needs the `cuda` feature).
+    /// `cpu`, `cuda` (each process its local rank's GPU) or `cuda:N`
+    /// (needs the `cuda` feature).
     pub device: String,
-    /// `f32`; `bf16` (the official configs' `use_bfloat16`) is autocast on
-    /// CUDA only: on the CPU, f32 as PyTorch's CUDA autocast does there.
+    /// `f32`, or `bf16` (the official configs' `use_bfloat16`): PyTorch's
+    /// bf16 autocast on CUDA (`ijepa_encoder::precision`); a CPU run stays
+    /// f32 and says so, as the official code's CUDA autocast does there.
     pub precision: String,
     /// Continue from the run directory's latest checkpoint.
     pub resume: bool,
@@ -642,23 +644,11 @@ impl TrainConfig {
         if r.keep_checkpoints == 0 {
             return bad("run.keep_checkpoints must be at least 1".into());
         }
-        if !matches!(r.device.as_str(), "cpu" | "cuda") {
-            return bad(format!(
-                "run.device = {:?}: expected \"cpu\" or \"cuda\"",
-                r.device
-            ));
+        if let Err(e) = r.device.parse::<ijepa_encoder::device::DeviceSpec>() {
+            return bad(format!("run.device: {e}"));
         }
-        if !matches!(r.precision.as_str(), "f32" | "bf16") {
-            return bad(format!(
-                "run.precision = {:?}: expected \"f32\" or \"bf16\"",
-                r.precision
-            ));
-        }
-        if r.precision == "bf16" && r.device == "cuda" {
-            return bad(
-                "run.precision = \"bf16\" on CUDA (autocast) is not implemented yet; use \"f32\""
-                    .into(),
-            );
+        if let Err(e) = r.precision.parse::<ijepa_encoder::precision::Precision>() {
+            return bad(format!("run.precision: {e}"));
         }
         Ok(())
     }

@@ -9,6 +9,8 @@
 //!   generic over the encoder and predictor traits;
 //! - [`ema`]: the teacher's EMA update and its two momentum schedules;
 //! - [`optim`]: AdamW with parameter groups and inspectable state;
+//! - [`parity`]: one step's loss and gradients on two devices or
+//!   precisions, compared (GPU and bf16 checks);
 //! - [`probe`]: the weighted k-NN probe on frozen features;
 //! - [`schedule`]: the official warm-up + cosine learning rate and the
 //!   half-cosine weight decay;
@@ -47,6 +49,7 @@ pub mod metrics;
 pub mod model;
 pub mod official;
 pub mod optim;
+pub mod parity;
 pub mod plot;
 pub mod probe;
 pub mod schedule;

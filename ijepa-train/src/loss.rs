@@ -2,6 +2,7 @@
 //! representations of the target blocks, scored with smooth-L1.
 
 use candle_core::{Module, Tensor};
+use ijepa_encoder::precision::widened;
 use ijepa_encoder::{LayerNorm, TokenEncoder};
 use ijepa_predictor::TargetPredictor;
 
@@ -23,9 +24,10 @@ pub struct Objective {
 
 /// Smooth-L1 (Huber, β = 1) averaged over all elements:
 /// `0.5·d²` where `|d| < 1`, `|d| − 0.5` elsewhere, written so every step
-/// has a backward.
+/// has a backward. In f32 inside an autocast scope (as PyTorch's).
 pub fn smooth_l1(predictions: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let a = (predictions - targets)?.abs()?;
+    let (p, t) = (widened(predictions)?, widened(targets)?);
+    let a = (p - t)?.abs()?;
     let small = a.minimum(1.0)?;
     let per = ((small.sqr()? * 0.5)? + (&a - &small)?)?;
     Ok(per.mean_all()?)

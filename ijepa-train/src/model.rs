@@ -6,6 +6,7 @@ use std::str::FromStr;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use ijepa_encoder::init::{init_weights, InitOptions, Scheme};
+use ijepa_encoder::precision::{autocast, Precision};
 use ijepa_encoder::weights::to_varmap;
 use ijepa_encoder::{TokenEncoder, VisionTransformer, VitConfig, WeightMap};
 use ijepa_masking::{
@@ -290,6 +291,7 @@ pub struct IJepa {
     predictor_vars: VarMap,
     predictor: Predictor,
     training: bool,
+    precision: Precision,
 }
 
 impl IJepa {
@@ -351,6 +353,7 @@ impl IJepa {
             predictor_vars,
             predictor,
             training: true,
+            precision: Precision::F32,
         })
     }
 
@@ -368,6 +371,29 @@ impl IJepa {
         let mut model = Self::from_weights(config, student, predictor)?;
         model.teacher = VisionTransformer::from_weights(&model.config.encoder, teacher.clone())?;
         model.teacher_weights = teacher;
+        Ok(model)
+    }
+
+    /// The same model (student, teacher, predictor, precision, mode) with
+    /// its weights copied to `device`; the mask sampler is the
+    /// configuration's again.
+    ///
+    /// # Errors
+    /// A device that cannot take the weights.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        let moved = |map: WeightMap| -> Result<WeightMap> {
+            map.into_iter()
+                .map(|(k, t)| Ok((k, t.to_device(device)?)))
+                .collect()
+        };
+        let mut model = Self::from_parts(
+            self.config.clone(),
+            moved(self.student_weights()?)?,
+            moved(self.teacher_weights.clone())?,
+            moved(self.predictor_weights()?)?,
+        )?;
+        model.precision = self.precision;
+        model.training = self.training;
         Ok(model)
     }
 
@@ -398,6 +424,18 @@ impl IJepa {
         Ok(self)
     }
 
+    /// Runs the forwards at `precision`: [`Precision::Bf16`] is PyTorch's
+    /// bf16 autocast (bf16 matrix products over the f32 weights; norms,
+    /// softmax and loss in f32), the official `use_bfloat16`.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    /// The precision the forwards run at.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// Training mode (masks, loss).
     pub fn train(&mut self) {
         self.training = true;
@@ -406,6 +444,12 @@ impl IJepa {
     /// Evaluation mode: all patches through the student, zero loss.
     pub fn eval(&mut self) {
         self.training = false;
+    }
+
+    /// Patches of the encoder's grid (what mask indices count).
+    pub fn num_patches(&self) -> usize {
+        let (h, w) = self.config.encoder.grid_size();
+        h * w
     }
 
     /// The configuration.
@@ -525,6 +569,7 @@ impl IJepa {
         targets: &[Tensor],
         source: EmbeddingSource,
     ) -> Result<IJepaOutput> {
+        let _scope = autocast(self.precision);
         let out = objective(
             &self.student,
             &self.teacher,
@@ -551,6 +596,7 @@ impl IJepa {
     }
 
     fn forward_eval(&self, images: &Tensor) -> Result<IJepaOutput> {
+        let _scope = autocast(self.precision);
         let tokens = self.student.forward_patches(images, None)?.detach();
         Ok(IJepaOutput {
             loss: Tensor::zeros((), tokens.dtype(), tokens.device())?,

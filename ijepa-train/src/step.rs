@@ -28,6 +28,9 @@ pub struct StepBatch {
     images: Tensor,
     context: Tensor,
     targets: Vec<Tensor>,
+    /// The largest patch index of every mask, known on the host, so the
+    /// step checks the masks without reading them back from a GPU.
+    max_index: Option<u32>,
 }
 
 impl StepBatch {
@@ -59,11 +62,62 @@ impl StepBatch {
                 &device,
             )?)
         };
+        let max_index = std::iter::once(context)
+            .chain(&masks.targets)
+            .flat_map(|m| m.as_flat().iter().copied())
+            .max();
         Ok(Self {
             context: upload(context)?,
             targets: masks.targets.iter().map(upload).collect::<Result<_>>()?,
             images,
+            max_index,
         })
+    }
+
+    /// The same batch on `device`.
+    ///
+    /// # Errors
+    /// A device that cannot take it.
+    pub fn to_device(&self, device: &candle_core::Device) -> Result<Self> {
+        Ok(Self {
+            images: self.images.to_device(device)?,
+            context: self.context.to_device(device)?,
+            targets: self
+                .targets
+                .iter()
+                .map(|t| t.to_device(device))
+                .collect::<candle_core::Result<_>>()?,
+            max_index: self.max_index,
+        })
+    }
+
+    /// Checks every mask index against the `patches` of the model's grid
+    /// (on the host: nothing is read back from the device).
+    ///
+    /// # Errors
+    /// An index of `patches` or more.
+    pub fn check(&self, patches: usize) -> Result<()> {
+        match self.max_index {
+            Some(max) if max as usize >= patches => Err(TrainError::Config(format!(
+                "mask index {max} is outside the model's {patches} patches"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The images, `(B, C, H, W)`.
+    pub fn images(&self) -> &Tensor {
+        &self.images
+    }
+
+    /// The context indices, `(B, K_ctx)`.
+    pub fn context(&self) -> &Tensor {
+        &self.context
+    }
+
+    /// The target masks' indices, each `(B, K_tgt)`.
+    pub fn targets(&self) -> &[Tensor] {
+        &self.targets
     }
 
     /// Images in the batch.
@@ -302,6 +356,7 @@ impl TrainStep {
     /// # Errors
     /// A model error.
     pub fn backward(&self, batch: &StepBatch) -> Result<(Tensor, GradStore)> {
+        batch.check(self.model.num_patches())?;
         let out = self.model.forward_with_masks(
             &batch.images,
             &batch.context,
@@ -321,5 +376,38 @@ impl TrainStep {
             }
         }
         Ok(sum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collective::SingleProcess;
+    use crate::model::{IJepa, IJepaConfig};
+    use candle_core::Device;
+    use ijepa_masking::IndexBatch;
+
+    #[test]
+    fn masks_beyond_the_grid_are_refused_on_the_host() {
+        let mut cfg = IJepaConfig::from_timm_name("vit_tiny_patch16_224").unwrap();
+        cfg.encoder.depth = 1;
+        cfg.predictor_embed_dim = 48;
+        cfg.predictor_depth = 1;
+        let model = IJepa::new(cfg, &Device::Cpu).unwrap();
+        let images =
+            Tensor::zeros((1, 3, 224, 224), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let masks = MaskBatch {
+            contexts: vec![IndexBatch::from_flat(1, 2, vec![0, 1])],
+            targets: vec![IndexBatch::from_flat(1, 2, vec![5, 196])],
+            ..Default::default()
+        };
+        let batch = StepBatch::new(images, &masks).unwrap();
+        let step = TrainStep::new(model, 0.04, None, Box::new(SingleProcess));
+        let err = step.backward(&batch).unwrap_err().to_string();
+        assert!(
+            err.contains("mask index 196 is outside the model's 196 patches"),
+            "{err}"
+        );
+        assert!(batch.check(197).is_ok());
     }
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use ijepa_encoder::device::DeviceSpec;
+use ijepa_encoder::precision::Precision;
 use ijepa_masking::MaskSampler;
 
 use crate::checkpoint::{self, CheckpointState, FORMAT};
@@ -118,19 +120,32 @@ pub struct Trainer {
     probe_sets: Option<(ImageFolder, ImageFolder)>,
 }
 
-/// The device `run.device` names; a CUDA job's ranks drive the GPUs of
-/// their machine in order (`local_rank`).
-fn device_of(name: &str, local_rank: usize) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(local_rank).map_err(|e| {
-            TrainError::Config(format!(
-                "run.device = \"cuda\" (GPU {local_rank}): {e} (build ijepa-cli with `--features cuda`; untested so far)"
-            ))
-        }),
-        other => Err(TrainError::Config(format!(
-            "run.device = {other:?}: expected \"cpu\" or \"cuda\""
-        ))),
+/// The device `run.device` names: a CUDA job's ranks drive the GPUs of
+/// their machine in order (`local_rank`), so one named GPU (`cuda:N`) is
+/// for a single process only.
+fn device_of(name: &str, c: &dyn Collective) -> Result<Device> {
+    let spec: DeviceSpec = name.parse()?;
+    if let (DeviceSpec::Cuda(Some(_)), ranks @ 2..) = (spec, c.world_size()) {
+        return Err(TrainError::Config(format!(
+            "run.device = {name:?} names one GPU for all {ranks} processes of this job: use \"cuda\" (each process drives the GPU of its local rank)"
+        )));
+    }
+    Ok(spec.open(c.local_rank())?)
+}
+
+/// The precision a run computes at (on the CPU or not), and the note that
+/// says when it is not the configured one: bf16 autocast on a GPU, f32 on
+/// the CPU (as the official code's CUDA autocast is there).
+fn precision_on(configured: Precision, cpu: bool) -> (Precision, Option<String>) {
+    match configured {
+        Precision::Bf16 if cpu => (
+            Precision::F32,
+            Some(
+                "run.precision = \"bf16\": autocast applies on CUDA only; this CPU run is f32"
+                    .into(),
+            ),
+        ),
+        p => (p, None),
     }
 }
 
@@ -240,14 +255,10 @@ impl Trainer {
                 config.data.batch_size
             )));
         }
-        let device = device_of(&config.run.device, collective.local_rank())?;
+        let device = device_of(&config.run.device, collective.as_ref())?;
         let mut notes = vec![];
-        if config.run.precision == "bf16" {
-            notes.push(
-                "run.precision = \"bf16\": autocast applies on CUDA only; this CPU run is f32"
-                    .into(),
-            );
-        }
+        let (precision, note) = precision_on(config.run.precision.parse()?, device.is_cpu());
+        notes.extend(note);
         let resume = match (config.run.resume, existing) {
             (true, Some(path)) => {
                 let ck = checkpoint::load(&path, &device)?;
@@ -333,7 +344,8 @@ impl Trainer {
             )?,
             None => IJepa::new(model_cfg, &device)?,
         };
-        let model = synchronized(model, collective.as_ref())?;
+        let mut model = synchronized(model, collective.as_ref())?;
+        model.set_precision(precision);
         let optimizer_state = match &resume {
             Some(ck) => Some(broadcast_map(collective.as_ref(), &ck.optimizer, 0)?),
             None => None,
@@ -394,6 +406,11 @@ impl Trainer {
     /// The resolved configuration.
     pub fn config(&self) -> &TrainConfig {
         &self.config
+    }
+
+    /// The device the model trains on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// The model in its current state.
@@ -564,7 +581,6 @@ impl Trainer {
                 max / 2,
                 d.mean,
                 d.std,
-                &self.device,
             )?;
             return Ok(scores.knn.top1);
         };
@@ -736,5 +752,23 @@ impl Trainer {
             grad_norm: report.grad_norm,
             knn_top1: None,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_is_autocast_on_a_gpu_and_f32_with_a_note_on_the_cpu() {
+        assert_eq!(
+            precision_on(Precision::Bf16, false),
+            (Precision::Bf16, None)
+        );
+        assert_eq!(precision_on(Precision::F32, false), (Precision::F32, None));
+        assert_eq!(precision_on(Precision::F32, true), (Precision::F32, None));
+        let (p, note) = precision_on(Precision::Bf16, true);
+        assert_eq!(p, Precision::F32);
+        assert!(note.is_some_and(|n| n.contains("this CPU run is f32")));
     }
 }

@@ -15,7 +15,8 @@ use crate::error::{Result, TrainError};
 /// Frozen features of `count` images given as normalised `(3, H, W)`
 /// floats back to back: the encoder's patch tokens, mean-pooled (as the
 /// paper probes the average-pooled target encoder), computed `batch` images
-/// at a time. Returns `(count, D)`.
+/// at a time on the encoder's device. Returns `(count, D)` on the CPU,
+/// where the probes run.
 ///
 /// # Errors
 /// A pixel buffer that is not `count` images of `size`, or a model error.
@@ -25,7 +26,6 @@ pub fn pooled_features(
     count: usize,
     size: (usize, usize),
     batch: usize,
-    device: &Device,
 ) -> Result<Tensor> {
     let per = 3 * size.0 * size.1;
     if pixels.len() != count * per || count == 0 {
@@ -39,9 +39,9 @@ pub fn pooled_features(
     let mut out = vec![];
     for chunk in pixels.chunks(per * batch.max(1)) {
         let n = chunk.len() / per;
-        let x = Tensor::from_slice(chunk, (n, 3, size.0, size.1), device)?;
+        let x = Tensor::from_slice(chunk, (n, 3, size.0, size.1), encoder.device())?;
         let tokens = encoder.forward(&x)?.detach();
-        out.push(encoder.pool_patches(&tokens)?);
+        out.push(encoder.pool_patches(&tokens)?.to_device(&Device::Cpu)?);
     }
     Ok(Tensor::cat(&out, 0)?)
 }
@@ -564,9 +564,12 @@ pub fn extract_files_into(
                 continue;
             };
             let images = Tensor::from_vec(pixels, (n, 3, h, w), encoder.device())?;
+            // Features come back to the host, where the probes and files are.
+            let host = |t: &Tensor| t.to_device(&Device::Cpu);
             if last_layers <= 1 {
                 let t = encoder.forward(&images)?.detach();
-                sink(encoder.pool_patches(&t)?, keep_tokens.then_some(t))?;
+                let tokens = keep_tokens.then(|| host(&t)).transpose()?;
+                sink(host(&encoder.pool_patches(&t)?)?, tokens)?;
             } else {
                 let layers = encoder.forward_last_layers(&images, last_layers)?;
                 let prefix = encoder.num_prefix_tokens();
@@ -574,11 +577,9 @@ pub fn extract_files_into(
                     .iter()
                     .map(|t| t.narrow(1, prefix, t.dim(1)? - prefix)?.mean(1))
                     .collect::<candle_core::Result<Vec<_>>>()?;
-                let last = layers[layers.len() - 1].detach();
-                sink(
-                    Tensor::cat(&means, 1)?.detach(),
-                    keep_tokens.then_some(last),
-                )?;
+                let last = &layers[layers.len() - 1];
+                let tokens = keep_tokens.then(|| host(last)).transpose()?;
+                sink(host(&Tensor::cat(&means, 1)?.detach())?, tokens)?;
             }
         }
         progress(chunk.len(), None);
@@ -643,7 +644,8 @@ pub struct ProbeScores {
 /// synthetic shapes: `train` labelled images to fit on, `test` images to
 /// classify, drawn at `size` (the encoder's input size) and normalised
 /// with `mean`/`std`; with no encoder, of the normalised pixels themselves
-/// (the raw-pixel baseline). Chance is 1/8.
+/// (the raw-pixel baseline). Chance is 1/8. The encoder runs on its
+/// device, the probes on the CPU.
 ///
 /// # Errors
 /// A model error.
@@ -654,7 +656,6 @@ pub fn synthetic_probe(
     test: usize,
     mean: [f32; 3],
     std: [f32; 3],
-    device: &Device,
 ) -> Result<ProbeScores> {
     let (h, w) = size;
     let set = |seed: u64, n: usize| -> Result<(Tensor, Vec<usize>)> {
@@ -668,8 +669,8 @@ pub fn synthetic_probe(
             labels.push(label);
         }
         let features = match encoder {
-            Some(e) => pooled_features(e, &pixels, n, (h, w), 32, device)?,
-            None => Tensor::from_vec(pixels, (n, 3 * h * w), device)?,
+            Some(e) => pooled_features(e, &pixels, n, (h, w), 32)?,
+            None => Tensor::from_vec(pixels, (n, 3 * h * w), &Device::Cpu)?,
         };
         Ok((features, labels))
     };

@@ -7,6 +7,11 @@ context = patches 0..60, four targets of 36 patches starting at 60, 90, 120, 150
 Prints one JSON object (median seconds per step, images/s, peak RSS).
 
     python bench/torch_step.py --img 224 --patch 16 --dim 192 --depth 12 --heads 3 --batch 8
+
+On a GPU (bench/gpu.sh): --device cuda --bf16 (the official `use_bfloat16`: the forward and
+the loss under torch.autocast(bfloat16), backward outside it, as the official train.py) and
+--flops (the FLOPs of one forward + backward as torch.utils.flop_counter.FlopCounterMode
+counts them, for MFU); the peak memory is then torch.cuda.max_memory_reserved too.
 """
 import argparse
 import json
@@ -27,14 +32,32 @@ def main():
                      iters=5, warmup=1).items():
         ap.add_argument(f"--{k.replace('_', '-')}", type=int, default=v)
     ap.add_argument("--train", action="store_true", help="add the AdamW step and the EMA update")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (the official use_bfloat16)")
+    ap.add_argument("--flops", action="store_true", help="count one forward + backward's FLOPs")
     a = ap.parse_args()
+    dev = torch.device(a.device)
     grid = a.img // a.patch
-    student = Encoder(a.img, a.patch, a.dim, a.depth, a.heads)
-    teacher = Encoder(a.img, a.patch, a.dim, a.depth, a.heads)
-    predictor = Predictor(a.dim, grid, a.pred_dim, a.pred_depth, a.heads, 1e-6, True)
-    images = torch.randn(a.batch, 3, a.img, a.img)
-    ctx = torch.arange(60).expand(a.batch, -1)
-    targets = [torch.arange(s, s + 36).expand(a.batch, -1) for s in (60, 90, 120, 150)]
+    student = Encoder(a.img, a.patch, a.dim, a.depth, a.heads).to(dev)
+    teacher = Encoder(a.img, a.patch, a.dim, a.depth, a.heads).to(dev)
+    predictor = Predictor(a.dim, grid, a.pred_dim, a.pred_depth, a.heads, 1e-6, True).to(dev)
+    images = torch.randn(a.batch, 3, a.img, a.img, device=dev)
+    ctx = torch.arange(60, device=dev).expand(a.batch, -1)
+    targets = [torch.arange(s, s + 36, device=dev).expand(a.batch, -1) for s in (60, 90, 120, 150)]
+
+    def forward():
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+            return objective(student, teacher, predictor, images, ctx, targets)
+
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    flops = None
+    if a.flops:
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as counter:
+            forward().backward()
+        flops = counter.get_total_flops()
+        for p in list(student.parameters()) + list(predictor.parameters()):
+            p.grad = None
     # The official optimizer: AdamW, decay on weights of rank >= 2, none on biases / 1-D.
     params = [p for m in (student, predictor) for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([
@@ -44,23 +67,30 @@ def main():
     times = []
     for i in range(a.warmup + a.iters):
         start = time.perf_counter()
-        loss = objective(student, teacher, predictor, images, ctx, targets)
+        loss = forward()
         loss.backward()
         if a.train:
             optimizer.step()
             with torch.no_grad():  # the official EMA update
                 for q, k in zip(student.parameters(), teacher.parameters()):
                     k.data.mul_(0.996).add_((1.0 - 0.996) * q.detach().data)
+        sync()
         if i >= a.warmup:
             times.append(time.perf_counter() - start)
         for p in list(student.parameters()) + list(predictor.parameters()):
             p.grad = None
     median = sorted(times)[len(times) // 2]
-    print(json.dumps(dict(implementation=f"PyTorch {torch.__version__} eager (reference, timm blocks)",
-                          what="fwd+bwd+AdamW+EMA" if a.train else "fwd+bwd",
-                          seconds_per_step=median, images_per_second=a.batch / median,
-                          peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                          threads=torch.get_num_threads())))
+    out = dict(implementation=f"PyTorch {torch.__version__} eager (reference, timm blocks)",
+               what="fwd+bwd+AdamW+EMA" if a.train else "fwd+bwd",
+               seconds_per_step=median, images_per_second=a.batch / median,
+               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               threads=torch.get_num_threads(), device=a.device, bf16=a.bf16)
+    if flops is not None:
+        out["flops_per_step"] = flops
+    if dev.type == "cuda":
+        out["cuda_max_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+        out["gpu"] = torch.cuda.get_device_name()
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use clap::{Args, Subcommand};
+use ijepa_encoder::device::DeviceSpec;
 use ijepa_encoder::init::{init_weights, InitOptions};
+use ijepa_encoder::precision::{autocast, Precision};
 use ijepa_encoder::{TokenEncoder, VisionTransformer, VitConfig};
+use ijepa_train::step::StepBatch;
 
 /// What to measure.
 #[derive(Debug, Subcommand)]
@@ -27,6 +30,56 @@ pub enum BenchCommand {
     /// k-NN and linear probes of a synthetic feature file: time and peak memory
     /// as the set grows.
     Probe(ProbeArgs),
+    /// One step's loss and every gradient on `--device` at `--precision`
+    /// against the f32 CPU step, on the same weights and batch (exit status 1
+    /// beyond the tolerance): the check a GPU build passes first.
+    Parity(ParityArgs),
+}
+
+/// Where a benchmark runs and at what precision.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32, or bf16 (PyTorch-autocast-style mixed precision).
+    #[arg(long, default_value = "f32")]
+    precision: String,
+}
+
+impl DeviceArgs {
+    fn open(&self) -> Result<(Device, Precision)> {
+        let device = self.device.parse::<DeviceSpec>()?.open(0)?;
+        Ok((device, self.precision.parse()?))
+    }
+}
+
+/// Options of `ijepa-cli bench parity`.
+#[derive(Debug, Args)]
+pub struct ParityArgs {
+    /// timm architecture of the encoder (I-JEPA's `_gap` arguments).
+    #[arg(long, default_value = "vit_tiny_patch16_224")]
+    model: String,
+    /// Encoder depth (a few blocks keep the CPU reference quick).
+    #[arg(long, default_value_t = 2)]
+    depth: usize,
+    /// Predictor width.
+    #[arg(long, default_value_t = 96)]
+    predictor_embed_dim: usize,
+    /// Predictor depth.
+    #[arg(long, default_value_t = 2)]
+    predictor_depth: usize,
+    /// Images in the batch.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Largest relative deviation allowed (default: 1e-4 at f32, 2e-2 at bf16).
+    #[arg(long)]
+    tolerance: Option<f64>,
+    #[command(flatten)]
+    on: DeviceArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options of `ijepa-cli bench probe`.
@@ -104,6 +157,8 @@ pub struct StepArgs {
     /// Untimed steps first.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
+    #[command(flatten)]
+    on: DeviceArgs,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -144,6 +199,8 @@ pub struct ForwardArgs {
     /// Untimed passes first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    #[command(flatten)]
+    on: DeviceArgs,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -158,6 +215,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::AllReduce(args) => all_reduce(args),
         BenchCommand::Data(args) => data(args),
         BenchCommand::Probe(args) => probe(args),
+        BenchCommand::Parity(args) => parity(args),
     }
 }
 
@@ -182,6 +240,102 @@ fn bench_config(
     cfg.predictor_embed_dim = predictor_embed_dim;
     cfg.predictor_depth = predictor_depth;
     Ok(cfg)
+}
+
+/// `share` seeded random images (uniform in [-2, 2)) with the fixed masks
+/// of bench/torch_step.py: context = patches 0..60, four targets of 36
+/// patches from 60, 90, 120, 150.
+fn fixed_batch(
+    cfg: &ijepa_train::model::IJepaConfig,
+    share: usize,
+    device: &Device,
+) -> Result<StepBatch> {
+    use ijepa_masking::{IndexBatch, MaskBatch};
+    let (gh, gw) = cfg.encoder.grid_size();
+    anyhow::ensure!(
+        gh * gw >= 186,
+        "the fixed benchmark masks need at least 186 patches, this model has {gh}x{gw}"
+    );
+    let (h, w) = cfg.encoder.image_size;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let pixels: Vec<f32> = (0..share * 3 * h * w)
+        .map(|_| rng.random_range(-2.0..2.0))
+        .collect();
+    let images = Tensor::from_vec(pixels, (share, 3, h, w), device)?;
+    let rows = |start: u32, len: u32| {
+        let row: Vec<u32> = (start..start + len).collect();
+        IndexBatch::from_flat(share, len as usize, row.repeat(share))
+    };
+    let masks = MaskBatch {
+        contexts: vec![rows(0, 60)],
+        targets: [60, 90, 120, 150].iter().map(|&s| rows(s, 36)).collect(),
+        ..Default::default()
+    };
+    Ok(StepBatch::new(images, &masks)?)
+}
+
+fn parity(args: &ParityArgs) -> Result<()> {
+    use ijepa_train::model::IJepa;
+    use ijepa_train::parity::{compare, gradients};
+    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    let mut cfg = bench_config(&args.model, args.predictor_embed_dim, args.predictor_depth)?;
+    anyhow::ensure!(
+        (1..=cfg.encoder.depth).contains(&args.depth),
+        "--depth {}: {} has 1 to {} blocks",
+        args.depth,
+        args.model,
+        cfg.encoder.depth
+    );
+    cfg.encoder.depth = args.depth;
+    let (device, precision) = args.on.open()?;
+    let tolerance = args.tolerance.unwrap_or(match precision {
+        Precision::F32 => 1e-4,
+        Precision::Bf16 => 2e-2,
+    });
+    let reference = IJepa::new(cfg.clone(), &Device::Cpu)?;
+    let batch = fixed_batch(&cfg, args.batch, &Device::Cpu)?;
+    let mut candidate = reference.to_device(&device)?;
+    candidate.set_precision(precision);
+    let started = Instant::now();
+    let expected = gradients(&reference, &batch)?;
+    let cpu_s = started.elapsed().as_secs_f64();
+    let got = gradients(&candidate, &batch)?;
+    let report = compare(&expected, &got)?;
+    let worst = report.worst();
+    let passed = report.within(tolerance);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": args.model, "depth": args.depth, "batch": args.batch,
+                "device": args.on.device, "precision": precision.to_string(),
+                "tensors": report.rows.len(), "tolerance": tolerance, "passed": passed,
+                "worst": { "name": worst.name, "relative": worst.relative, "max_abs": worst.max_abs },
+                "loss": { "cpu_f32": expected.loss, "candidate": got.loss },
+                "cpu_seconds": cpu_s,
+            })
+        );
+    } else {
+        println!(
+            "parity of {} (depth {}) on {} at {precision} against the CPU at f32: loss {:.6} vs {:.6}; {} tensors, worst {} at {:.2e} relative ({:.2e} absolute), tolerance {:.0e}: {}",
+            args.model,
+            args.depth,
+            args.on.device,
+            got.loss,
+            expected.loss,
+            report.rows.len(),
+            worst.name,
+            worst.relative,
+            worst.max_abs,
+            tolerance,
+            if passed { "passed" } else { "FAILED" }
+        );
+    }
+    if !passed {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn median(mut times: Vec<f64>) -> f64 {
@@ -239,9 +393,8 @@ fn all_reduce(args: &AllReduceArgs) -> Result<()> {
 }
 
 fn step(args: &StepArgs, train: bool) -> Result<()> {
-    use ijepa_masking::{IndexBatch, MaskBatch};
     use ijepa_train::model::IJepa;
-    use ijepa_train::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
+    use ijepa_train::step::{StepHyper, StepOutcome, TrainStep};
     anyhow::ensure!(
         args.batch > 0 && args.iters > 0,
         "--batch and --iters must be at least 1"
@@ -255,25 +408,10 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
     );
     let share = args.batch / ranks;
     let cfg = bench_config(&args.model, args.predictor_embed_dim, args.predictor_depth)?;
-    let (gh, gw) = cfg.encoder.grid_size();
-    anyhow::ensure!(
-        gh * gw >= 186,
-        "the fixed benchmark masks need at least 186 patches"
-    );
-    let model = IJepa::new(cfg.clone(), &Device::Cpu)?;
-    let (h, w) = cfg.encoder.image_size;
-    let images = Tensor::randn(0f32, 1.0, (share, 3, h, w), &Device::Cpu)?;
-    // Fixed masks, the same as bench/torch_step.py.
-    let rows = |start: u32, len: u32| {
-        let row: Vec<u32> = (start..start + len).collect();
-        IndexBatch::from_flat(share, len as usize, row.repeat(share))
-    };
-    let masks = MaskBatch {
-        contexts: vec![rows(0, 60)],
-        targets: [60, 90, 120, 150].iter().map(|&s| rows(s, 36)).collect(),
-        ..Default::default()
-    };
-    let batch = StepBatch::new(images, &masks)?;
+    let (device, precision) = args.on.open()?;
+    let mut model = IJepa::new(cfg.clone(), &device)?;
+    model.set_precision(precision);
+    let batch = fixed_batch(&cfg, share, &device)?;
     // The whole training step, as `pretrain` runs it, at fixed schedule values.
     let hyper = StepHyper {
         lr: 1e-4,
@@ -293,6 +431,8 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
         } else {
             train_step.backward(&batch)?;
         }
+        // A GPU runs ahead of the host: time the work, not its launch.
+        device.synchronize()?;
         if i >= args.warmup {
             times.push(start.elapsed().as_secs_f64());
         }
@@ -310,17 +450,19 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
                 "what": if train { "fwd+bwd+AdamW+EMA" } else { "fwd+bwd" },
                 "seconds_per_step": median, "images_per_second": args.batch as f64 / median,
                 "peak_rss_mb": rss, "threads": rayon::current_num_threads(), "processes": ranks,
+                "device": args.on.device, "precision": precision.to_string(),
             })
         );
     } else {
         println!(
-            "{} I-JEPA step ({}), batch {}: median {:.3} s, {:.2} img/s, peak RSS {:.0} MiB",
+            "{} I-JEPA step ({}) on {} at {precision}, batch {}: median {:.3} s, {:.2} img/s, peak RSS {:.0} MiB",
             args.model,
             if train {
                 "fwd+bwd+AdamW+EMA"
             } else {
                 "fwd+bwd"
             },
+            args.on.device,
             args.batch,
             median,
             args.batch as f64 / median,
@@ -336,19 +478,22 @@ fn forward(args: &ForwardArgs) -> Result<()> {
         "--batch and --iters must be at least 1"
     );
     let cfg = VitConfig::from_timm_name(&args.model)?;
-    let weights = init_weights(&cfg, &InitOptions::default(), &Device::Cpu)?;
+    let (device, precision) = args.on.open()?;
+    let weights = init_weights(&cfg, &InitOptions::default(), &device)?;
     let vit = VisionTransformer::from_weights(&cfg, weights)?;
     let (h, w) = cfg.image_size;
-    let images = Tensor::randn(0f32, 1.0, (args.batch, 3, h, w), &Device::Cpu)?;
+    let images = Tensor::randn(0f32, 1.0, (args.batch, 3, h, w), &device)?;
+    let _scope = autocast(precision);
     for _ in 0..args.warmup {
         vit.forward(&images)?;
     }
+    device.synchronize()?;
     let mut times = Vec::with_capacity(args.iters);
     for _ in 0..args.iters {
         let start = Instant::now();
-        let out = vit.forward(&images)?;
-        // Force the result (candle is eager, but be explicit).
-        out.dims();
+        vit.forward(&images)?;
+        // A GPU runs ahead of the host: time the work, not its launch.
+        device.synchronize()?;
         times.push(start.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
@@ -362,6 +507,7 @@ fn forward(args: &ForwardArgs) -> Result<()> {
                 "model": args.model, "batch": args.batch, "iters": args.iters,
                 "median_ms": median * 1e3, "images_per_second": img_s,
                 "threads": rayon::current_num_threads(),
+                "device": args.on.device, "precision": precision.to_string(),
             })
         );
     } else {

@@ -41,14 +41,18 @@ pub struct EmbedArgs {
     /// Encoder of a training checkpoint.
     #[arg(long, value_enum, default_value_t = Which::Target)]
     encoder: Which,
+    /// Where the encoder runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// Runs `ijepa-cli embed`.
 pub fn run(args: &EmbedArgs) -> Result<()> {
     crate::features::check_batch(args.batch_size)?;
     ijepa_encoder::output::check(&args.out)?;
+    let device = crate::encoder_source::open_device(&args.device)?;
     let loaded = load_encoder(&args.weights, args.model.as_deref(), args.encoder)?;
-    let vit = loaded.build()?;
+    let vit = loaded.build(&device)?;
     let transform = eval_transform(&loaded.data, &args.transform, &loaded.config)?;
     let size = transform.size();
     let files = image_files(&args.images)?;

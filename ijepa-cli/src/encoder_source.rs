@@ -34,13 +34,21 @@ pub struct LoadedEncoder {
 }
 
 impl LoadedEncoder {
-    /// A frozen encoder.
-    pub fn build(&self) -> Result<VisionTransformer> {
-        Ok(VisionTransformer::from_weights(
-            &self.config,
-            self.weights.clone(),
-        )?)
+    /// A frozen encoder on `device` ([`open_device`]).
+    pub fn build(&self, device: &Device) -> Result<VisionTransformer> {
+        let weights = self
+            .weights
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.to_device(device)?)))
+            .collect::<Result<_>>()?;
+        Ok(VisionTransformer::from_weights(&self.config, weights)?)
     }
+}
+
+/// The device of `--device` (cpu, cuda or cuda:N), opened before any
+/// weights are read.
+pub fn open_device(spec: &str) -> Result<Device> {
+    Ok(spec.parse::<ijepa_encoder::device::DeviceSpec>()?.open(0)?)
 }
 
 /// Reads `spec`: a timm or Hugging Face folder, a `.safetensors` file, an

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use clap::Args;
 use ijepa_encoder::init::init_weights;
 use ijepa_encoder::VisionTransformer;
@@ -52,7 +51,7 @@ pub struct PretrainArgs {
     /// Continue the run in --out from its latest checkpoint (its config.toml is the base).
     #[arg(long)]
     resume: bool,
-    /// cpu or cuda.
+    /// cpu, cuda (each process its local rank's GPU) or cuda:N (run.device).
     #[arg(long)]
     device: Option<String>,
     /// Skip the k-NN probe at the end.
@@ -280,7 +279,7 @@ fn collective_timeout() -> Result<std::time::Duration> {
 /// its id sent over `host`); otherwise `host`.
 fn for_device(host: Box<dyn Collective>, device: &str) -> Result<Box<dyn Collective>> {
     #[cfg(feature = "nccl")]
-    if device == "cuda" && host.world_size() > 1 {
+    if device.starts_with("cuda") && host.world_size() > 1 {
         let nccl = ijepa_train::collective::nccl::Nccl::init(host, collective_timeout()?)?;
         return Ok(Box::new(nccl));
     }
@@ -501,17 +500,16 @@ fn signal_name(sig: usize) -> &'static str {
 /// beside the same architecture at its initial (random) weights and the raw pixels.
 fn probe(trainer: &Trainer, cfg: &TrainConfig, stop: &Stop) -> Result<()> {
     let started = Instant::now();
-    let device = Device::Cpu;
+    let device = trainer.device();
     let model_cfg = trainer.model().config();
     // The recipe's own initialisation, from the run's seed.
-    let initial = init_weights(&model_cfg.encoder, &model_cfg.encoder_init(), &device)?;
+    let initial = init_weights(&model_cfg.encoder, &model_cfg.encoder_init(), device)?;
     let random = VisionTransformer::from_weights(&model_cfg.encoder, initial)?;
     let (train, test) = (2048, 1024);
     let size = model_cfg.encoder.image_size;
     let scores = |vit: Option<&VisionTransformer>| {
         let (mean, std) = (cfg.data.mean, cfg.data.std);
-        ijepa_train::probe::synthetic_probe(vit, size, train, test, mean, std, &device)
-            .context("probe")
+        ijepa_train::probe::synthetic_probe(vit, size, train, test, mean, std).context("probe")
     };
     let target = scores(Some(trainer.model().teacher()))?;
     stop.exit_if_signalled();

@@ -85,6 +85,9 @@ pub struct ProbeArgs {
     /// Images per forward pass (1 to 4,096).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Where the encoder runs (cpu, cuda or cuda:N); the probes run on the CPU.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -113,6 +116,7 @@ fn labels(folder: &ImageFolder, classes: &[String]) -> Result<Vec<usize>> {
 /// Runs `ijepa-cli probe`.
 pub fn run(args: &ProbeArgs) -> Result<()> {
     crate::features::check_batch(args.batch_size)?;
+    let device = crate::encoder_source::open_device(&args.device)?;
     if matches!(args.method, Method::Knn | Method::Both) {
         ijepa_train::probe::check_knn(args.k, args.temperature)?;
     }
@@ -147,7 +151,7 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
         }
         spec => {
             let enc = load_encoder(spec, args.model.as_deref(), args.encoder)?;
-            let vit = enc.build()?;
+            let vit = enc.build(&device)?;
             vit.check_last_layers(args.last_layers)
                 .context("--last-layers")?;
             let transform = eval_transform(&enc.data, &args.transform, &enc.config)?;

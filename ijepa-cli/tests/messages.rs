@@ -259,3 +259,73 @@ fn one_of_several_launched_processes_without_mpi_is_refused() {
         &["one of 2 (OMPI_COMM_WORLD_SIZE=2)", "--features mpi"],
     );
 }
+
+#[test]
+fn a_device_is_named_in_its_error_and_never_replaced_by_the_cpu() {
+    let out_dir = std::env::temp_dir().join(format!("ijepa-msg-{}-device", std::process::id()));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let emb = out_dir.join("e.safetensors");
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embed_images");
+    let (w, i, e) = (
+        weights(),
+        images.display().to_string(),
+        emb.display().to_string(),
+    );
+    let embed = |device: &str| {
+        cli(&[
+            "embed",
+            "--weights",
+            &w,
+            "--images",
+            &i,
+            "--out",
+            &e,
+            "--device",
+            device,
+        ])
+    };
+    refused(&embed("gpu"), &["\"gpu\"", "\"cuda:N\""]);
+    refused(&embed("cuda:x"), &["\"cuda:x\"", "GPU number"]);
+    let run = out_dir.join("run");
+    let r = run.display().to_string();
+    let pretrain = cli(&[
+        "pretrain",
+        "--out",
+        &r,
+        "--max-steps",
+        "1",
+        "--no-probe",
+        "--device",
+        "cuda:7",
+    ]);
+    if cfg!(feature = "cuda") {
+        // A CUDA build on a machine without GPU 7 names it too.
+        refused(&pretrain, &["cuda:7"]);
+    } else {
+        refused(&pretrain, &["device cuda:7", "--features cuda"]);
+        refused(&embed("cuda"), &["device cuda:0", "--features cuda"]);
+    }
+    assert!(!emb.exists(), "nothing written for a refused device");
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
+fn bf16_autocast_on_the_cpu_stays_within_the_gpu_tolerance_of_f32() {
+    // bench/gpu.sh's parity check, on the CPU: the same step at bf16
+    // against f32, every gradient within 2e-2 of its scale.
+    let out = cli(&[
+        "bench",
+        "parity",
+        "--device",
+        "cpu",
+        "--precision",
+        "bf16",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["tensors"], 60, "{report}");
+    let worst = report["worst"]["relative"].as_f64().unwrap();
+    assert!(worst > 1e-4 && worst < 2e-2, "{report}");
+}

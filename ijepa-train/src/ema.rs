@@ -4,18 +4,33 @@ use ijepa_encoder::WeightMap;
 
 use crate::error::{Result, TrainError};
 
-/// `teacher ← m·teacher + (1 − m)·student` for every tensor, in place of
-/// the map's values. The student's values are read detached: the teacher
-/// never enters an autograd graph.
+/// `teacher ← m·teacher + (1 − m)·student` for every tensor. The student's
+/// values are read detached: the teacher never enters an autograd graph.
+/// On the CPU the teacher's storage is written in place (one pass per
+/// tensor, [`crate::kernels::ema`]), so every tensor sharing it sees the new
+/// values; elsewhere the map's values are replaced. Both compute the same
+/// bits.
 ///
 /// # Errors
-/// A key of the teacher that the student lacks (the two must be twins).
+/// A key of the teacher that the student lacks (the two must be twins), or
+/// of another shape.
 pub fn ema_update(teacher: &mut WeightMap, student: &WeightMap, momentum: f64) -> Result<()> {
     for (name, t) in teacher.iter_mut() {
         let s = student
             .get(name)
             .ok_or_else(|| TrainError::Config(format!("EMA: the student has no tensor {name}")))?;
-        *t = ((&*t * momentum)? + (s.detach() * (1.0 - momentum))?)?;
+        if t.dims() != s.dims() {
+            return Err(TrainError::Config(format!(
+                "EMA: {name} is {:?} in the teacher, {:?} in the student",
+                t.dims(),
+                s.dims()
+            )));
+        }
+        if crate::kernels::fusable(&[t, s]) {
+            crate::kernels::ema::update(t, s, momentum)?;
+        } else {
+            *t = ((&*t * momentum)? + (s.detach() * (1.0 - momentum))?)?;
+        }
     }
     Ok(())
 }
@@ -43,6 +58,41 @@ pub fn cosine_momentum(start: f64, end: f64, epoch: u64, epochs: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_in_place_update_is_bit_identical_to_the_composition() {
+        use candle_core::{Device, Tensor};
+        let dev = Device::Cpu;
+        let mk = |seed: f64| {
+            let t = Tensor::arange(0f32, 100_000.0, &dev).unwrap();
+            t.affine(seed, 0.3)
+                .unwrap()
+                .sin()
+                .unwrap()
+                .reshape((250, 400))
+                .unwrap()
+        };
+        let (t0, s0) = (mk(0.37), mk(1.91));
+        let student = WeightMap::from([("w".to_string(), s0.clone())]);
+        let mut fused = WeightMap::from([("w".to_string(), t0.copy().unwrap())]);
+        let shared = fused["w"].clone();
+        ema_update(&mut fused, &student, 0.996).unwrap();
+        // The composition, as the other devices run it.
+        let composed = ((&t0 * 0.996).unwrap() + (&s0 * (1.0 - 0.996)).unwrap()).unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        assert_eq!(bits(&fused["w"]), bits(&composed));
+        // In place: a tensor sharing the teacher's storage sees it.
+        assert_eq!(bits(&shared), bits(&composed));
+        let wrong = WeightMap::from([(
+            "w".to_string(),
+            Tensor::zeros(3, candle_core::DType::F32, &dev).unwrap(),
+        )]);
+        let err = ema_update(&mut fused, &wrong, 0.5).unwrap_err().to_string();
+        assert!(err.contains("[250, 400]") && err.contains("[3]"), "{err}");
+    }
 
     #[test]
     fn schedules_hit_their_closed_forms() {

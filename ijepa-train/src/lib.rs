@@ -43,6 +43,7 @@ pub mod config;
 pub mod data;
 pub mod ema;
 mod error;
+mod kernels;
 mod legacy;
 pub mod loss;
 pub mod metrics;

@@ -381,9 +381,10 @@ impl IJepa {
     /// # Errors
     /// A device that cannot take the weights.
     pub fn to_device(&self, device: &Device) -> Result<Self> {
+        // Copies even on the same device: the teacher is updated in place.
         let moved = |map: WeightMap| -> Result<WeightMap> {
             map.into_iter()
-                .map(|(k, t)| Ok((k, t.to_device(device)?)))
+                .map(|(k, t)| Ok((k, t.to_device(device)?.copy()?)))
                 .collect()
         };
         let mut model = Self::from_parts(

@@ -3,11 +3,14 @@
 //! candle's `AdamW` keeps its moments private (so no checkpoint can hold
 //! them) and applies one weight decay to every variable; I-JEPA decays only
 //! weights of rank ≥ 2 (and the mask token). This one follows PyTorch's
-//! `torch.optim.AdamW` operation for operation.
+//! `torch.optim.AdamW` operation for operation. On the CPU the update runs
+//! in place, one pass per tensor ([`crate::kernels::adamw`], bit-identical
+//! to the composition the other devices run).
 
-use candle_core::{backprop::GradStore, Tensor, Var};
+use candle_core::{backprop::GradStore, Device, Tensor, Var};
 
 use crate::error::{Result, TrainError};
+use crate::kernels::{self, adamw::Coefficients};
 
 /// One group of variables sharing a weight decay.
 #[derive(Debug)]
@@ -45,6 +48,9 @@ pub struct AdamW {
     pub step: u64,
     /// Moments, by group then parameter (created at the first step).
     pub state: Vec<Vec<Option<Moments>>>,
+    /// Whether CPU tensors are updated in place by the fused kernels
+    /// (otherwise by the candle composition; the results are identical).
+    fused: bool,
 }
 
 impl AdamW {
@@ -58,6 +64,7 @@ impl AdamW {
             eps: 1e-8,
             step: 0,
             state,
+            fused: true,
         }
     }
 
@@ -126,9 +133,10 @@ impl AdamW {
                                 )));
                             }
                         }
+                        // Own copies: the update writes them in place.
                         Some(Moments {
-                            exp_avg: m.clone(),
-                            exp_avg_sq: v.clone(),
+                            exp_avg: m.copy()?,
+                            exp_avg_sq: v.copy()?,
                         })
                     }
                     _ => None,
@@ -160,11 +168,37 @@ impl AdamW {
         let bias1 = 1.0 - b1.powi(step as i32);
         let bias2 = 1.0 - b2.powi(step as i32);
         let mut changes = vec![];
+        let mut fused_finite = true;
         for (gi, (group, states)) in self.groups.iter().zip(&self.state).enumerate() {
             for (pi, ((_, var), state)) in group.params.iter().zip(states).enumerate() {
                 let Some(g) = grads.get(var.as_tensor()) else {
                     continue;
                 };
+                if self.fused && kernels::fusable(&[var.as_tensor(), g]) {
+                    let coefficients =
+                        Coefficients::new(self.lr, group.weight_decay, self.betas, self.eps, step);
+                    let (moments, fresh) = match state {
+                        Some(m) => (m.clone(), false),
+                        None => {
+                            let zeros = || g.zeros_like();
+                            let m = Moments {
+                                exp_avg: zeros()?,
+                                exp_avg_sq: zeros()?,
+                            };
+                            (m, true)
+                        }
+                    };
+                    let (p, m, v) = (var.as_tensor(), &moments.exp_avg, &moments.exp_avg_sq);
+                    fused_finite &= kernels::adamw::finite(&coefficients, p, g, m, v)?;
+                    changes.push(Change::InPlace {
+                        group: gi,
+                        param: pi,
+                        grad: g.clone(),
+                        coefficients,
+                        fresh: fresh.then_some(moments),
+                    });
+                    continue;
+                }
                 let (m, v) = match state {
                     Some(m) => (m.exp_avg.clone(), m.exp_avg_sq.clone()),
                     None => (g.zeros_like()?, g.zeros_like()?),
@@ -175,7 +209,7 @@ impl AdamW {
                 let exp_avg_sq = ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
                 let denom = ((exp_avg_sq.sqrt()? / bias2.sqrt())? + self.eps)?;
                 let value = (p - (exp_avg.div(&denom)? * (self.lr / bias1))?)?;
-                changes.push(Change {
+                changes.push(Change::New {
                     group: gi,
                     param: pi,
                     value,
@@ -186,7 +220,11 @@ impl AdamW {
                 });
             }
         }
-        Ok(Update { step, changes })
+        Ok(Update {
+            step,
+            changes,
+            fused_finite,
+        })
     }
 
     /// Makes a proposed update: the variables take their new values and
@@ -202,21 +240,62 @@ impl AdamW {
             )));
         }
         for c in update.changes {
-            self.groups[c.group].params[c.param].1.set(&c.value)?;
-            self.state[c.group][c.param] = Some(c.moments);
+            match c {
+                Change::New {
+                    group,
+                    param,
+                    value,
+                    moments,
+                } => {
+                    self.groups[group].params[param].1.set(&value)?;
+                    self.state[group][param] = Some(moments);
+                }
+                Change::InPlace {
+                    group,
+                    param,
+                    grad,
+                    coefficients,
+                    fresh,
+                } => {
+                    let slot = &mut self.state[group][param];
+                    if let Some(fresh) = fresh {
+                        *slot = Some(fresh);
+                    }
+                    let Some(m) = slot.as_ref() else {
+                        return Err(TrainError::Optimizer(format!(
+                            "{}: an in-place update without moments",
+                            self.groups[group].params[param].0
+                        )));
+                    };
+                    let p = self.groups[group].params[param].1.as_tensor();
+                    kernels::adamw::apply(&coefficients, p, &grad, &m.exp_avg, &m.exp_avg_sq)?;
+                }
+            }
         }
         self.step = update.step;
         Ok(())
     }
 }
 
-/// New value and moments of one variable.
+/// What one variable's update does.
 #[derive(Debug)]
-struct Change {
-    group: usize,
-    param: usize,
-    value: Tensor,
-    moments: Moments,
+enum Change {
+    /// New value and moments, computed (the composition).
+    New {
+        group: usize,
+        param: usize,
+        value: Tensor,
+        moments: Moments,
+    },
+    /// Computed in place when applied (the fused CPU kernel); `fresh`
+    /// holds zero moments at the first step.
+    InPlace {
+        group: usize,
+        param: usize,
+        grad: Tensor,
+        coefficients: Coefficients,
+        fresh: Option<Moments>,
+    },
 }
 
 /// An AdamW update not applied yet ([`AdamW::propose`]).
@@ -224,6 +303,9 @@ struct Change {
 pub struct Update {
     step: u64,
     changes: Vec<Change>,
+    /// Whether every in-place change would leave finite values (checked
+    /// when proposed, by a read-only pass).
+    fused_finite: bool,
 }
 
 impl Update {
@@ -234,9 +316,16 @@ impl Update {
     /// # Errors
     /// A tensor error.
     pub fn non_finite(&self) -> Result<Option<Tensor>> {
+        if !self.fused_finite {
+            // In-place changes live on the CPU, as everything of this step.
+            return Ok(Some(Tensor::new(f32::NAN, &Device::Cpu)?));
+        }
         let mut probes = Vec::with_capacity(2 * self.changes.len());
         for c in &self.changes {
-            for t in [&c.value, &c.moments.exp_avg_sq] {
+            let Change::New { value, moments, .. } = c else {
+                continue;
+            };
+            for t in [value, &moments.exp_avg_sq] {
                 // x·0 is 0 for every finite x and NaN for ±∞ and NaN.
                 probes.push((t * 0.0)?.sum_all()?);
             }
@@ -322,6 +411,75 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(false), run(true));
+    }
+
+    /// The bits of every parameter and moment after `steps` steps from the
+    /// start values `w0`, `b0`, fused (in place) or composed.
+    fn trajectory(fused: bool, w0: &Tensor, b0: &Tensor, steps: usize) -> Vec<Vec<u32>> {
+        let w = Var::from_tensor(&w0.copy().unwrap()).unwrap();
+        let b = Var::from_tensor(&b0.copy().unwrap()).unwrap();
+        let params = vec![("w".to_string(), w.clone()), ("b".to_string(), b.clone())];
+        let mut opt = AdamW::new(AdamW::ijepa_groups(params, 0.05), 3e-3);
+        opt.fused = fused;
+        for i in 0..steps {
+            let k = w0.dim(0).unwrap();
+            let x = Tensor::arange(0f32, (8 * k) as f32, &Device::Cpu)
+                .and_then(|t| t.reshape((8, k)))
+                .and_then(|t| t.affine(0.01 * (i + 1) as f64, -1.0))
+                .and_then(|t| t.sin())
+                .unwrap();
+            let y = x
+                .matmul(w.as_tensor())
+                .and_then(|y| y.broadcast_add(b.as_tensor()))
+                .unwrap();
+            let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            opt.lr = 3e-3 * (i + 1) as f64;
+            let update = opt.propose(&grads).unwrap();
+            let in_place = |c: &Change| matches!(c, Change::InPlace { .. });
+            assert!(update.changes.iter().all(|c| in_place(c) == fused));
+            opt.apply(update).unwrap();
+        }
+        let mut out = vec![w.as_tensor().clone(), b.as_tensor().clone()];
+        for m in opt.state.iter().flatten().flatten() {
+            out.extend([m.exp_avg.clone(), m.exp_avg_sq.clone()]);
+        }
+        out.iter()
+            .map(|t| {
+                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                v.iter().map(|x| x.to_bits()).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_in_place_update_is_bit_identical_to_the_composition() {
+        // Large enough to be split over the cores.
+        let w0 = Tensor::randn(0f32, 1.0, (330, 700), &Device::Cpu).unwrap();
+        let b0 = Tensor::randn(0f32, 1.0, 700, &Device::Cpu).unwrap();
+        let fused = trajectory(true, &w0, &b0, 6);
+        assert_eq!(fused.len(), 6, "w, b and their two moments each");
+        assert_eq!(fused, trajectory(false, &w0, &b0, 6));
+    }
+
+    #[test]
+    fn a_non_finite_in_place_update_is_seen_before_anything_changes() {
+        let (params, x) = problem();
+        let before = params[0].1.as_tensor().copy().unwrap();
+        let mut opt = AdamW::new(AdamW::ijepa_groups(params.clone(), 0.1), f64::INFINITY);
+        let grads = loss(&params, &x).backward().unwrap();
+        let update = opt.propose(&grads).unwrap();
+        let probe = update.non_finite().unwrap().unwrap();
+        assert!(probe.to_scalar::<f32>().unwrap().is_nan());
+        // Proposing changed nothing, and the moments were not created.
+        let now = params[0].1.as_tensor();
+        assert_eq!(
+            now.to_vec2::<f32>().unwrap(),
+            before.to_vec2::<f32>().unwrap()
+        );
+        assert!(opt.state.iter().flatten().all(Option::is_none));
+        drop(update);
+        opt.lr = 0.01;
+        assert!(opt.propose(&grads).unwrap().non_finite().unwrap().is_none());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Runs of ijepa-rs 0.1 (checkpoint format v1, whose model section was a
 //! name with `embed_dim`/`depth`/`num_heads` overrides) keep working: they
-//! resume bit-identically to how 0.1 itself would have finished them, and
-//! embed exactly as 0.1 did. `tests/fixtures/v1_run/make_v1_run.sh` made the
+//! resume to how 0.1 itself would have finished them (within 1e-4 of each
+//! tensor's scale: the kernels have changed their summation order since,
+//! e.g. the column sums of bias gradients), and embed exactly as 0.1 did. `tests/fixtures/v1_run/make_v1_run.sh` made the
 //! fixture with the 0.1 binary (commit 46b4b92).
 
 use std::path::{Path, PathBuf};
@@ -68,10 +69,12 @@ fn a_v1_run_resumes_to_what_v1_would_have_finished() {
         format!("{stdout}{stderr}").contains("ijepa-rs 0.1 model section"),
         "the upgrade is noted:\n{stdout}\n{stderr}"
     );
-    support::assert_same_tensors(
+    let worst = support::assert_close_tensors(
         &run.join("checkpoints/step-00000008/model.safetensors"),
         &fixture().join("expected_step8_model.safetensors"),
+        1e-4,
     );
+    eprintln!("largest deviation from 0.1's step 8: {worst:e} of a tensor's scale");
     // The run's config.toml is now in the current form, and resumes again.
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
     let (model, args) = config.split_once("[model.args]").unwrap();

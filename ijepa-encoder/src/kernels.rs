@@ -10,7 +10,7 @@
 //! Both have a backward, so the same code serves training and inference.
 //! Other devices and dtypes use candle's differentiable compositions.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
@@ -323,8 +323,8 @@ impl CustomOp3 for LayerNormOp {
         let xhat = x
             .apply_op1_no_bwd(&Normalize { eps: self.eps })?
             .reshape((rows, d))?;
-        let dw = (g2.clone() * xhat)?.sum(0)?;
-        let db = g2.sum(0)?;
+        let dw = column_sums(&(g2.clone() * xhat)?)?;
+        let db = column_sums(&g2)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
@@ -392,6 +392,100 @@ pub fn layer_norm(
 
 fn fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// Sums of the columns of `(rows, d)` data: rows in blocks of about
+/// [`CHUNK`] values, each block summed row by row (the inner loop runs
+/// along a row, so it vectorises), the blocks' sums added in order — the
+/// same result on any number of threads. candle's `sum(0)` walks each
+/// column with a stride of `d` instead.
+fn column_sums_body(x: &[f32], d: usize) -> Vec<f32> {
+    let block = (CHUNK / d).max(1) * d;
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(block)
+        .map(|rows| {
+            let mut acc = vec![0f32; d];
+            for row in rows.chunks_exact(d) {
+                acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![0f32; d];
+    for p in partials {
+        total.iter_mut().zip(&p).for_each(|(t, &v)| *t += v);
+    }
+    total
+}
+
+struct ColumnSums;
+
+impl CustomOp1 for ColumnSums {
+    fn name(&self) -> &'static str {
+        "ijepa-column-sums"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, d) = l.shape().dims2()?;
+        let sums = column_sums_body(contiguous_f32(s, l)?, d);
+        Ok((CpuStorage::F32(sums), Shape::from(d)))
+    }
+}
+
+/// `x.sum(0)` of a `(rows, d)` matrix (no backward: gradients use it).
+fn column_sums(x: &Tensor) -> candle_core::Result<Tensor> {
+    if fused(x) {
+        x.contiguous()?.apply_op1_no_bwd(&ColumnSums)
+    } else {
+        x.sum(0)
+    }
+}
+
+struct BiasAdd;
+
+impl CustomOp2 for BiasAdd {
+    fn name(&self) -> &'static str {
+        "ijepa-bias-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let b = contiguous_f32(s2, l2)?;
+        map_f32(s1, l1, b.len(), |x, y| {
+            for (y, x) in y.chunks_exact_mut(b.len()).zip(x.chunks_exact(b.len())) {
+                for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
+                    *y = x + b;
+                }
+            }
+        })
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.clone()), Some(column_sums(grad)?)))
+    }
+}
+
+/// `x + b` for `x` `(rows, d)` and a bias `b` `(d)`, with a backward whose
+/// bias gradient is [`column_sums`] (f32 on the CPU; candle's
+/// `broadcast_add` elsewhere).
+pub fn bias_add(x: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    match x.dims() {
+        [_, d] if fused(x) && fused(b) && b.dims() == [*d] => {
+            x.contiguous()?.apply_op2(&b.contiguous()?, BiasAdd)
+        }
+        _ => x.broadcast_add(b),
+    }
 }
 
 /// Exact (erf) GELU, `0.5·x·(1 + erf(x/√2))`, with a backward.
@@ -538,5 +632,64 @@ mod tests {
             );
             assert!(max_diff(ga, gb) < 2e-5, "{}", max_diff(ga, gb));
         }
+    }
+
+    #[test]
+    fn fused_bias_add_matches_broadcast_add_values_and_gradients() {
+        let dev = &Device::Cpu;
+        // One row, a few rows, and rows over several blocks of CHUNK values.
+        for (rows, d) in [(1, 5), (37, 48), (3000, 129)] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (rows, d), dev).unwrap()).unwrap();
+            let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, d, dev).unwrap()).unwrap();
+            let probe = Tensor::randn(0f32, 1.0, (rows, d), dev).unwrap();
+            let ours = bias_add(x.as_tensor(), b.as_tensor()).unwrap();
+            let reference = x.as_tensor().broadcast_add(b.as_tensor()).unwrap();
+            assert_eq!(max_diff(&ours, &reference), 0.0);
+            let grads = |y: Tensor| (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let (ga, gb) = (grads(ours), grads(reference));
+            for v in [&x, &b] {
+                let (a, r) = (
+                    ga.get(v.as_tensor()).unwrap(),
+                    gb.get(v.as_tensor()).unwrap(),
+                );
+                let scale = r
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    max_diff(a, r) <= 1e-5 * scale.max(1.0),
+                    "{rows}x{d}: {}",
+                    max_diff(a, r)
+                );
+            }
+        }
+        // Elsewhere (here: a 3-D input) it is candle's broadcast_add.
+        let x3 = Tensor::randn(0f32, 1.0, (2, 3, 4), dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 4, dev).unwrap();
+        let y = bias_add(&x3, &b).unwrap();
+        assert_eq!(max_diff(&y, &x3.broadcast_add(&b).unwrap()), 0.0);
+    }
+
+    #[test]
+    fn column_sums_do_not_depend_on_the_thread_count() {
+        let x = Tensor::randn(0f32, 1.0, (5000, 77), &Device::Cpu).unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            t.to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        let many = bits(&column_sums(&x).unwrap());
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let single = one.install(|| bits(&column_sums(&x).unwrap()));
+        assert_eq!(many, single);
+        assert!(max_diff(&column_sums(&x).unwrap(), &x.sum(0).unwrap()) < 1e-3);
     }
 }

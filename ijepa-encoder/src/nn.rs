@@ -53,7 +53,8 @@ impl Module for Linear {
         let y = crate::precision::matmul(&x.reshape((rows, in_dim))?, &self.weight.t()?)?;
         let y = match &self.bias {
             Some(b) => {
-                crate::precision::lowered(&crate::precision::widened(&y)?.broadcast_add(b)?)?
+                let y = crate::kernels::bias_add(&crate::precision::widened(&y)?, b)?;
+                crate::precision::lowered(&y)?
             }
             None => y,
         };

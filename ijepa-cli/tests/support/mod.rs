@@ -49,6 +49,49 @@ pub fn assert_same_tensors(a: &Path, b: &Path) {
     }
 }
 
+/// Two safetensors files of f32 tensors hold the same names and shapes and
+/// values within `tolerance` of each tensor's largest magnitude; returns
+/// the largest such relative deviation.
+pub fn assert_close_tensors(a: &Path, b: &Path, tolerance: f32) -> f32 {
+    let (a_bytes, b_bytes) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let (x, y) = (
+        SafeTensors::deserialize(&a_bytes).unwrap(),
+        SafeTensors::deserialize(&b_bytes).unwrap(),
+    );
+    let mut names = x.names();
+    names.sort();
+    let mut other = y.names();
+    other.sort();
+    assert_eq!(names, other, "{} vs {}", a.display(), b.display());
+    let floats = |d: &[u8]| -> Vec<f32> {
+        d.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let mut worst = 0f32;
+    for name in names {
+        let (s, t) = (x.tensor(name).unwrap(), y.tensor(name).unwrap());
+        assert_eq!((s.dtype(), s.shape()), (t.dtype(), t.shape()), "{name}");
+        assert_eq!(s.dtype(), safetensors::Dtype::F32, "{name}");
+        let (u, v) = (floats(s.data()), floats(t.data()));
+        let scale = v
+            .iter()
+            .fold(0f32, |m, x| m.max(x.abs()))
+            .max(f32::MIN_POSITIVE);
+        let diff = u
+            .iter()
+            .zip(&v)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(
+            diff <= tolerance * scale,
+            "{name} differs by {diff:e} (scale {scale:e}) in {}",
+            a.display()
+        );
+        worst = worst.max(diff / scale);
+    }
+    worst
+}
+
 /// The rows of a run's `metrics.csv` after its header, split at commas.
 pub fn metrics(run: &Path) -> Vec<Vec<String>> {
     std::fs::read_to_string(run.join("metrics.csv"))

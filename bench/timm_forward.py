@@ -8,6 +8,7 @@ median over timed passes after warm-up. Prints one JSON object.
     python bench/timm_forward.py --model vit_small_patch16_224 --batch 8
 """
 import argparse
+import resource
 import json
 import time
 
@@ -36,7 +37,8 @@ def main():
     median = sorted(times)[len(times) // 2]
     print(json.dumps(dict(implementation=f"timm {timm.__version__} eager, torch {torch.__version__}",
                           model=args.model, batch=args.batch, iters=args.iters, median_ms=median * 1e3,
-                          images_per_second=args.batch / median, threads=torch.get_num_threads())))
+                          images_per_second=args.batch / median, threads=torch.get_num_threads(),
+                          peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 """PyTorch reference timing of one I-JEPA forward + backward (with --train: + AdamW + EMA).
 
 The model is our PyTorch reference (ijepa-train/tests/fixtures/ijepa_reference.py,
-timm blocks), f32, eager, with the same fixed masks as `ijepa-cli bench step`:
-context = patches 0..60, four targets of 36 patches starting at 60, 90, 120, 150.
+timm blocks), f32, eager, with the same fixed masks as `ijepa-cli bench step`, in
+proportion to the N patches: context = patches 0..60N/196, four targets of 36N/196
+patches from 60N/196 + 30N/196·i (at 14 x 14: 0..60, and 36 from 60, 90, 120, 150).
 Prints one JSON object (median seconds per step, images/s, peak RSS).
 
     python bench/torch_step.py --img 224 --patch 16 --dim 192 --depth 12 --heads 3 --batch 8
@@ -42,8 +43,11 @@ def main():
     teacher = Encoder(a.img, a.patch, a.dim, a.depth, a.heads).to(dev)
     predictor = Predictor(a.dim, grid, a.pred_dim, a.pred_depth, a.heads, 1e-6, True).to(dev)
     images = torch.randn(a.batch, 3, a.img, a.img, device=dev)
-    ctx = torch.arange(60, device=dev).expand(a.batch, -1)
-    targets = [torch.arange(s, s + 36, device=dev).expand(a.batch, -1) for s in (60, 90, 120, 150)]
+    n = grid * grid
+    context, length, gap = 60 * n // 196, 36 * n // 196, 30 * n // 196
+    ctx = torch.arange(context, device=dev).expand(a.batch, -1)
+    targets = [torch.arange(context + i * gap, context + i * gap + length, device=dev).expand(a.batch, -1)
+               for i in range(4)]
 
     def forward():
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):

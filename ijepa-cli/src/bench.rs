@@ -34,6 +34,32 @@ pub enum BenchCommand {
     /// against the f32 CPU step, on the same weights and batch (exit status 1
     /// beyond the tolerance): the check a GPU build passes first.
     Parity(ParityArgs),
+    /// One f32 matrix product `(m, k) · (k, n)` (candle's CPU GEMM, the gemm
+    /// crate): GFLOP/s, for comparison with PyTorch's on the same shapes.
+    Matmul(MatmulArgs),
+}
+
+/// Options of `ijepa-cli bench matmul`.
+#[derive(Debug, Args)]
+pub struct MatmulArgs {
+    /// Rows of the left factor.
+    #[arg(long)]
+    m: usize,
+    /// Inner dimension.
+    #[arg(long)]
+    k: usize,
+    /// Columns of the right factor.
+    #[arg(long)]
+    n: usize,
+    /// The right factor stored transposed, as a Linear's weight `(n, k)`.
+    #[arg(long)]
+    transposed: bool,
+    /// Timed products.
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where a benchmark runs and at what precision.
@@ -158,10 +184,33 @@ pub struct StepArgs {
     #[arg(long, default_value_t = 1)]
     warmup: usize,
     #[command(flatten)]
+    shape: ShapeArgs,
+    #[command(flatten)]
     on: DeviceArgs,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// Changes to the `--model` architecture (timm's keyword arguments), for the
+/// small models users pretrain on a CPU.
+#[derive(Debug, Args, Default)]
+pub struct ShapeArgs {
+    /// Input size (`img_size`).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Patch size.
+    #[arg(long)]
+    patch_size: Option<usize>,
+    /// Encoder width.
+    #[arg(long)]
+    embed_dim: Option<usize>,
+    /// Encoder depth.
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Attention heads (encoder and predictor).
+    #[arg(long)]
+    heads: Option<usize>,
 }
 
 /// Options of `ijepa-cli bench all-reduce`.
@@ -216,6 +265,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Data(args) => data(args),
         BenchCommand::Probe(args) => probe(args),
         BenchCommand::Parity(args) => parity(args),
+        BenchCommand::Matmul(args) => matmul(args),
     }
 }
 
@@ -231,11 +281,20 @@ fn peak_rss_mb() -> Option<f64> {
 /// encoders are (timm's `_gap` arguments), the given predictor.
 fn bench_config(
     model: &str,
+    shape: &ShapeArgs,
     predictor_embed_dim: usize,
     predictor_depth: usize,
 ) -> Result<ijepa_train::model::IJepaConfig> {
-    let encoder =
-        ijepa_encoder::registry::resolve(model, &ijepa_encoder::registry::TimmArgs::gap())?;
+    use ijepa_encoder::registry::{Size, TimmArgs};
+    let args = TimmArgs {
+        img_size: shape.image_size.map(Size::Square),
+        patch_size: shape.patch_size.map(Size::Square),
+        embed_dim: shape.embed_dim,
+        depth: shape.depth,
+        num_heads: shape.heads,
+        ..TimmArgs::gap()
+    };
+    let encoder = ijepa_encoder::registry::resolve(model, &args)?;
     let mut cfg = ijepa_train::model::IJepaConfig::new(encoder.config);
     cfg.predictor_embed_dim = predictor_embed_dim;
     cfg.predictor_depth = predictor_depth;
@@ -243,8 +302,10 @@ fn bench_config(
 }
 
 /// `share` seeded random images (uniform in [-2, 2)) with the fixed masks
-/// of bench/torch_step.py: context = patches 0..60, four targets of 36
-/// patches from 60, 90, 120, 150.
+/// of bench/torch_step.py, in proportion to the `N` patches (at 14 × 14:
+/// context = patches 0..60, four targets of 36 from 60, 90, 120, 150):
+/// context `0..60N/196`, targets of `36N/196` patches from
+/// `60N/196 + 30N/196·i`.
 fn fixed_batch(
     cfg: &ijepa_train::model::IJepaConfig,
     share: usize,
@@ -252,9 +313,11 @@ fn fixed_batch(
 ) -> Result<StepBatch> {
     use ijepa_masking::{IndexBatch, MaskBatch};
     let (gh, gw) = cfg.encoder.grid_size();
+    let n = (gh * gw) as u32;
+    let (context, len, gap) = (60 * n / 196, 36 * n / 196, 30 * n / 196);
     anyhow::ensure!(
-        gh * gw >= 186,
-        "the fixed benchmark masks need at least 186 patches, this model has {gh}x{gw}"
+        len > 0,
+        "the benchmark masks need at least 6 patches, this model has {gh}x{gw}"
     );
     let (h, w) = cfg.encoder.image_size;
     use rand::{Rng, SeedableRng};
@@ -268,8 +331,8 @@ fn fixed_batch(
         IndexBatch::from_flat(share, len as usize, row.repeat(share))
     };
     let masks = MaskBatch {
-        contexts: vec![rows(0, 60)],
-        targets: [60, 90, 120, 150].iter().map(|&s| rows(s, 36)).collect(),
+        contexts: vec![rows(0, context)],
+        targets: (0..4).map(|i| rows(context + i * gap, len)).collect(),
         ..Default::default()
     };
     Ok(StepBatch::new(images, &masks)?)
@@ -279,7 +342,13 @@ fn parity(args: &ParityArgs) -> Result<()> {
     use ijepa_train::model::IJepa;
     use ijepa_train::parity::{compare, gradients};
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
-    let mut cfg = bench_config(&args.model, args.predictor_embed_dim, args.predictor_depth)?;
+    let shape = ShapeArgs::default();
+    let mut cfg = bench_config(
+        &args.model,
+        &shape,
+        args.predictor_embed_dim,
+        args.predictor_depth,
+    )?;
     anyhow::ensure!(
         (1..=cfg.encoder.depth).contains(&args.depth),
         "--depth {}: {} has 1 to {} blocks",
@@ -338,6 +407,48 @@ fn parity(args: &ParityArgs) -> Result<()> {
     Ok(())
 }
 
+fn matmul(args: &MatmulArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.m * args.k * args.n > 0 && args.iters > 0,
+        "--m, --k, --n and --iters must be at least 1"
+    );
+    let a = Tensor::randn(0f32, 1.0, (args.m, args.k), &Device::Cpu)?;
+    let b = match args.transposed {
+        true => Tensor::randn(0f32, 1.0, (args.n, args.k), &Device::Cpu)?.t()?,
+        false => Tensor::randn(0f32, 1.0, (args.k, args.n), &Device::Cpu)?,
+    };
+    a.matmul(&b)?;
+    let mut times = vec![];
+    for _ in 0..args.iters {
+        let start = Instant::now();
+        a.matmul(&b)?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    let seconds = median(times);
+    let gflops = 2.0 * (args.m * args.k * args.n) as f64 / seconds / 1e9;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "m": args.m, "k": args.k, "n": args.n, "transposed": args.transposed,
+                "seconds": seconds, "gflops": gflops, "threads": rayon::current_num_threads(),
+            })
+        );
+    } else {
+        println!(
+            "({} x {}) . ({} x {}){}: median {:.3} ms, {:.1} GFLOP/s",
+            args.m,
+            args.k,
+            args.k,
+            args.n,
+            if args.transposed { " (right factor transposed)" } else { "" },
+            seconds * 1e3,
+            gflops
+        );
+    }
+    Ok(())
+}
+
 fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
@@ -347,7 +458,13 @@ fn all_reduce(args: &AllReduceArgs) -> Result<()> {
     use ijepa_train::model::IJepa;
     anyhow::ensure!(args.iters > 0, "--iters must be at least 1");
     let processes = crate::pretrain::processes()?;
-    let cfg = bench_config(&args.model, args.predictor_embed_dim, args.predictor_depth)?;
+    let shape = ShapeArgs::default();
+    let cfg = bench_config(
+        &args.model,
+        &shape,
+        args.predictor_embed_dim,
+        args.predictor_depth,
+    )?;
     let model = IJepa::new(cfg, &Device::Cpu)?;
     // Tensors shaped as the gradient set a step exchanges (plus its loss).
     let grads: Vec<Tensor> = model
@@ -407,7 +524,12 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
         args.batch
     );
     let share = args.batch / ranks;
-    let cfg = bench_config(&args.model, args.predictor_embed_dim, args.predictor_depth)?;
+    let cfg = bench_config(
+        &args.model,
+        &args.shape,
+        args.predictor_embed_dim,
+        args.predictor_depth,
+    )?;
     let (device, precision) = args.on.open()?;
     let mut model = IJepa::new(cfg.clone(), &device)?;
     model.set_precision(precision);
@@ -506,7 +628,7 @@ fn forward(args: &ForwardArgs) -> Result<()> {
                 "implementation": "ijepa-rs (candle 0.11.1)",
                 "model": args.model, "batch": args.batch, "iters": args.iters,
                 "median_ms": median * 1e3, "images_per_second": img_s,
-                "threads": rayon::current_num_threads(),
+                "threads": rayon::current_num_threads(), "peak_rss_mb": peak_rss_mb(),
                 "device": args.on.device, "precision": precision.to_string(),
             })
         );

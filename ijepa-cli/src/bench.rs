@@ -441,7 +441,11 @@ fn matmul(args: &MatmulArgs) -> Result<()> {
             args.k,
             args.k,
             args.n,
-            if args.transposed { " (right factor transposed)" } else { "" },
+            if args.transposed {
+                " (right factor transposed)"
+            } else {
+                ""
+            },
             seconds * 1e3,
             gflops
         );

@@ -2,7 +2,8 @@
 //! name with `embed_dim`/`depth`/`num_heads` overrides) keep working: they
 //! resume to how 0.1 itself would have finished them (within 1e-4 of each
 //! tensor's scale: the kernels have changed their summation order since,
-//! e.g. the column sums of bias gradients), and embed exactly as 0.1 did. `tests/fixtures/v1_run/make_v1_run.sh` made the
+//! e.g. the column sums of bias gradients and the fused attention), and
+//! embed as 0.1 did (within 1e-5 of each tensor's scale). `tests/fixtures/v1_run/make_v1_run.sh` made the
 //! fixture with the 0.1 binary (commit 46b4b92).
 
 use std::path::{Path, PathBuf};
@@ -112,6 +113,8 @@ fn a_v1_checkpoint_embeds_as_v1_did() {
         ],
         &feats,
     );
-    support::assert_same_tensors(&feats, &fixture().join("expected_embed.safetensors"));
+    let worst =
+        support::assert_close_tensors(&feats, &fixture().join("expected_embed.safetensors"), 1e-5);
+    eprintln!("largest deviation from 0.1's features: {worst:e} of a tensor's scale");
     let _ = std::fs::remove_dir_all(&run);
 }

@@ -55,12 +55,15 @@ impl Module for Attention {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, n, d) = x.dims3()?;
         let h = self.num_heads;
+        let qkv = self.qkv.forward(x)?;
+        if self.q_norm.is_none() && self.k_norm.is_none() {
+            // One fused kernel (f32 on the CPU), forward and backward.
+            if let Some(out) = crate::kernels::attention(&qkv, h, self.scale)? {
+                return self.proj.forward(&apply(&self.norm, out)?);
+            }
+        }
         // (B, N, 3D) -> (3, B, heads, N, D/heads)
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((b, n, 3, h, d / h))?
-            .permute((2, 0, 3, 1, 4))?;
+        let qkv = qkv.reshape((b, n, 3, h, d / h))?.permute((2, 0, 3, 1, 4))?;
         let q = (apply(&self.q_norm, qkv.get(0)?.contiguous()?)? * self.scale)?;
         let k = apply(&self.k_norm, qkv.get(1)?.contiguous()?)?;
         let v = qkv.get(2)?.contiguous()?;

@@ -9,9 +9,14 @@
 //! near zero (|error| ≤ 2e-7).
 //! Both have a backward, so the same code serves training and inference.
 //! Other devices and dtypes use candle's differentiable compositions.
+//! The attention core (scores, softmax, values) is one kernel with its own
+//! backward: [`attention`].
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
+
+mod attention;
+pub use attention::attention;
 
 const CHUNK: usize = 1 << 14;
 

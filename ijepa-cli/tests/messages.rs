@@ -329,3 +329,22 @@ fn bf16_autocast_on_the_cpu_stays_within_the_gpu_tolerance_of_f32() {
     let worst = report["worst"]["relative"].as_f64().unwrap();
     assert!(worst > 1e-4 && worst < 2e-2, "{report}");
 }
+
+#[test]
+fn a_mask_setting_that_can_never_be_sampled_is_said_once() {
+    let run = std::env::temp_dir().join(format!("ijepa-msg-{}-mask", std::process::id()));
+    let r = run.display().to_string();
+    let out = cli(&[
+        "pretrain",
+        "--out",
+        &r,
+        "--max-steps",
+        "1",
+        "--no-probe",
+        "--set",
+        "mask.min_keep=80",
+    ]);
+    let err = refused(&out, &["min_keep = 80", "lower min_keep"]);
+    assert_eq!(err.matches("sampling could never keep").count(), 1, "{err}");
+    let _ = std::fs::remove_dir_all(&run);
+}

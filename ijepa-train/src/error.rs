@@ -11,7 +11,7 @@ pub enum TrainError {
     #[error("configuration: {0}")]
     Config(String),
     /// A mask setting the samplers refuse.
-    #[error("masks: {0}")]
+    #[error(transparent)]
     Masking(#[from] ijepa_masking::MaskingError),
     /// Images could not be found or prepared.
     #[error(transparent)]

@@ -7,7 +7,7 @@ use crate::error::{Result, TrainError};
 /// `teacher ← m·teacher + (1 − m)·student` for every tensor. The student's
 /// values are read detached: the teacher never enters an autograd graph.
 /// On the CPU the teacher's storage is written in place (one pass per
-/// tensor, [`crate::kernels::ema`]), so every tensor sharing it sees the new
+/// tensor, `kernels/ema.rs`), so every tensor sharing it sees the new
 /// values; elsewhere the map's values are replaced. Both compute the same
 /// bits.
 ///

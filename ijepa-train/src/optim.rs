@@ -4,7 +4,7 @@
 //! them) and applies one weight decay to every variable; I-JEPA decays only
 //! weights of rank ≥ 2 (and the mask token). This one follows PyTorch's
 //! `torch.optim.AdamW` operation for operation. On the CPU the update runs
-//! in place, one pass per tensor ([`crate::kernels::adamw`], bit-identical
+//! in place, one pass per tensor (`kernels/adamw.rs`, bit-identical
 //! to the composition the other devices run).
 
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
@@ -174,7 +174,10 @@ impl AdamW {
                 let Some(g) = grads.get(var.as_tensor()) else {
                     continue;
                 };
-                if self.fused && kernels::fusable(&[var.as_tensor(), g]) {
+                let moments_fusable = state
+                    .as_ref()
+                    .is_none_or(|m| kernels::fusable(&[&m.exp_avg, &m.exp_avg_sq]));
+                if self.fused && moments_fusable && kernels::fusable(&[var.as_tensor(), g]) {
                     let coefficients =
                         Coefficients::new(self.lr, group.weight_decay, self.betas, self.eps, step);
                     let (moments, fresh) = match state {

@@ -24,9 +24,10 @@ pub const TINY_MODEL: &[&str] = &[
     "model.predictor_depth=1",
 ];
 
-/// Two safetensors files hold the same tensors, bit for bit: names, dtypes,
-/// shapes and bytes.
-pub fn assert_same_tensors(a: &Path, b: &Path) {
+/// Calls `each(name, dtype, a's bytes, b's bytes)` for every tensor of two
+/// safetensors files, after checking they hold the same names, dtypes and
+/// shapes.
+fn each_pair(a: &Path, b: &Path, mut each: impl FnMut(&str, safetensors::Dtype, &[u8], &[u8])) {
     let (a_bytes, b_bytes) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
     let (x, y) = (
         SafeTensors::deserialize(&a_bytes).unwrap(),
@@ -45,35 +46,31 @@ pub fn assert_same_tensors(a: &Path, b: &Path) {
             "{name} in {}",
             a.display()
         );
-        assert!(s.data() == t.data(), "{name} differs in {}", a.display());
+        each(name, s.dtype(), s.data(), t.data());
     }
+}
+
+/// Two safetensors files hold the same tensors, bit for bit: names, dtypes,
+/// shapes and bytes.
+pub fn assert_same_tensors(a: &Path, b: &Path) {
+    each_pair(a, b, |name, _, s, t| {
+        assert!(s == t, "{name} differs in {}", a.display());
+    });
 }
 
 /// Two safetensors files of f32 tensors hold the same names and shapes and
 /// values within `tolerance` of each tensor's largest magnitude; returns
 /// the largest such relative deviation.
 pub fn assert_close_tensors(a: &Path, b: &Path, tolerance: f32) -> f32 {
-    let (a_bytes, b_bytes) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
-    let (x, y) = (
-        SafeTensors::deserialize(&a_bytes).unwrap(),
-        SafeTensors::deserialize(&b_bytes).unwrap(),
-    );
-    let mut names = x.names();
-    names.sort();
-    let mut other = y.names();
-    other.sort();
-    assert_eq!(names, other, "{} vs {}", a.display(), b.display());
     let floats = |d: &[u8]| -> Vec<f32> {
         d.chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect()
     };
     let mut worst = 0f32;
-    for name in names {
-        let (s, t) = (x.tensor(name).unwrap(), y.tensor(name).unwrap());
-        assert_eq!((s.dtype(), s.shape()), (t.dtype(), t.shape()), "{name}");
-        assert_eq!(s.dtype(), safetensors::Dtype::F32, "{name}");
-        let (u, v) = (floats(s.data()), floats(t.data()));
+    each_pair(a, b, |name, dtype, s, t| {
+        assert_eq!(dtype, safetensors::Dtype::F32, "{name}");
+        let (u, v) = (floats(s), floats(t));
         let scale = v
             .iter()
             .fold(0f32, |m, x| m.max(x.abs()))
@@ -88,7 +85,7 @@ pub fn assert_close_tensors(a: &Path, b: &Path, tolerance: f32) -> f32 {
             a.display()
         );
         worst = worst.max(diff / scale);
-    }
+    });
     worst
 }
 

@@ -482,7 +482,7 @@ impl CustomOp2 for BiasAdd {
 }
 
 /// `x + b` for `x` `(rows, d)` and a bias `b` `(d)`, with a backward whose
-/// bias gradient is [`column_sums`] (f32 on the CPU; candle's
+/// bias gradient is a column sum of its rows (f32 on the CPU; candle's
 /// `broadcast_add` elsewhere).
 pub fn bias_add(x: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     match x.dims() {

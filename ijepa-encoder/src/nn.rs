@@ -1,9 +1,10 @@
 //! Basic layers whose every operation has a backward pass.
 //!
 //! candle's fused `layer_norm` has no backward and silently drops gradients
-//! (DESIGN §6); it is not used. LayerNorm, softmax and GELU run as our fused
-//! CPU kernels, which have a backward ([`crate::kernels`]); other devices
-//! and dtypes use differentiable compositions.
+//! (DESIGN §6); it is not used. Linear, LayerNorm, softmax and GELU run as
+//! our fused CPU kernels in f32, which have a backward ([`crate::kernels`]);
+//! other devices, dtypes and autocast scopes use differentiable
+//! compositions.
 
 use candle_core::{Module, Tensor, D};
 use candle_nn::VarBuilder;
@@ -42,6 +43,9 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(y) = crate::kernels::linear(x, &self.weight, self.bias.as_ref())? {
+            return Ok(y);
+        }
         // (..., in) -> (N, in) · (in, out) -> (..., out): one GEMM.
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];

@@ -16,6 +16,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::product::product;
 use super::{contiguous_f32, fused, softmax_slice};
 
 /// The geometry of one call.
@@ -62,47 +63,6 @@ impl Shared {
     unsafe fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: the caller's contract.
         unsafe { self.0.add(offset) }
-    }
-}
-
-/// `dst (m × n) = beta · lhs (m × k) · rhs (k × n)`, every operand given by
-/// its first element and its (row, column) strides in elements.
-///
-/// # Safety
-/// Every element the strides reach must be inside its buffer, and `dst`
-/// must not overlap `lhs` or `rhs`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn product(
-    (m, k, n): (usize, usize, usize),
-    dst: (*mut f32, usize, usize),
-    lhs: (*const f32, usize, usize),
-    rhs: (*const f32, usize, usize),
-    beta: f32,
-) {
-    // SAFETY: the caller's contract; column stride then row stride, as gemm
-    // takes them; no parallelism inside (the tasks are the parallelism).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.0,
-            dst.2 as isize,
-            dst.1 as isize,
-            false,
-            lhs.0,
-            lhs.2 as isize,
-            lhs.1 as isize,
-            rhs.0,
-            rhs.2 as isize,
-            rhs.1 as isize,
-            0.0,
-            beta,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
     }
 }
 

@@ -1,22 +1,27 @@
-//! Fused CPU kernels with a backward pass: exact-GELU, softmax, LayerNorm.
+//! Fused CPU kernels with a backward pass: exact-GELU, softmax, LayerNorm,
+//! Linear, the attention core.
 //!
 //! candle 0.11.1 computes `gelu_erf` one element at a time through libm and
 //! its fused softmax has no backward (DESIGN §6); on a ViT forward these two
 //! cost as much as all the matrix products. These kernels run on all cores
-//! (rayon), in loops the compiler vectorises (AVX2/FMA when the CPU has them,
-//! chosen at run time), with a polynomial `exp` and the Abramowitz–Stegun
-//! 7.1.26 `erf` that PyTorch's vectorised CPU kernels use, with a series
-//! near zero (|error| ≤ 2e-7).
+//! (rayon), in loops the compiler vectorises (AVX2/FMA when the CPU has
+//! them, chosen at run time), with a polynomial `exp` and the
+//! Abramowitz–Stegun 7.1.26 `erf` that PyTorch's vectorised CPU kernels
+//! use, with a series near zero (|error| ≤ 2e-7).
 //! Both have a backward, so the same code serves training and inference.
 //! Other devices and dtypes use candle's differentiable compositions.
 //! The attention core (scores, softmax, values) is one kernel with its own
-//! backward: [`attention`].
+//! backward: [`attention`]; so is a Linear layer's product and bias:
+//! [`linear`].
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
 mod attention;
+mod linear;
+mod product;
 pub use attention::attention;
+pub use linear::linear;
 
 const CHUNK: usize = 1 << 14;
 

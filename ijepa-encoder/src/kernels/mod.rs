@@ -4,8 +4,8 @@
 //! candle 0.11.1 computes `gelu_erf` one element at a time through libm and
 //! its fused softmax has no backward (DESIGN §6); on a ViT forward these two
 //! cost as much as all the matrix products. These kernels run on all cores
-//! (rayon), in loops the compiler vectorises (AVX2/FMA when the CPU has
-//! them, chosen at run time), with a polynomial `exp` and the
+//! (rayon), in loops the compiler vectorises (AVX-512, else AVX2/FMA, when
+//! the CPU has them, chosen at run time), with a polynomial `exp` and the
 //! Abramowitz–Stegun 7.1.26 `erf` that PyTorch's vectorised CPU kernels
 //! use, with a series near zero (|error| ≤ 2e-7).
 //! Both have a backward, so the same code serves training and inference.
@@ -117,9 +117,21 @@ macro_rules! dispatch {
         fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+                unsafe fn wide($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn fast($($arg: $ty),*) {
                     $body($($arg),*)
+                }
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512dq")
+                {
+                    // SAFETY: the CPU supports every feature `wide` is compiled for
+                    // (AVX-512 implies AVX2 and FMA).
+                    return unsafe { wide($($arg),*) };
                 }
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU supports every feature `fast` is compiled for.

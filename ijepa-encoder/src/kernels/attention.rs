@@ -243,6 +243,7 @@ pub fn attention(qkv: &Tensor, heads: usize, scale: f64) -> candle_core::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::tests::max_diff;
     use candle_core::{Device, Var, D};
 
     /// The composition `Attention::forward` runs elsewhere.
@@ -264,15 +265,6 @@ mod tests {
         p.matmul(&v)
             .and_then(|t| t.transpose(1, 2))
             .and_then(|t| t.reshape((b, n, d)))
-            .unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .and_then(|t| t.abs())
-            .and_then(|t| t.flatten_all())
-            .and_then(|t| t.max(0))
-            .and_then(|t| t.to_scalar::<f32>())
             .unwrap()
     }
 

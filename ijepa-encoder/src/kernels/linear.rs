@@ -233,8 +233,13 @@ impl CustomOp2 for GradInput {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (output, input) = l2.shape().dims2()?;
-        let d = Dims::of(l1.shape(), &Shape::from((input, output)))?;
-        let d = Dims { input, output, ..d };
+        // `dy` ends in the weight's output width, as an input of `Wᵀ` would.
+        let rows = Dims::of(l1.shape(), &Shape::from((input, output)))?.rows;
+        let d = Dims {
+            rows,
+            input,
+            output,
+        };
         let dx = grad_input(d, contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
         Ok((CpuStorage::F32(dx), Dims::shape(l1.shape(), input)))
     }
@@ -294,6 +299,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::tests::{abs_max, max_diff};
     use candle_core::{Device, Var};
 
     /// The candle composition the kernel replaces.
@@ -305,29 +311,8 @@ mod tests {
         }
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
-
     fn scale(a: &Tensor) -> f32 {
-        a.abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1e-6)
+        abs_max(a).max(1e-6)
     }
 
     #[test]

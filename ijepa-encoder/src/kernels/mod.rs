@@ -569,15 +569,14 @@ mod tests {
         sum * 2.0 / std::f64::consts::PI.sqrt()
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+    /// The largest `|x|` of a tensor (the kernels' tests' scale).
+    pub(super) fn abs_max(a: &Tensor) -> f32 {
+        a.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+    }
+
+    /// The largest `|a − b|` (shared by the kernels' tests).
+    pub(super) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        abs_max(&(a - b).unwrap())
     }
 
     #[test]

@@ -264,22 +264,26 @@ pub(crate) fn processes() -> Result<Box<dyn Collective>> {
 
 /// How long one collective may wait for the other ranks
 /// (`IJEPA_MPI_TIMEOUT_S`, whole seconds).
-#[cfg(feature = "mpi")]
+#[cfg(any(feature = "mpi", feature = "nccl"))]
 fn collective_timeout() -> Result<std::time::Duration> {
     match std::env::var("IJEPA_MPI_TIMEOUT_S") {
         Ok(v) => Ok(std::time::Duration::from_secs(v.parse().with_context(
             || format!("IJEPA_MPI_TIMEOUT_S={v}: expected whole seconds"),
         )?)),
-        Err(_) => Ok(ijepa_train::collective::mpi::DEFAULT_TIMEOUT),
+        Err(_) => Ok(ijepa_train::collective::DEFAULT_TIMEOUT),
     }
 }
 
 /// The collective a run on `device` exchanges gradients through: with the
 /// `nccl` feature, a CUDA job of several processes sums on the GPUs (NCCL,
-/// its id sent over `host`); otherwise `host`.
-fn for_device(host: Box<dyn Collective>, device: &str) -> Result<Box<dyn Collective>> {
+/// its id sent over `host`), and so does a single process when `IJEPA_NCCL=1`
+/// (a 1-rank communicator: the check that NCCL works on a machine with one
+/// GPU); otherwise `host`.
+pub(crate) fn for_device(host: Box<dyn Collective>, device: &str) -> Result<Box<dyn Collective>> {
     #[cfg(feature = "nccl")]
-    if device.starts_with("cuda") && host.world_size() > 1 {
+    if device.starts_with("cuda")
+        && (host.world_size() > 1 || std::env::var_os("IJEPA_NCCL").is_some_and(|v| v == "1"))
+    {
         let nccl = ijepa_train::collective::nccl::Nccl::init(host, collective_timeout()?)?;
         return Ok(Box::new(nccl));
     }

@@ -77,7 +77,84 @@ impl DeviceSpec {
                     .into(),
             ));
         }
-        Device::new_cuda(gpu).map_err(|e| bad(e.to_string()))
+        let device = Device::new_cuda(gpu).map_err(|e| bad(e.to_string()))?;
+        #[cfg(feature = "cuda")]
+        keep_freed_memory(&device).map_err(bad)?;
+        Ok(device)
+    }
+}
+
+/// The default memory pool of `device`'s GPU (the one candle's
+/// stream-ordered allocations come from).
+#[cfg(feature = "cuda")]
+fn memory_pool(
+    device: &Device,
+) -> std::result::Result<candle_core::cuda::cudarc::driver::sys::CUmemoryPool, String> {
+    use candle_core::cuda::cudarc::driver::sys;
+    let Device::Cuda(cuda) = device else {
+        return Err("not a CUDA device".into());
+    };
+    let stream = cuda.cuda_stream();
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: `pool` is a valid out-pointer; the device handle belongs to a
+    // live context (held by `stream`).
+    let status = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, stream.context().cu_device()) };
+    if status != sys::CUresult::CUDA_SUCCESS {
+        return Err(format!("cuDeviceGetDefaultMemPool: {status:?}"));
+    }
+    Ok(pool)
+}
+
+/// Keeps memory freed by the step in the GPU's pool for the next step.
+/// The pool's release threshold is 0 by default: every synchronisation hands
+/// the freed memory back to the driver and the next step maps it again (the
+/// caching PyTorch's allocator does by design).
+#[cfg(feature = "cuda")]
+fn keep_freed_memory(device: &Device) -> std::result::Result<(), String> {
+    use candle_core::cuda::cudarc::driver::sys;
+    let pool = memory_pool(device)?;
+    let mut threshold = u64::MAX;
+    // SAFETY: the attribute takes a pointer to a u64, alive for the call.
+    let status = unsafe {
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+    };
+    if status != sys::CUresult::CUDA_SUCCESS {
+        return Err(format!(
+            "setting the memory pool's release threshold: {status:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// The most GPU memory the process's tensors have held at once on `device`
+/// (bytes, the pool's high-water mark of used memory) and the most the pool
+/// has reserved from the driver; `None` on the CPU or without the `cuda`
+/// feature.
+pub fn gpu_memory_peak(device: &Device) -> Option<(u64, u64)> {
+    #[cfg(feature = "cuda")]
+    {
+        use candle_core::cuda::cudarc::driver::sys;
+        let pool = memory_pool(device).ok()?;
+        let read = |attr| {
+            let mut v = 0u64;
+            // SAFETY: the attribute writes a u64 through the pointer.
+            let status =
+                unsafe { sys::cuMemPoolGetAttribute(pool, attr, (&mut v as *mut u64).cast()) };
+            (status == sys::CUresult::CUDA_SUCCESS).then_some(v)
+        };
+        Some((
+            read(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?,
+            read(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)?,
+        ))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        None
     }
 }
 

@@ -23,6 +23,12 @@ pub mod nccl;
 #[cfg(any(feature = "mpi", feature = "nccl"))]
 mod watchdog;
 
+/// How long one collective may wait for the other ranks before this
+/// process gives up (`IJEPA_MPI_TIMEOUT_S` changes it in `ijepa-cli`): long
+/// enough for rank 0 to write a checkpoint or run the online probe while the
+/// others wait at the next step.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
+
 /// Collective operations over the processes ("ranks") of one job.
 ///
 /// Every rank calls every method in the same order with tensors of the

@@ -19,11 +19,7 @@ use super::watchdog::Watchdog;
 use super::{host, Collective};
 use crate::error::{Result, TrainError};
 
-/// How long one collective may wait for the other ranks before this
-/// process gives up (`IJEPA_MPI_TIMEOUT_S` changes it): long enough for
-/// rank 0 to write a checkpoint or run the online probe while the others
-/// wait at the next step.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+pub use super::DEFAULT_TIMEOUT;
 
 /// One rank of an MPI job.
 pub struct Mpi {

@@ -5,9 +5,9 @@ use candle_nn::VarBuilder;
 
 use crate::config::{Activation, MlpKind};
 use crate::error::Result;
-use crate::kernels::{gelu_erf, softmax_last_dim};
+use crate::kernels::{gelu_erf, softmax_scores};
 use crate::nn::{LayerNorm, Linear};
-use crate::precision::{matmul, promoted, widened};
+use crate::precision::{matmul, promoted};
 
 /// Multi-head self-attention with a fused qkv projection (rows `q | k | v`,
 /// head-major inside each), as timm's `Attention`.
@@ -69,7 +69,7 @@ impl Module for Attention {
         let v = qkv.get(2)?.contiguous()?;
         // (B, heads, N, N): the products in the autocast dtype, softmax in
         // f32 (PyTorch's autocast lists).
-        let attn = softmax_last_dim(&widened(&matmul(&q, &k.t()?)?)?)?;
+        let attn = softmax_scores(&matmul(&q, &k.t()?)?)?;
         // (B, heads, N, D/heads) -> (B, N, D)
         let out = matmul(&attn, &v)?.transpose(1, 2)?.reshape((b, n, d))?;
         self.proj.forward(&apply(&self.norm, out)?)

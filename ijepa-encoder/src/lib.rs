@@ -38,6 +38,8 @@
 
 mod block;
 mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod device;
 mod error;
 pub mod hub;

@@ -2,8 +2,9 @@
 //!
 //! candle's fused `layer_norm` has no backward and silently drops gradients
 //! (DESIGN §6); it is not used. Linear, LayerNorm, softmax and GELU run as
-//! our fused CPU kernels in f32, which have a backward ([`crate::kernels`]);
-//! other devices, dtypes and autocast scopes use differentiable
+//! our fused kernels, which have a backward ([`crate::kernels`]): on the CPU
+//! in f32, on a GPU (the `cuda` feature) LayerNorm, softmax, GELU and the
+//! bias add; other devices, dtypes and autocast scopes use differentiable
 //! compositions.
 
 use candle_core::{Module, Tensor, D};
@@ -53,13 +54,14 @@ impl Module for Linear {
         // Inside an autocast scope the product is bf16 (precision.rs) and
         // the bias is added in f32 before the result is rounded to bf16 —
         // as a GEMM's epilogue adds it to its f32 accumulator — so the
-        // bias gradient is summed in f32 too.
-        let y = crate::precision::matmul(&x.reshape((rows, in_dim))?, &self.weight.t()?)?;
+        // bias gradient is summed in f32 too (`bias_add`). The weight is
+        // cast before it is transposed: the product reads the transpose by
+        // strides, so no transposed copy is made.
+        let w = crate::precision::lowered(&self.weight)?;
+        let x = crate::precision::lowered(&x.reshape((rows, in_dim))?)?;
+        let y = x.matmul(&w.t()?)?;
         let y = match &self.bias {
-            Some(b) => {
-                let y = crate::kernels::bias_add(&crate::precision::widened(&y)?, b)?;
-                crate::precision::lowered(&y)?
-            }
+            Some(b) => crate::kernels::bias_add(&y, b)?,
             None => y,
         };
         let mut out = dims.to_vec();

@@ -169,6 +169,7 @@ impl AdamW {
         let bias2 = 1.0 - b2.powi(step as i32);
         let mut changes = vec![];
         let mut fused_finite = true;
+        let mut device_flag = None;
         for (gi, (group, states)) in self.groups.iter().zip(&self.state).enumerate() {
             for (pi, ((_, var), state)) in group.params.iter().zip(states).enumerate() {
                 let Some(g) = grads.get(var.as_tensor()) else {
@@ -192,7 +193,8 @@ impl AdamW {
                         }
                     };
                     let (p, m, v) = (var.as_tensor(), &moments.exp_avg, &moments.exp_avg_sq);
-                    fused_finite &= kernels::adamw::finite(&coefficients, p, g, m, v)?;
+                    fused_finite &=
+                        kernels::adamw::finite(&coefficients, p, g, m, v, &mut device_flag)?;
                     changes.push(Change::InPlace {
                         group: gi,
                         param: pi,
@@ -227,6 +229,7 @@ impl AdamW {
             step,
             changes,
             fused_finite,
+            device_flag,
         })
     }
 
@@ -306,9 +309,12 @@ enum Change {
 pub struct Update {
     step: u64,
     changes: Vec<Change>,
-    /// Whether every in-place change would leave finite values (checked
-    /// when proposed, by a read-only pass).
+    /// Whether every in-place change on the CPU would leave finite values
+    /// (checked when proposed, by a read-only pass).
     fused_finite: bool,
+    /// The same for the in-place changes on a GPU, not read back: 0, or NaN
+    /// if a value would not be finite.
+    device_flag: Option<Tensor>,
 }
 
 impl Update {
@@ -323,7 +329,10 @@ impl Update {
             // In-place changes live on the CPU, as everything of this step.
             return Ok(Some(Tensor::new(f32::NAN, &Device::Cpu)?));
         }
-        let mut probes = Vec::with_capacity(2 * self.changes.len());
+        let mut probes = Vec::with_capacity(2 * self.changes.len() + 1);
+        if let Some(flag) = &self.device_flag {
+            probes.push(flag.sum_all()?);
+        }
         for c in &self.changes {
             let Change::New { value, moments, .. } = c else {
                 continue;

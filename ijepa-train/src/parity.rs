@@ -178,6 +178,69 @@ pub fn compare(reference: &Gradients, candidate: &Gradients) -> Result<ParityRep
     Ok(ParityReport { rows })
 }
 
+/// The state after two AdamW steps (I-JEPA's parameter groups, `lr`
+/// 1e-3) from the gradients `grads` and an EMA update of the teacher
+/// (momentum 0.99), made on a copy of `model` on its own device: every
+/// parameter, moment and teacher weight, on the CPU in f32, named (in the
+/// `grads` field; `loss` 0). Two models' states side by side ([`compare`])
+/// check an optimizer on one device against another: the fused optimizer
+/// kernels do the same arithmetic on the CPU and on a GPU, so between them
+/// every deviation is 0.
+///
+/// # Errors
+/// `grads` names other variables than the model's, or a model error.
+pub fn updated(model: &IJepa, grads: &Gradients) -> Result<Gradients> {
+    {
+        let device = model
+            .trainable_vars()
+            .first()
+            .map(|(_, v)| v.device().clone())
+            .unwrap_or(Device::Cpu);
+        let mut model = model.to_device(&device)?;
+        let vars = model.trainable_vars();
+        let mut store = {
+            // A store holding every variable (candle has no empty one to fill).
+            let sums = vars
+                .iter()
+                .map(|(_, v)| v.as_tensor().sum_all())
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            (Tensor::stack(&sums, 0)?.sum_all()? * 0.0)?.backward()?
+        };
+        for ((name, var), (other, g)) in vars.iter().zip(&grads.grads) {
+            if name != other {
+                return Err(TrainError::Config(format!(
+                    "parity: variable {name} meets gradient {other}"
+                )));
+            }
+            store.insert(var.as_tensor(), g.to_device(&device)?);
+        }
+        let mut optimizer =
+            crate::optim::AdamW::new(crate::optim::AdamW::ijepa_groups(vars.clone(), 0.04), 1e-3);
+        optimizer.step(&store)?;
+        optimizer.step(&store)?;
+        model.update_teacher(0.99)?;
+        let host = |t: &Tensor| t.to_dtype(DType::F32)?.to_device(&Device::Cpu);
+        let mut out = vec![];
+        for (name, var) in &vars {
+            out.push((name.clone(), host(var.as_tensor())?));
+        }
+        let mut state: Vec<_> = optimizer.state_tensors().into_iter().collect();
+        state.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut teacher: Vec<_> = model.teacher_weights().clone().into_iter().collect();
+        teacher.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, t) in state {
+            out.push((format!("optimizer {name}"), host(&t)?));
+        }
+        for (name, t) in teacher {
+            out.push((format!("teacher {name}"), host(&t)?));
+        }
+        Ok(Gradients {
+            loss: 0.0,
+            grads: out,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +257,27 @@ mod tests {
         let images = Tensor::randn(0f32, 1.0, (2, 3, 224, 224), &Device::Cpu).unwrap();
         let batch = StepBatch::new(images, &model.sample_masks(2, 0)).unwrap();
         (model, batch)
+    }
+
+    #[test]
+    fn the_update_is_the_same_on_two_copies_and_moves_every_parameter() {
+        let (model, batch) = tiny();
+        let grads = gradients(&model, &batch).unwrap();
+        let copy = model.to_device(&Device::Cpu).unwrap();
+        let (a, b) = (
+            updated(&model, &grads).unwrap(),
+            updated(&copy, &grads).unwrap(),
+        );
+        let report = compare(&a, &b).unwrap();
+        assert_eq!(report.worst().relative, 0.0, "{:?}", report.worst());
+        // Parameters, both moments of each, and the teacher's weights.
+        let params = grads.grads.len();
+        assert!(a.grads.len() > 3 * params, "{} rows", a.grads.len());
+        for ((name, after), (_, before)) in a.grads.iter().zip(&model.trainable_vars()) {
+            let moved = (after - before.as_tensor()).unwrap().abs().unwrap();
+            let moved = moved.max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(moved > 0.0, "{name} did not move");
+        }
     }
 
     #[test]

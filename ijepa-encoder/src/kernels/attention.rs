@@ -17,7 +17,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::product::product;
-use super::{contiguous_f32, fused, softmax_slice};
+use super::{contiguous_f32, cpu_f32, softmax_slice};
 
 /// The geometry of one call.
 #[derive(Debug, Clone, Copy)]
@@ -220,7 +220,7 @@ impl CustomOp2 for AttentionGrad {
 /// # Errors
 /// A `qkv` whose last dimension is not `3 · heads · head_dim`.
 pub fn attention(qkv: &Tensor, heads: usize, scale: f64) -> candle_core::Result<Option<Tensor>> {
-    if !fused(qkv) {
+    if !cpu_f32(qkv) {
         return Ok(None);
     }
     let (batch, tokens, width3) = qkv.dims3()?;

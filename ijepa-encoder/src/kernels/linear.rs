@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::product::product_into;
-use super::{column_sums, contiguous_f32, fused};
+use super::{column_sums, contiguous_f32, cpu_f32};
 
 /// The geometry of one call: `rows` of `input` values to `output` values.
 #[derive(Debug, Clone, Copy)]
@@ -286,7 +286,7 @@ impl CustomOp2 for GradWeight {
 /// caller's composition.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Option<Tensor>> {
     let f32_scope = crate::precision::current() == crate::precision::Precision::F32;
-    if !(f32_scope && fused(x) && fused(w) && b.is_none_or(fused)) {
+    if !(f32_scope && cpu_f32(x) && cpu_f32(w) && b.is_none_or(cpu_f32)) {
         return Ok(None);
     }
     let (x, w) = (x.contiguous()?, w.contiguous()?);

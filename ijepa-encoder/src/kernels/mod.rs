@@ -9,11 +9,20 @@
 //! Abramowitz–Stegun 7.1.26 `erf` that PyTorch's vectorised CPU kernels
 //! use, with a series near zero (|error| ≤ 2e-7).
 //! Both have a backward, so the same code serves training and inference.
-//! Other devices and dtypes use candle's differentiable compositions.
+//!
+//! With the `cuda` feature LayerNorm, softmax, GELU, the bias add and the
+//! column sums of their gradients have CUDA halves too (`cuda/layers.cu`,
+//! beside each op's CPU half here): f32 arithmetic on f32 or bf16 storage,
+//! one kernel where candle's composition launches several and keeps their
+//! intermediates; `IJEPA_KERNELS=composed` turns them off
+//! ([`crate::cuda::enabled`]). Other devices and dtypes use candle's
+//! differentiable compositions.
 //! The attention core (scores, softmax, values) is one kernel with its own
 //! backward: [`attention`]; so is a Linear layer's product and bias:
 //! [`linear`].
 
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -24,6 +33,63 @@ pub use attention::attention;
 pub use linear::linear;
 
 const CHUNK: usize = 1 << 14;
+
+/// The CUDA halves of the layer kernels.
+#[cfg(feature = "cuda")]
+const PTX: crate::cuda::Ptx = crate::cuda::Ptx {
+    module: "ijepa-layers",
+    code: include_str!(concat!(env!("OUT_DIR"), "/layers.ptx")),
+};
+
+/// Whether `x` goes to the CUDA kernels: on a GPU, f32 (or bf16 when the
+/// op takes it), with the kernels enabled.
+fn gpu(x: &Tensor, bf16: bool) -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        crate::cuda::eligible(x) && (x.dtype() == DType::F32 || (bf16 && x.dtype() == DType::BF16))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (x, bf16);
+        false
+    }
+}
+
+/// The rows of `n` values of a contiguous tensor whose last dimension is `n`.
+#[cfg(feature = "cuda")]
+fn row_count(l: &Layout) -> (usize, usize) {
+    let n = l.shape().dims().last().copied().unwrap_or(1).max(1);
+    (l.shape().elem_count() / n, n)
+}
+
+/// Launches the `{name}_f32` or `{name}_bf16` kernel for `x`'s dtype, with
+/// the views of `x` (and `more`, of the same dtype) and a fresh output of
+/// `x`'s size, then `tail`'s scalars: the element-wise and row kernels'
+/// shared shape.
+#[cfg(feature = "cuda")]
+macro_rules! typed_launch {
+    ($name:expr, $cfg:expr, $s:expr, $l:expr, [$(($ms:expr, $ml:expr)),*]; $($tail:expr),*) => {{
+        use crate::cuda::{output, storage, view};
+        use candle_core::backend::BackendStorage as _;
+        let dev = &$s.device;
+        let n = $l.shape().elem_count();
+        match $s.dtype() {
+            DType::F32 => {
+                let y = output::<f32>(dev, n)?;
+                crate::cuda_launch!(dev, &PTX, concat!($name, "_f32"), $cfg;
+                    &view::<f32>($s, $l)?, $(&view::<f32>($ms, $ml)?,)* &y, $($tail),*)?;
+                storage(y, dev)
+            }
+            DType::BF16 => {
+                let y = output::<half::bf16>(dev, n)?;
+                crate::cuda_launch!(dev, &PTX, concat!($name, "_bf16"), $cfg;
+                    &view::<half::bf16>($s, $l)?, $(&view::<half::bf16>($ms, $ml)?,)* &y, $($tail),*)?;
+                storage(y, dev)
+            }
+            other => candle_core::bail!(concat!($name, ": no CUDA kernel for {:?}"), other),
+        }
+    }};
+}
 
 /// `e^x` for `x ≤ 88`, relative error ≈ 1e-7: `x = n·ln2 + r`, a degree-6
 /// Taylor polynomial for `e^r` on `|r| ≤ ln2/2`, `2^n` from the exponent bits.
@@ -170,8 +236,12 @@ fn map_f32(
 }
 
 struct GeluErf;
+/// Inputs `x`, the output's gradient; output: `x`'s gradient.
 struct GeluErfGrad;
 struct Softmax;
+/// Inputs `x`, the output's gradient; output: `x`'s gradient (the
+/// probabilities recomputed from `x`, so a bf16 output need not be kept).
+struct SoftmaxGrad;
 
 impl CustomOp1 for GeluErf {
     fn name(&self) -> &'static str {
@@ -182,24 +252,60 @@ impl CustomOp1 for GeluErf {
         map_f32(s, l, 1, gelu_slice)
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let n = l.shape().elem_count();
+        let y = typed_launch!("ijepa_gelu", crate::cuda::elements(n), s, l, []; &(n as u64));
+        Ok((y, l.shape().clone()))
+    }
+
     fn bwd(
         &self,
         arg: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let slope = arg.apply_op1_no_bwd(&GeluErfGrad)?;
-        Ok(Some(grad.mul(&slope)?))
+        let grad = grad.to_dtype(arg.dtype())?.contiguous()?;
+        Ok(Some(
+            arg.contiguous()?.apply_op2_no_bwd(&grad, &GeluErfGrad)?,
+        ))
     }
 }
 
-impl CustomOp1 for GeluErfGrad {
+impl CustomOp2 for GeluErfGrad {
     fn name(&self) -> &'static str {
         "ijepa-gelu-erf-grad"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        map_f32(s, l, 1, gelu_grad_slice)
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        // The slope, then its product with the gradient (as `grad · slope`).
+        let (mut dx, shape) = map_f32(s1, l1, 1, gelu_grad_slice)?;
+        let g = contiguous_f32(s2, l2)?;
+        if let CpuStorage::F32(dx) = &mut dx {
+            dx.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(d, g)| d.iter_mut().zip(g).for_each(|(d, &g)| *d *= g));
+        }
+        Ok((dx, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let n = l1.shape().elem_count();
+        let dx = typed_launch!("ijepa_gelu_grad", crate::cuda::elements(n), s1, l1, [(s2, l2)]; &(n as u64));
+        Ok((dx, l1.shape().clone()))
     }
 }
 
@@ -213,15 +319,69 @@ impl CustomOp1 for Softmax {
         map_f32(s, l, row, |x, y| softmax_slice(x, y, row))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let (rows, n) = row_count(l);
+        let y = typed_launch!("ijepa_softmax", crate::cuda::rows(rows), s, l, [];
+            &(rows as i32), &(n as i32));
+        Ok((y, l.shape().clone()))
+    }
+
     fn bwd(
         &self,
-        _arg: &Tensor,
-        res: &Tensor,
+        arg: &Tensor,
+        _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        // dx = y ⊙ (g − Σ g⊙y)
-        let dot = (grad * res)?.sum_keepdim(D::Minus1)?;
-        Ok(Some((res * grad.broadcast_sub(&dot)?)?))
+        // dx = y ⊙ (g − Σ g⊙y), y recomputed from x.
+        let grad = grad.to_dtype(arg.dtype())?.contiguous()?;
+        Ok(Some(
+            arg.contiguous()?.apply_op2_no_bwd(&grad, &SoftmaxGrad)?,
+        ))
+    }
+}
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "ijepa-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let row = l1.shape().dims().last().copied().unwrap_or(1).max(1);
+        let g = contiguous_f32(s2, l2)?;
+        let (mut dx, shape) = map_f32(s1, l1, row, |x, y| softmax_slice(x, y, row))?;
+        if let CpuStorage::F32(dx) = &mut dx {
+            let chunk = (CHUNK / row).max(1) * row;
+            dx.par_chunks_mut(chunk)
+                .zip(g.par_chunks(chunk))
+                .for_each(|(y, g)| {
+                    for (y, g) in y.chunks_exact_mut(row).zip(g.chunks_exact(row)) {
+                        let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+                        y.iter_mut().zip(g).for_each(|(y, &g)| *y *= g - dot);
+                    }
+                });
+        }
+        Ok((dx, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let (rows, n) = row_count(l1);
+        let dx = typed_launch!("ijepa_softmax_grad", crate::cuda::rows(rows), s1, l1, [(s2, l2)];
+            &(rows as i32), &(n as i32));
+        Ok((dx, l1.shape().clone()))
     }
 }
 
@@ -302,10 +462,9 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a 
 struct LayerNormOp {
     eps: f32,
 }
-struct Normalize {
-    eps: f32,
-}
-struct LayerNormGradX {
+/// Inputs `x`, `w`, the output's gradient; output: the gradients of `x`,
+/// `w` and `b` packed in one flat tensor, `[dx | dw | db]`.
+struct LayerNormGrad {
     eps: f32,
 }
 
@@ -329,6 +488,26 @@ impl CustomOp3 for LayerNormOp {
         })
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        use crate::cuda::{output, storage, view};
+        let dev = &s1.device;
+        let (rows, d) = row_count(l1);
+        let y = output::<f32>(dev, rows * d)?;
+        crate::cuda_launch!(dev, &PTX, "ijepa_layer_norm_f32", crate::cuda::rows(rows);
+            &view::<f32>(s1, l1)?, &view::<f32>(s2, l2)?, &view::<f32>(s3, l3)?, &y, &0u64,
+            &(rows as i32), &(d as i32), &self.eps)?;
+        Ok((storage(y, dev), l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -338,36 +517,21 @@ impl CustomOp3 for LayerNormOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = w.dim(0)?;
+        let n = x.elem_count();
         let grad = grad.contiguous()?;
-        let dx = x.apply_op3_no_bwd(w, &grad, &LayerNormGradX { eps: self.eps })?;
-        let rows = grad.elem_count() / d;
-        let g2 = grad.reshape((rows, d))?;
-        let xhat = x
-            .apply_op1_no_bwd(&Normalize { eps: self.eps })?
-            .reshape((rows, d))?;
-        let dw = column_sums(&(g2.clone() * xhat)?)?;
-        let db = column_sums(&g2)?;
+        let packed = x.apply_op3_no_bwd(w, &grad, &LayerNormGrad { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, n, d)?;
+        let db = packed.narrow(0, n + d, d)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
 
-impl CustomOp1 for Normalize {
-    fn name(&self) -> &'static str {
-        "ijepa-normalize"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let d = l.shape().dims().last().copied().unwrap_or(1).max(1);
-        map_f32(s, l, d, |x, y| normalize_body(x, y, d, self.eps))
-    }
-}
-
-impl CustomOp3 for LayerNormGradX {
+impl CustomOp3 for LayerNormGrad {
     fn name(&self) -> &'static str {
         "ijepa-layer-norm-grad"
     }
 
-    /// Inputs: `x`, `w`, `grad`.
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -383,25 +547,96 @@ impl CustomOp3 for LayerNormGradX {
             contiguous_f32(s3, l3)?,
         );
         let d = w.len();
-        let mut dx = vec![0f32; x.len()];
+        let mut packed = vec![0f32; x.len() + 2 * d];
+        let (dx, _) = packed.split_at_mut(x.len());
         let chunk = (CHUNK / d).max(1) * d;
         dx.par_chunks_mut(chunk)
             .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
             .for_each(|(dx, (x, g))| layer_norm_grad_slice(x, g, dx, w, self.eps));
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        // dw = Σ_rows g·x̂, db = Σ_rows g.
+        let mut gx = vec![0f32; x.len()];
+        gx.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
+            .for_each(|(gx, (x, g))| {
+                normalize_body(x, gx, d, self.eps);
+                gx.iter_mut().zip(g).for_each(|(v, &g)| *v *= g);
+            });
+        packed[x.len()..x.len() + d].copy_from_slice(&column_sums_body(&gx, d));
+        packed[x.len() + d..].copy_from_slice(&column_sums_body(g, d));
+        Ok((CpuStorage::F32(packed), Shape::from(x.len() + 2 * d)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        use crate::cuda::{output, storage, view};
+        let dev = &s1.device;
+        let (rows, d) = row_count(l1);
+        let n = rows * d;
+        let packed = output::<f32>(dev, n + 2 * d)?;
+        let stats = output::<f32>(dev, 2 * rows)?;
+        let x = view::<f32>(s1, l1)?;
+        let g = view::<f32>(s3, l3)?;
+        crate::cuda_launch!(dev, &PTX, "ijepa_layer_norm_grad_x_f32", crate::cuda::rows(rows);
+            &x, &view::<f32>(s2, l2)?, &g, &packed.slice(0..n), &stats,
+            &(rows as i32), &(d as i32), &self.eps)?;
+        let chunks = Chunks::of(rows);
+        let partial = output::<f32>(dev, chunks.count * 2 * d)?;
+        crate::cuda_launch!(dev, &PTX, "ijepa_layer_norm_partials_f32", chunks.config(d);
+            &g, &x, &stats, &partial, &(rows as i32), &(d as i32), &(chunks.rows as i32))?;
+        crate::cuda_launch!(dev, &PTX, "ijepa_sum_partials", crate::cuda::elements(2 * d);
+            &partial, &packed.slice(n..), &(chunks.count as i32), &(2 * d as i32))?;
+        Ok((storage(packed, dev), Shape::from(n + 2 * d)))
+    }
+}
+
+/// How the CUDA column sums split the rows: `count` chunks of `rows` rows.
+#[cfg(feature = "cuda")]
+struct Chunks {
+    rows: usize,
+    count: usize,
+}
+
+#[cfg(feature = "cuda")]
+impl Chunks {
+    /// At least 64 rows a chunk, at most 2048 chunks.
+    fn of(rows: usize) -> Self {
+        let per = rows.div_ceil(2048).max(64);
+        Self {
+            rows: per,
+            count: rows.div_ceil(per).max(1),
+        }
+    }
+
+    /// Blocks of 32 columns × 8 row lanes, one per (column block, chunk).
+    fn config(&self, d: usize) -> crate::cuda::LaunchConfig {
+        crate::cuda::LaunchConfig {
+            grid_dim: (d.div_ceil(32).max(1) as u32, self.count as u32, 1),
+            block_dim: (32, 8, 1),
+            shared_mem_bytes: 0,
+        }
     }
 }
 
 /// LayerNorm over the last dimension with weight and bias, with a backward
-/// to all three (f32 on the CPU; `None` elsewhere, for the caller's
-/// composition).
+/// to all three (f32 on the CPU, and on a GPU with the `cuda` feature;
+/// `None` elsewhere, for the caller's composition).
 pub fn layer_norm(
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
     eps: f64,
 ) -> candle_core::Result<Option<Tensor>> {
-    if !(fused(x) && fused(w) && fused(b)) {
+    let cpu = cpu_f32(x) && cpu_f32(w) && cpu_f32(b);
+    let cuda = gpu(x, false) && x.dtype() == DType::F32 && gpu(w, false) && gpu(b, false);
+    if !(cpu || cuda) || w.dtype() != DType::F32 || b.dtype() != DType::F32 {
         return Ok(None);
     }
     let (w, b) = (w.contiguous()?, b.contiguous()?);
@@ -412,7 +647,8 @@ pub fn layer_norm(
     )?))
 }
 
-fn fused(x: &Tensor) -> bool {
+/// Whether `x` goes to the CPU kernels: f32 on the CPU.
+fn cpu_f32(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
@@ -440,6 +676,8 @@ fn column_sums_body(x: &[f32], d: usize) -> Vec<f32> {
     total
 }
 
+/// Column sums of `(rows, d)` data, as f32 `(d)` (the input f32, or bf16
+/// on a GPU).
 struct ColumnSums;
 
 impl CustomOp1 for ColumnSums {
@@ -452,17 +690,46 @@ impl CustomOp1 for ColumnSums {
         let sums = column_sums_body(contiguous_f32(s, l)?, d);
         Ok((CpuStorage::F32(sums), Shape::from(d)))
     }
-}
 
-/// `x.sum(0)` of a `(rows, d)` matrix (no backward: gradients use it).
-fn column_sums(x: &Tensor) -> candle_core::Result<Tensor> {
-    if fused(x) {
-        x.contiguous()?.apply_op1_no_bwd(&ColumnSums)
-    } else {
-        x.sum(0)
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        use crate::cuda::{output, storage, view};
+        use candle_core::backend::BackendStorage;
+        let dev = &s.device;
+        let (rows, d) = l.shape().dims2()?;
+        let chunks = Chunks::of(rows);
+        let partial = output::<f32>(dev, chunks.count * d)?;
+        let (r, w, c) = (rows as i32, d as i32, chunks.rows as i32);
+        match s.dtype() {
+            DType::F32 => {
+                crate::cuda_launch!(dev, &PTX, "ijepa_column_partials_f32", chunks.config(d);
+                &view::<f32>(s, l)?, &partial, &r, &w, &c)?
+            }
+            DType::BF16 => {
+                crate::cuda_launch!(dev, &PTX, "ijepa_column_partials_bf16", chunks.config(d);
+                &view::<half::bf16>(s, l)?, &partial, &r, &w, &c)?
+            }
+            other => candle_core::bail!("column sums: no CUDA kernel for {other:?}"),
+        }
+        let sums = output::<f32>(dev, d)?;
+        crate::cuda_launch!(dev, &PTX, "ijepa_sum_partials", crate::cuda::elements(d);
+            &partial, &sums, &(chunks.count as i32), &w)?;
+        Ok((storage(sums, dev), Shape::from(d)))
     }
 }
 
+/// `x.sum(0)` of a `(rows, d)` matrix, in f32 (no backward: gradients use
+/// it).
+fn column_sums(x: &Tensor) -> candle_core::Result<Tensor> {
+    if cpu_f32(x) || gpu(x, true) {
+        x.contiguous()?.apply_op1_no_bwd(&ColumnSums)
+    } else {
+        x.to_dtype(DType::F32)?.sum(0)
+    }
+}
+
+/// `x + b` in f32, the result in `x`'s dtype (inputs `x` `(rows, d)` f32,
+/// or bf16 on a GPU; `b` `(d)` f32).
 struct BiasAdd;
 
 impl CustomOp2 for BiasAdd {
@@ -487,6 +754,22 @@ impl CustomOp2 for BiasAdd {
         })
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let n = l1.shape().elem_count();
+        let d = l2.shape().elem_count();
+        let b = crate::cuda::view::<f32>(s2, l2)?;
+        let y = typed_launch!("ijepa_bias_add", crate::cuda::elements(n), s1, l1, [];
+            &b, &(n as u64), &(d as i32));
+        Ok((y, l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         _x: &Tensor,
@@ -498,21 +781,26 @@ impl CustomOp2 for BiasAdd {
     }
 }
 
-/// `x + b` for `x` `(rows, d)` and a bias `b` `(d)`, with a backward whose
-/// bias gradient is a column sum of its rows (f32 on the CPU; candle's
-/// `broadcast_add` elsewhere).
+/// `x + b` for `x` `(rows, d)` and a bias `b` `(d)`, added in f32 and
+/// returned in `x`'s dtype — as a GEMM's epilogue adds the bias to its f32
+/// accumulator before rounding, so under bf16 autocast the sum is f32 and
+/// the result bf16 — with a backward whose bias gradient is an f32 column
+/// sum of its rows. One kernel for f32 on the CPU and for f32 or bf16 on
+/// a GPU; candle's composition elsewhere.
 pub fn bias_add(x: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    match x.dims() {
-        [_, d] if fused(x) && fused(b) && b.dims() == [*d] => {
-            x.contiguous()?.apply_op2(&b.contiguous()?, BiasAdd)
-        }
-        _ => x.broadcast_add(b),
+    let fits = matches!(x.dims(), [_, d] if b.dims() == [*d]) && b.dtype() == DType::F32;
+    if fits && ((cpu_f32(x) && cpu_f32(b)) || (gpu(x, true) && gpu(b, false))) {
+        return x.contiguous()?.apply_op2(&b.contiguous()?, BiasAdd);
     }
+    if x.dtype() == b.dtype() {
+        return x.broadcast_add(b);
+    }
+    bias_add(&x.to_dtype(DType::F32)?, &b.to_dtype(DType::F32)?)?.to_dtype(x.dtype())
 }
 
 /// Exact (erf) GELU, `0.5·x·(1 + erf(x/√2))`, with a backward.
 pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
-    if fused(x) {
+    if cpu_f32(x) || gpu(x, true) {
         x.contiguous()?.apply_op1(GeluErf)
     } else {
         x.gelu_erf()
@@ -521,13 +809,24 @@ pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
 
 /// Softmax over the last dimension, with a backward.
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    if fused(x) {
+    if cpu_f32(x) || gpu(x, false) {
         return x.contiguous()?.apply_op1(Softmax);
     }
     // The max is a constant shift: no gradient flows through it.
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Softmax of attention scores whose probabilities feed a matrix product:
+/// in f32, as autocast's f32 list has it. On a GPU, bf16 scores give bf16
+/// probabilities in one kernel — the values that widening, the f32
+/// softmax and the product's cast to bf16 give in three.
+pub fn softmax_scores(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.dtype() == DType::BF16 && gpu(x, true) {
+        return x.contiguous()?.apply_op1(Softmax);
+    }
+    softmax_last_dim(&crate::precision::widened(x)?)
 }
 
 #[cfg(test)]

@@ -8,8 +8,10 @@ use rayon::prelude::*;
 use super::{slice, slice_mut, CHUNK};
 
 /// The f32 constants of one step of one parameter group, rounded from f64
-/// as candle rounds them.
+/// as candle rounds them (laid out as `optim.cu`'s `Adam`, which the CUDA
+/// kernels take by value).
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 pub(crate) struct Coefficients {
     decay: f32,
     b1: f32,
@@ -20,6 +22,10 @@ pub(crate) struct Coefficients {
     eps: f32,
     step_size: f32,
 }
+
+// SAFETY: plain f32 fields in C layout, as the kernels' `Adam`.
+#[cfg(feature = "cuda")]
+unsafe impl ijepa_encoder::cuda::DeviceRepr for Coefficients {}
 
 impl Coefficients {
     /// Step `step` (from 1) at `lr`, decoupled decay `weight_decay`.
@@ -58,18 +64,28 @@ impl Coefficients {
 }
 
 /// Whether the update of `p` by `g` with moments `m`, `v` (all contiguous
-/// f32 on the CPU, one shape) leaves the parameter and the second moment
-/// finite. Reads only.
+/// f32, one shape) leaves the parameter and the second moment finite.
+/// Reads only. On the CPU the answer is returned; on a GPU it is `true` and
+/// the answer goes to the device scalar `flag` (made on first use, shared
+/// by every tensor of the step): NaN is written there if a value would not
+/// be finite, so the step reads it back with the rest of the step.
 ///
 /// # Errors
-/// A tensor that is not contiguous f32 on the CPU.
+/// A tensor that is not contiguous f32 on the CPU or a GPU.
 pub(crate) fn finite(
     c: &Coefficients,
     p: &Tensor,
     g: &Tensor,
     m: &Tensor,
     v: &Tensor,
+    flag: &mut Option<Tensor>,
 ) -> candle_core::Result<bool> {
+    #[cfg(feature = "cuda")]
+    if p.device().is_cuda() {
+        check_on_gpu(c, [p, g, m, v], flag)?;
+        return Ok(true);
+    }
+    let _ = flag;
     let guards = [p, g, m, v].map(|t| t.storage_and_layout());
     let mut s = [&[][..]; 4];
     for (slot, (storage, layout)) in s.iter_mut().zip(&guards) {
@@ -91,6 +107,37 @@ pub(crate) fn finite(
             }
             ok
         }))
+}
+
+/// The GPU's finiteness check of one update: NaN into `flag` if needed.
+#[cfg(feature = "cuda")]
+fn check_on_gpu(
+    c: &Coefficients,
+    tensors: [&Tensor; 4],
+    flag: &mut Option<Tensor>,
+) -> candle_core::Result<()> {
+    use ijepa_encoder::cuda::{cuda_storage, elements, storage_of, view};
+    let flag = match flag {
+        Some(f) => f.clone(),
+        None => flag
+            .insert(Tensor::zeros(
+                1,
+                candle_core::DType::F32,
+                tensors[0].device(),
+            )?)
+            .clone(),
+    };
+    let [p, g, m, v] = tensors.map(storage_of);
+    let ((p, lp), (g, lg), (m, lm), (v, lv)) = (p?, g?, m?, v?);
+    let (f, lf) = storage_of(&flag)?;
+    let n = lp.shape().elem_count();
+    let dev = cuda_storage(&p)?.device.clone();
+    ijepa_encoder::cuda_launch!(dev, &super::PTX, "ijepa_adamw_check", elements(n);
+        &view::<f32>(cuda_storage(&p)?, &lp)?, &view::<f32>(cuda_storage(&g)?, &lg)?,
+        &view::<f32>(cuda_storage(&m)?, &lm)?, &view::<f32>(cuda_storage(&v)?, &lv)?,
+        // The flag is this step's own tensor: the kernel's writes race with
+        // nothing but each other, and all write NaN.
+        &view::<f32>(cuda_storage(&f)?, &lf)?, &(n as u64), c)
 }
 
 struct FirstMoment(Coefficients);
@@ -116,6 +163,17 @@ impl InplaceOp2 for FirstMoment {
             .for_each(|(m, g)| m.iter_mut().zip(g).for_each(|(m, &g)| *m = self.0.m(*m, g)));
         Ok(())
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        m: &mut candle_core::CudaStorage,
+        lm: &Layout,
+        g: &candle_core::CudaStorage,
+        lg: &Layout,
+    ) -> candle_core::Result<()> {
+        super::in_place_launch!("ijepa_adamw_first", m, lm, [(g, lg)]; &self.0)
+    }
 }
 
 impl InplaceOp2 for SecondMoment {
@@ -136,6 +194,17 @@ impl InplaceOp2 for SecondMoment {
             .zip(g.par_chunks(CHUNK))
             .for_each(|(v, g)| v.iter_mut().zip(g).for_each(|(v, &g)| *v = self.0.v(*v, g)));
         Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        v: &mut candle_core::CudaStorage,
+        lv: &Layout,
+        g: &candle_core::CudaStorage,
+        lg: &Layout,
+    ) -> candle_core::Result<()> {
+        super::in_place_launch!("ijepa_adamw_second", v, lv, [(g, lg)]; &self.0)
     }
 }
 
@@ -164,12 +233,25 @@ impl InplaceOp3 for Parameter {
             });
         Ok(())
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        p: &mut candle_core::CudaStorage,
+        lp: &Layout,
+        m: &candle_core::CudaStorage,
+        lm: &Layout,
+        v: &candle_core::CudaStorage,
+        lv: &Layout,
+    ) -> candle_core::Result<()> {
+        super::in_place_launch!("ijepa_adamw_param", p, lp, [(m, lm), (v, lv)]; &self.0)
+    }
 }
 
 /// The update, in place: `m` and `v` take their new values, then `p`.
 ///
 /// # Errors
-/// A tensor that is not contiguous f32 on the CPU.
+/// A tensor that is not contiguous f32 on the CPU or a GPU.
 pub(crate) fn apply(
     c: &Coefficients,
     p: &Tensor,

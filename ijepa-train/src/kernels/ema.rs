@@ -34,13 +34,24 @@ impl InplaceOp2 for Ema {
             });
         Ok(())
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        t: &mut candle_core::CudaStorage,
+        lt: &Layout,
+        s: &candle_core::CudaStorage,
+        ls: &Layout,
+    ) -> candle_core::Result<()> {
+        super::in_place_launch!("ijepa_ema", t, lt, [(s, ls)]; &self.momentum, &self.one_minus)
+    }
 }
 
 /// `teacher ← momentum·teacher + (1 − momentum)·student`, writing the
-/// teacher's storage (both contiguous f32 on the CPU, one shape).
+/// teacher's storage (both contiguous f32, on the CPU or a GPU, one shape).
 ///
 /// # Errors
-/// A tensor that is not contiguous f32 on the CPU.
+/// A tensor that is not contiguous f32 on the CPU or a GPU.
 pub(crate) fn update(teacher: &Tensor, student: &Tensor, momentum: f64) -> candle_core::Result<()> {
     teacher.inplace_op2(
         student,

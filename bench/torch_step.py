@@ -12,7 +12,7 @@ Prints one JSON object (median seconds per step, images/s, peak RSS).
 On a GPU (bench/gpu.sh): --device cuda --bf16 (the official `use_bfloat16`: the forward and
 the loss under torch.autocast(bfloat16), backward outside it, as the official train.py) and
 --flops (the FLOPs of one forward + backward as torch.utils.flop_counter.FlopCounterMode
-counts them, for MFU); the peak memory is then torch.cuda.max_memory_reserved too.
+counts them, for MFU); the peak memory is then torch.cuda.max_memory_allocated and _reserved too.
 """
 import argparse
 import json
@@ -36,6 +36,8 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (the official use_bfloat16)")
     ap.add_argument("--flops", action="store_true", help="count one forward + backward's FLOPs")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timed steps, print torch.profiler's per-kernel table of one more step")
     a = ap.parse_args()
     dev = torch.device(a.device)
     grid = a.img // a.patch
@@ -68,9 +70,7 @@ def main():
         dict(params=[p for p in params if p.ndim >= 2], weight_decay=0.04),
         dict(params=[p for p in params if p.ndim < 2], weight_decay=0.0),
     ], lr=1e-4)
-    times = []
-    for i in range(a.warmup + a.iters):
-        start = time.perf_counter()
+    def step():
         loss = forward()
         loss.backward()
         if a.train:
@@ -79,10 +79,26 @@ def main():
                 for q, k in zip(student.parameters(), teacher.parameters()):
                     k.data.mul_(0.996).add_((1.0 - 0.996) * q.detach().data)
         sync()
+
+    times = []
+    for i in range(a.warmup + a.iters):
+        start = time.perf_counter()
+        step()
         if i >= a.warmup:
             times.append(time.perf_counter() - start)
         for p in list(student.parameters()) + list(predictor.parameters()):
             p.grad = None
+
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            step()
+        key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
+        try:
+            print(prof.key_averages().table(sort_by=key, row_limit=60))
+        except Exception:  # newer PyTorch names it device_time_total
+            print(prof.key_averages().table(sort_by="device_time_total", row_limit=60))
     median = sorted(times)[len(times) // 2]
     out = dict(implementation=f"PyTorch {torch.__version__} eager (reference, timm blocks)",
                what="fwd+bwd+AdamW+EMA" if a.train else "fwd+bwd",
@@ -93,6 +109,7 @@ def main():
         out["flops_per_step"] = flops
     if dev.type == "cuda":
         out["cuda_max_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
         out["gpu"] = torch.cuda.get_device_name()
     print(json.dumps(out))
 

@@ -98,9 +98,15 @@ pub struct ParityArgs {
     /// Images in the batch.
     #[arg(long, default_value_t = 4)]
     batch: usize,
-    /// Largest relative deviation allowed (default: 1e-4 at f32, 2e-2 at bf16).
+    /// Largest relative deviation allowed (default: 1e-4 at f32, 2e-2 at
+    /// bf16 against the CPU; 1e-5 and 1e-2 against the composition).
     #[arg(long)]
     tolerance: Option<f64>,
+    /// What the step is compared with: `cpu` (the f32 CPU step) or
+    /// `composed` (the same device and precision with our CUDA kernels
+    /// off: candle's compositions, which they replace).
+    #[arg(long, default_value = "cpu")]
+    reference: String,
     #[command(flatten)]
     on: DeviceArgs,
     /// Print one JSON object.
@@ -228,6 +234,10 @@ pub struct AllReduceArgs {
     /// Timed all-reduces.
     #[arg(long, default_value_t = 5)]
     iters: usize,
+    /// Where the gradients live: cpu, cuda or cuda:N (on a GPU with the
+    /// `nccl` feature they are summed by NCCL: `IJEPA_NCCL=1` for one process).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -343,7 +353,7 @@ fn fixed_batch(
 
 fn parity(args: &ParityArgs) -> Result<()> {
     use ijepa_train::model::IJepa;
-    use ijepa_train::parity::{compare, gradients};
+    use ijepa_train::parity::{compare, gradients, updated};
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
     let shape = ShapeArgs::default();
     let mut cfg = bench_config(
@@ -361,39 +371,72 @@ fn parity(args: &ParityArgs) -> Result<()> {
     );
     cfg.encoder.depth = args.depth;
     let (device, precision) = args.on.open()?;
-    let tolerance = args.tolerance.unwrap_or(match precision {
-        Precision::F32 => 1e-4,
-        Precision::Bf16 => 2e-2,
+    let composed = match args.reference.as_str() {
+        "cpu" => false,
+        "composed" => true,
+        other => anyhow::bail!("--reference {other:?}: expected \"cpu\" or \"composed\""),
+    };
+    let tolerance = args.tolerance.unwrap_or(match (precision, composed) {
+        (Precision::F32, false) => 1e-4,
+        (Precision::Bf16, false) => 2e-2,
+        (Precision::F32, true) => 1e-5,
+        (Precision::Bf16, true) => 1e-2,
     });
-    let reference = IJepa::new(cfg.clone(), &Device::Cpu)?;
+    let cpu_model = IJepa::new(cfg.clone(), &Device::Cpu)?;
     let batch = fixed_batch(&cfg, args.batch, &Device::Cpu)?;
-    let mut candidate = reference.to_device(&device)?;
+    let mut candidate = cpu_model.to_device(&device)?;
     candidate.set_precision(precision);
     let started = Instant::now();
-    let expected = gradients(&reference, &batch)?;
-    let cpu_s = started.elapsed().as_secs_f64();
-    let got = gradients(&candidate, &batch)?;
+    let expected = if composed {
+        anyhow::ensure!(
+            device.is_cuda(),
+            "--reference composed compares our CUDA kernels with candle's compositions: it needs --device cuda"
+        );
+        with_kernels(false, || gradients(&candidate, &batch))?
+    } else {
+        gradients(&cpu_model, &batch)?
+    };
+    let reference_s = started.elapsed().as_secs_f64();
+    let got = with_kernels(true, || gradients(&candidate, &batch))?;
     let report = compare(&expected, &got)?;
     let worst = report.worst();
-    let passed = report.within(tolerance);
+    // The optimizer and EMA from the same parameters and gradients: the
+    // fused kernels give the CPU's values bit for bit.
+    let reference_model = if composed { &candidate } else { &cpu_model };
+    let update = compare(
+        &with_kernels(!composed, || updated(reference_model, &got))?,
+        &with_kernels(true, || updated(&candidate, &got))?,
+    )?;
+    let update_worst = update.worst();
+    let update_tolerance = if composed { 1e-5 } else { 0.0 };
+    let passed = report.within(tolerance) && update.within(update_tolerance);
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "model": args.model, "depth": args.depth, "batch": args.batch,
                 "device": args.on.device, "precision": precision.to_string(),
+                "reference": args.reference,
                 "tensors": report.rows.len(), "tolerance": tolerance, "passed": passed,
                 "worst": { "name": worst.name, "relative": worst.relative, "max_abs": worst.max_abs },
-                "loss": { "cpu_f32": expected.loss, "candidate": got.loss },
-                "cpu_seconds": cpu_s,
+                "loss": { "reference": expected.loss, "candidate": got.loss },
+                "update": { "tensors": update.rows.len() - 1, "tolerance": update_tolerance,
+                            "worst": { "name": update_worst.name, "relative": update_worst.relative,
+                                       "max_abs": update_worst.max_abs } },
+                "reference_seconds": reference_s,
             })
         );
     } else {
         println!(
-            "parity of {} (depth {}) on {} at {precision} against the CPU at f32: loss {:.6} vs {:.6}; {} tensors, worst {} at {:.2e} relative ({:.2e} absolute), tolerance {:.0e}: {}",
+            "parity of {} (depth {}) on {} at {precision} against {}: loss {:.6} vs {:.6}; {} tensors, worst {} at {:.2e} relative ({:.2e} absolute), tolerance {:.0e}; after two AdamW steps and an EMA update from the same gradients, worst {} at {:.2e} (tolerance {:.0e}): {}",
             args.model,
             args.depth,
             args.on.device,
+            if composed {
+                "the composition (kernels off)"
+            } else {
+                "the CPU at f32"
+            },
             got.loss,
             expected.loss,
             report.rows.len(),
@@ -401,6 +444,9 @@ fn parity(args: &ParityArgs) -> Result<()> {
             worst.relative,
             worst.max_abs,
             tolerance,
+            update_worst.name,
+            update_worst.relative,
+            update_tolerance,
             if passed { "passed" } else { "FAILED" }
         );
     }
@@ -464,7 +510,11 @@ fn median(mut times: Vec<f64>) -> f64 {
 fn all_reduce(args: &AllReduceArgs) -> Result<()> {
     use ijepa_train::model::IJepa;
     anyhow::ensure!(args.iters > 0, "--iters must be at least 1");
-    let processes = crate::pretrain::processes()?;
+    let processes = crate::pretrain::for_device(crate::pretrain::processes()?, &args.device)?;
+    let device = args
+        .device
+        .parse::<DeviceSpec>()?
+        .open(processes.local_rank())?;
     let shape = ShapeArgs::default();
     let cfg = bench_config(
         &args.model,
@@ -473,47 +523,83 @@ fn all_reduce(args: &AllReduceArgs) -> Result<()> {
         args.predictor_depth,
     )?;
     let model = IJepa::new(cfg, &Device::Cpu)?;
-    // Tensors shaped as the gradient set a step exchanges (plus its loss).
+    // Tensors shaped as the gradient set a step exchanges, of the same seeded
+    // values on every process: their sum is known.
     let grads: Vec<Tensor> = model
         .trainable_vars()
         .iter()
-        .map(|(_, v)| v.as_tensor().ones_like())
+        .map(|(_, v)| v.as_tensor().to_device(&device))
         .collect::<candle_core::Result<_>>()?;
     let floats: usize = grads.iter().map(Tensor::elem_count).sum();
     drop(model);
+    let ranks = processes.world_size();
     let mut times = vec![];
+    let mut worst = 0f64;
     for i in 0..args.iters + 1 {
         processes.barrier()?;
         let start = Instant::now();
         let sums = processes.all_reduce_sum(&grads)?;
+        device.synchronize()?;
         if i > 0 {
             times.push(start.elapsed().as_secs_f64());
+        } else {
+            // Each sum is `ranks` times the tensor (exactly, for 1 or 2
+            // ranks; within rounding beyond).
+            for (g, s) in grads.iter().zip(&sums) {
+                let expected = (g * ranks as f64)?;
+                let diff = (s - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                let scale = expected.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-30);
+                worst = worst.max(f64::from(diff / scale));
+            }
         }
         drop(sums);
     }
+    anyhow::ensure!(
+        worst <= 1e-6,
+        "all-reduce over {ranks} processes on {}: a sum is off by {worst:.2e} of its scale",
+        args.device
+    );
     let seconds = median(times);
     if !processes.is_writer() {
         return Ok(());
     }
-    let ranks = processes.world_size();
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "model": args.model, "floats": floats, "processes": ranks,
+                "device": args.device, "sums_checked": true, "worst_relative": worst,
                 "seconds": seconds, "gb_per_second": floats as f64 * 4.0 / seconds / 1e9,
             })
         );
     } else {
         println!(
-            "all-reduce of {} gradients ({:.1} M floats) over {ranks} processes: median {:.3} s ({:.2} GB/s of f32)",
+            "all-reduce of {} gradients ({:.1} M floats) over {ranks} processes on {}: median {:.3} s ({:.2} GB/s of f32), sums checked",
             args.model,
+            args.device,
             floats as f64 / 1e6,
             seconds,
             floats as f64 * 4.0 / seconds / 1e9
         );
     }
     Ok(())
+}
+
+/// `f` with our CUDA kernels on or off (a build without CUDA has none:
+/// `f` runs as it is).
+fn with_kernels<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    #[cfg(feature = "cuda")]
+    {
+        ijepa_encoder::cuda::set_enabled(on);
+        let out = f();
+        ijepa_encoder::cuda::set_enabled(true);
+        out
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = on;
+        f()
+    }
 }
 
 fn step(args: &StepArgs, train: bool) -> Result<()> {
@@ -523,7 +609,7 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
         args.batch > 0 && args.iters > 0,
         "--batch and --iters must be at least 1"
     );
-    let processes = crate::pretrain::processes()?;
+    let processes = crate::pretrain::for_device(crate::pretrain::processes()?, &args.on.device)?;
     let ranks = processes.world_size();
     anyhow::ensure!(
         args.batch.is_multiple_of(ranks),
@@ -571,6 +657,8 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
     if !train_step.collective().is_writer() {
         return Ok(());
     }
+    let mib = |bytes: u64| bytes as f64 / f64::from(1u32 << 20);
+    let gpu = ijepa_encoder::device::gpu_memory_peak(&device);
     if args.json {
         println!(
             "{}",
@@ -580,6 +668,8 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
                 "seconds_per_step": median, "images_per_second": args.batch as f64 / median,
                 "peak_rss_mb": rss, "threads": rayon::current_num_threads(), "processes": ranks,
                 "device": args.on.device, "precision": precision.to_string(),
+                "cuda_max_allocated_mb": gpu.map(|(used, _)| mib(used)),
+                "cuda_max_reserved_mb": gpu.map(|(_, reserved)| mib(reserved)),
             })
         );
     } else {

@@ -55,7 +55,10 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     let vit = loaded.build(&device)?;
     let transform = eval_transform(&loaded.data, &args.transform, &loaded.config)?;
     let size = transform.size();
-    let files = image_files(&args.images)?;
+    let (files, notes) = image_files(&args.images)?;
+    for note in notes {
+        eprintln!("note: {note}");
+    }
     let root = if args.images.is_dir() {
         args.images.as_path()
     } else {

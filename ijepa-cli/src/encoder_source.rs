@@ -58,7 +58,10 @@ pub fn open_device(spec: &str) -> Result<Device> {
 pub fn load_encoder(spec: &str, model: Option<&str>, which: Which) -> Result<LoadedEncoder> {
     let device = Device::Cpu;
     let local = PathBuf::from(spec);
-    if let Some(ck) = ijepa_train::checkpoint::find(&local)? {
+    if let Some((ck, note)) = ijepa_train::checkpoint::find(&local)? {
+        if let Some(note) = note {
+            eprintln!("note: {note}");
+        }
         let (config, weights, train) =
             ijepa_train::checkpoint::load_encoder(&ck, which == Which::Target, &device)
                 .with_context(|| format!("loading ijepa-rs checkpoint {}", ck.display()))?;

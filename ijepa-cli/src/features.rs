@@ -32,11 +32,11 @@ pub struct TransformArgs {
     /// most 16,384 patches per image, e.g. 2048 at patch 16).
     #[arg(long)]
     image_size: Option<usize>,
-    /// Fraction of the resized image the centre crop keeps, in (0, 1]
-    /// (default: the weights'; 1: no crop).
+    /// Fraction of the resized image the centre crop keeps, in (0, 1] and at
+    /// least image size / 8192 (default: the weights'; 1: no crop).
     #[arg(long, conflicts_with = "resize")]
     crop_pct: Option<f64>,
-    /// Size the shorter side is resized to before the centre crop.
+    /// Size the shorter side is resized to before the centre crop (1 to 8192).
     #[arg(long)]
     resize: Option<usize>,
 }

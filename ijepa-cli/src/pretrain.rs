@@ -42,11 +42,13 @@ pub struct PretrainArgs {
     /// Images per step (at most 65,536).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Seed of weights, data order, augmentation and masks.
-    #[arg(long)]
+    /// Seed of weights, data order, augmentation and masks (0 to
+    /// 9223372036854775807: a TOML integer).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     seed: Option<u64>,
-    /// Stop after this many optimizer steps (schedules still span every epoch).
-    #[arg(long)]
+    /// Stop after this many optimizer steps (schedules still span every
+    /// epoch; at most 9223372036854775807).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     max_steps: Option<u64>,
     /// Continue the run in --out from its latest checkpoint (its config.toml is the base).
     #[arg(long)]

@@ -164,6 +164,9 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
     };
     let train = ImageFolder::open(&args.train)?;
     let val = ImageFolder::open(&args.val)?;
+    for note in train.notes().iter().chain(val.notes()) {
+        eprintln!("note: {note}");
+    }
     let classes = train.classes().to_vec();
     anyhow::ensure!(
         classes.len() >= 2,
@@ -206,27 +209,38 @@ pub fn run(args: &ProbeArgs) -> Result<()> {
             sets.push((Box::new(f.pooled), label_of(&f.read), f.skipped.len()));
             continue;
         };
+        // What made them, then the images they were made from: settings
+        // that differ are refused; images that changed are extracted again.
         let source = format!(
-            "{made_by}; {} images of {}",
+            "{made_by}; {} images of {} ({})",
             files.len(),
-            folder.root().display()
+            folder.root().display(),
+            ijepa_train::probe::fingerprint(&files)?
         );
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         if let Some(f) = FeatureFile::open(dir, name)? {
+            let json = dir.join(format!("{name}.json"));
+            if f.meta().source == source {
+                eprintln!(
+                    "features of {name} images: {} (extracted before)",
+                    dir.display()
+                );
+                let (labels, skipped) = (f.meta().labels.clone(), f.meta().skipped);
+                sets.push((Box::new(f), labels, skipped));
+                continue;
+            }
             anyhow::ensure!(
-                f.meta().source == source,
+                f.meta().source.starts_with(&format!("{made_by};")),
                 "{}: features of other settings ({}); this probe needs ({source}): \
                  remove {name}.json and {name}.f32, or choose another --features folder",
-                dir.join(format!("{name}.json")).display(),
+                json.display(),
                 f.meta().source
             );
             eprintln!(
-                "features of {name} images: {} (extracted before)",
-                dir.display()
+                "note: {}: the {name} images changed since their features were extracted ({}); extracting them again",
+                json.display(),
+                f.meta().source.rsplit_once("; ").map_or("", |(_, data)| data)
             );
-            let (labels, skipped) = (f.meta().labels.clone(), f.meta().skipped);
-            sets.push((Box::new(f), labels, skipped));
-            continue;
         }
         eprintln!(
             "features of {} {name} images → {}…",

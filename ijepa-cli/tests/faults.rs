@@ -327,3 +327,186 @@ fn corrupt_images_are_counted_once_batches_stay_full_and_resume_is_exact() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+/// Waits until `run`'s lock names its holder (the run has started).
+fn wait_for_lock(run: &Path, child: &mut std::process::Child) {
+    let lock = run.join(".lock");
+    let until = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&lock).map_or(true, |s| s.is_empty()) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the first run ended early"
+        );
+        assert!(Instant::now() < until, "no lock after 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn two_runs_on_one_directory_never_both_write_it() {
+    // A long run holds the directory: a second start and a --resume are
+    // both refused, naming it.
+    let r = dir("locked");
+    let long: Vec<&str> = tiny().into_iter().chain(["--epochs", "500"]).collect();
+    let mut first = cli(&r, &long)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_lock(&r, &mut first);
+    let holder = format!("PID {}", first.id());
+    for args in [long.clone(), vec!["--resume", "--no-probe"]] {
+        let out = run(&r, &args);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("is in use by another run") && err.contains(&holder),
+            "{err}"
+        );
+    }
+    // Killed with SIGKILL, it leaves its lock file; the next run takes it.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    ok(&run(&r, &["--resume", "--no-probe", "--max-steps", "2"]));
+    std::fs::remove_dir_all(&r).unwrap();
+
+    // Two starts at the same moment: one runs, the other is refused.
+    for round in 0..3 {
+        let r = dir(&format!("race-{round}"));
+        let short: Vec<&str> = tiny().into_iter().chain(["--epochs", "2"]).collect();
+        let spawn = || {
+            cli(&r, &short)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        let won = outs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(won, 1, "round {round}: {} runs succeeded", won);
+        let lost = outs.iter().find(|o| !o.status.success()).unwrap();
+        let err = stderr(lost);
+        // Refused by the lock, or — had the winner finished first — as a
+        // directory that already holds a run.
+        assert!(
+            err.contains("is in use by another run") || err.contains("already holds a run"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&r).unwrap();
+    }
+}
+
+#[test]
+fn a_lost_latest_or_a_changed_checkpoint_resumes_from_the_newest_that_verifies() {
+    // 3 epochs of 4 steps; the interrupted runs stop after 8 (the
+    // schedules span all 12 either way).
+    let args = |steps: &'static str| -> Vec<&'static str> {
+        tiny()
+            .into_iter()
+            .chain(["--epochs", "3", "--max-steps", steps])
+            .collect()
+    };
+    let straight = dir("verify-straight");
+    ok(&run(&straight, &args("12")));
+
+    // `latest` deleted: a fresh start is refused, --resume continues from
+    // the newest checkpoint, and the run ends as if nothing happened.
+    let lost = dir("lost-latest");
+    ok(&run(&lost, &args("8")));
+    std::fs::remove_file(lost.join("checkpoints/latest")).unwrap();
+    let out = run(&lost, &args("8"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already holds a run"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&lost, &["--resume", "--no-probe", "--max-steps", "12"]);
+    ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("latest is missing")
+            && err.contains("continuing from")
+            && err.contains("step-00000008"),
+        "{err}"
+    );
+    assert_same_run(&straight, &lost, "step-00000012");
+
+    // A bit flipped in the newest checkpoint's weights (the value stays
+    // finite): refused by its checksum, the one before is resumed.
+    let flipped = dir("flipped");
+    ok(&run(&flipped, &args("8")));
+    let model = flipped.join("checkpoints/step-00000008/model.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x80; // the lowest exponent bit of the last f32: x2 or /2
+    std::fs::write(&model, &bytes).unwrap();
+    let inspect = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
+        .arg("inspect")
+        .arg(model.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(!inspect.status.success());
+    assert!(
+        stderr(&inspect).contains("model.safetensors changed after it was written"),
+        "{}",
+        stderr(&inspect)
+    );
+    let out = run(&flipped, &["--resume", "--no-probe", "--max-steps", "12"]);
+    ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("changed after it was written") && err.contains("step-00000007"),
+        "{err}"
+    );
+    assert_same_run(&straight, &flipped, "step-00000012");
+    for d in [straight, lost, flipped] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn a_fifo_and_a_link_loop_in_the_data_neither_hang_nor_multiply_the_images() {
+    let data = dir("special-data");
+    image_folder(&data, 8, 0);
+    let made = Command::new("mkfifo").arg(data.join("c0/x.jpg")).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    std::os::unix::fs::symlink("..", data.join("c1/loop")).unwrap();
+    let r = dir("special-run");
+    let d = data.display().to_string();
+    let args: Vec<&str> = tiny()
+        .into_iter()
+        .chain(["--data", &d, "--max-steps", "2"])
+        .collect();
+    let mut child = cli(&r, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            child.kill().unwrap();
+            panic!("pretrain hung on a FIFO in the data folder");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("1 image name(s)") && err.contains("x.jpg"),
+        "{err}"
+    );
+    assert!(err.contains("lead back") && err.contains("loop"), "{err}");
+    // 8 images, not 8 more for every way round the loop.
+    assert!(err.contains("8 images"), "{err}");
+    for d in [data, r] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}

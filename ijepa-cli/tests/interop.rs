@@ -306,6 +306,31 @@ fn probes_from_a_feature_folder_equal_probes_in_memory_and_reuse_it() {
     let other = run(&["--features", f, "--image-size", "32"]);
     assert!(!other.status.success());
     assert!(String::from_utf8_lossy(&other.stderr).contains("features of other settings"));
+    // Images replaced under the same names: extracted again, not reused.
+    let mut images: Vec<_> = std::fs::read_dir(train.join("dark"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    images.sort();
+    let mut val_images: Vec<_> = std::fs::read_dir(val.join("light"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    val_images.sort();
+    std::fs::copy(&val_images[0], &images[0]).unwrap();
+    let changed = run(&["--features", f]);
+    let err = String::from_utf8_lossy(&changed.stderr).into_owned();
+    assert!(err.contains("images changed") && err.contains("→"), "{err}");
+    assert_eq!(results(&changed), results(&run(&[])));
+    // A feature file holding NaN is refused by row, never probed.
+    let rows = feats.join("train.f32");
+    let mut bytes = std::fs::read(&rows).unwrap();
+    bytes[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&rows, &bytes).unwrap();
+    let poisoned = run(&["--features", f]);
+    assert!(!poisoned.status.success());
+    let err = String::from_utf8_lossy(&poisoned.stderr).into_owned();
+    assert!(err.contains("train.f32: row 0 holds NaN"), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 

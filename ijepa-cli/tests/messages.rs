@@ -105,7 +105,7 @@ fn probe_settings_that_give_wrong_numbers_are_refused_before_any_feature() {
         ),
         (
             vec!["--weights", &w, "--resize", "0"],
-            "resize 0 must be positive",
+            "resize 0 must be 1 to 8192",
         ),
         (
             vec!["--weights", &w, "--resize", "9", "--crop-pct", "1"],
@@ -241,7 +241,68 @@ fn resuming_with_another_model_says_so() {
         ],
     );
     assert!(!err.contains("predictor width"), "{err}");
+    // A resume with nothing left to train keeps the run's own settings.
+    let before = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let out = cli(&[
+        "pretrain",
+        "--out",
+        r,
+        "--resume",
+        "--epochs",
+        "9",
+        "--max-steps",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to train"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("config.toml")).unwrap(),
+        before
+    );
     std::fs::remove_dir_all(&run).unwrap();
+}
+
+#[test]
+fn integers_toml_cannot_hold_are_refused_with_their_range() {
+    for flag in ["--seed", "--max-steps"] {
+        refused(
+            &cli(&["pretrain", flag, "18446744073709551615", "--print-config"]),
+            &["18446744073709551615", "9223372036854775807"],
+        );
+    }
+}
+
+#[test]
+fn sizes_beyond_the_bounds_are_refused_with_the_range() {
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/embed_images");
+    let out = std::env::temp_dir().join("ijepa-msg-never-written-2.safetensors");
+    let (i, o, w) = (images.to_str().unwrap(), out.to_str().unwrap(), weights());
+    let embed = |flag: &str, value: &str| {
+        cli(&[
+            "embed",
+            "--weights",
+            &w,
+            "--images",
+            i,
+            "--out",
+            o,
+            flag,
+            value,
+        ])
+    };
+    refused(
+        &embed("--crop-pct", "1e-9"),
+        &["8192 px", "crop_pct must be at least"],
+    );
+    refused(
+        &embed("--resize", "30000"),
+        &["resize 30000 must be 1 to 8192"],
+    );
+    assert!(!out.exists());
 }
 
 #[cfg(not(feature = "mpi"))]

@@ -25,7 +25,12 @@
 //!   namespace first (`.trash-…`), then deleting: a kill during pruning
 //!   never leaves a half-deleted folder named like a checkpoint;
 //! - leftovers of a killed writer (`.step-…tmp-…`, `.trash-…`) are removed
-//!   by the next save, and [`list`] reports complete checkpoints only.
+//!   by the next save, and [`list`] reports complete checkpoints only;
+//! - `state.json` records each tensor file's length and CRC-32C, read back
+//!   from the disk after writing; [`load`] checks them, so a file changed
+//!   afterwards (a flipped bit that leaves every value finite) is refused
+//!   by name, and [`resume_point`] falls back to the newest checkpoint that
+//!   verifies — also when `latest` is missing or broken — saying so.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -84,6 +89,68 @@ pub struct CheckpointState {
     /// Processes of the job that wrote it (1 before data-parallel runs).
     #[serde(default = "one")]
     pub world_size: usize,
+    /// Length and CRC-32C of each tensor file, as written (absent in
+    /// checkpoints written before they were recorded: then not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<std::collections::BTreeMap<String, FileSum>>,
+}
+
+/// A file's length and CRC-32C (Castagnoli).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSum {
+    /// Bytes.
+    pub bytes: u64,
+    /// CRC-32C of the whole file.
+    pub crc32c: u32,
+}
+
+impl FileSum {
+    /// The sum of the file at `path`, read in pieces.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn of(path: &Path) -> Result<Self> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path).map_err(io(path))?;
+        let mut buf = vec![0u8; 1 << 22];
+        let (mut crc, mut bytes) = (0u32, 0u64);
+        loop {
+            let n = file.read(&mut buf).map_err(io(path))?;
+            if n == 0 {
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            bytes += n as u64;
+        }
+        Ok(Self { bytes, crc32c: crc })
+    }
+}
+
+/// The tensor files of a checkpoint.
+const TENSOR_FILES: [&str; 2] = ["model.safetensors", "optimizer.safetensors"];
+
+/// Checks the tensor files of checkpoint `path` against the sums its
+/// `state` recorded (nothing to check in a checkpoint without them).
+///
+/// # Errors
+/// A file whose length or CRC-32C differs, named with both values.
+pub fn verify(path: &Path, state: &CheckpointState) -> Result<()> {
+    let Some(files) = &state.files else {
+        return Ok(());
+    };
+    for (name, recorded) in files {
+        let actual = FileSum::of(&path.join(name))?;
+        if actual != *recorded {
+            return Err(TrainError::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "{name} changed after it was written: {} bytes with CRC-32C {:08x} recorded, {} bytes with {:08x} read",
+                    recorded.bytes, recorded.crc32c, actual.bytes, actual.crc32c
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A checkpoint read back.
@@ -195,10 +262,7 @@ fn write_files(
     let tensors = |m: &'_ WeightMap| -> Vec<(String, Tensor)> {
         m.iter().map(|(k, t)| (k.clone(), t.clone())).collect()
     };
-    for (file, part) in [
-        ("model.safetensors", model),
-        ("optimizer.safetensors", optimizer),
-    ] {
+    for (file, part) in TENSOR_FILES.into_iter().zip([model, optimizer]) {
         let list = tensors(part);
         ijepa_encoder::output::write_safetensors(
             &tmp.join(file),
@@ -207,7 +271,14 @@ fn write_files(
         )
         .map_err(model_error(tmp))?;
     }
-    let json = serde_json::to_vec_pretty(state).map_err(|e| TrainError::Checkpoint {
+    let mut state = state.clone();
+    let mut files = std::collections::BTreeMap::new();
+    for file in TENSOR_FILES {
+        // Read back from the disk: the sum is of what was written.
+        files.insert(file.to_string(), FileSum::of(&tmp.join(file))?);
+    }
+    state.files = Some(files);
+    let json = serde_json::to_vec_pretty(&state).map_err(|e| TrainError::Checkpoint {
         path: tmp.to_path_buf(),
         reason: e.to_string(),
     })?;
@@ -314,6 +385,55 @@ pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
+/// The checkpoint a run continues from, and a note when it is not the one
+/// `latest` names: `latest`'s when it names a complete checkpoint whose
+/// files verify; otherwise — `latest` missing, unreadable, naming a missing
+/// or incomplete folder, or files that changed — the newest complete
+/// checkpoint that verifies. `None` when the run has no checkpoint at all.
+///
+/// # Errors
+/// Checkpoints exist but none verifies (each one's reason given).
+pub fn resume_point(run_dir: &Path) -> Result<Option<(PathBuf, Option<String>)>> {
+    let named = latest(run_dir);
+    let mut candidates = list(run_dir)?;
+    let why_not_latest = match &named {
+        Ok(Some(path)) => match read_state(path).and_then(|s| verify(path, &s)) {
+            Ok(()) => return Ok(Some((path.clone(), None))),
+            Err(e) => {
+                candidates.retain(|c| c != path);
+                e.to_string()
+            }
+        },
+        Ok(None) if candidates.is_empty() => return Ok(None),
+        Ok(None) => format!(
+            "{} is missing",
+            checkpoints_dir(run_dir).join("latest").display()
+        ),
+        Err(e) => e.to_string(),
+    };
+    let mut refused = vec![];
+    while let Some(path) = candidates.pop() {
+        match read_state(&path).and_then(|s| verify(&path, &s)) {
+            Ok(()) => {
+                let note = format!(
+                    "{why_not_latest}: continuing from {}, the newest checkpoint that verifies",
+                    path.display()
+                );
+                return Ok(Some((path, Some(note))));
+            }
+            Err(e) => refused.push(e.to_string()),
+        }
+    }
+    Err(TrainError::Checkpoint {
+        path: checkpoints_dir(run_dir),
+        reason: format!(
+            "no checkpoint verifies ({why_not_latest}{}{})",
+            if refused.is_empty() { "" } else { "; " },
+            refused.join("; ")
+        ),
+    })
+}
+
 /// Reads a checkpoint's `state.json` alone (its step, position and
 /// configuration), without its tensors.
 ///
@@ -362,6 +482,7 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         candle_core::safetensors::load(&p, device).map_err(|e| bad(format!("{file}: {e}")))
     };
     let state = read_state(path)?;
+    verify(path, &state)?;
     let (mut encoder, mut target_encoder, mut predictor) =
         (WeightMap::new(), WeightMap::new(), WeightMap::new());
     for (k, t) in read("model.safetensors")? {
@@ -398,17 +519,18 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
 }
 
 /// The checkpoint folder `path` names: a checkpoint folder itself (it has a
-/// `state.json`) or a run directory (its `latest`). `None` when `path` is
-/// neither, i.e. not ijepa-rs's.
+/// `state.json`) or a run directory (its [`resume_point`], with the note
+/// when that is not `latest`'s). `None` when `path` is neither, i.e. not
+/// ijepa-rs's.
 ///
 /// # Errors
-/// A run directory whose `latest` is broken.
-pub fn find(path: &Path) -> Result<Option<PathBuf>> {
+/// A run directory whose checkpoints all fail to verify.
+pub fn find(path: &Path) -> Result<Option<(PathBuf, Option<String>)>> {
     if path.join("state.json").is_file() && path.join("model.safetensors").is_file() {
-        return Ok(Some(path.to_path_buf()));
+        return Ok(Some((path.to_path_buf(), None)));
     }
-    if checkpoints_dir(path).join("latest").is_file() {
-        return latest(path);
+    if checkpoints_dir(path).is_dir() {
+        return resume_point(path);
     }
     Ok(None)
 }
@@ -478,6 +600,7 @@ mod tests {
             config: cfg,
             encoder: None,
             world_size: 1,
+            files: None,
         };
         let mut w = WeightMap::new();
         w.insert("x".into(), Tensor::new(&[1f32], &Device::Cpu).unwrap());

@@ -558,6 +558,21 @@ impl TrainConfig {
         self.ijepa()?;
         self.sampler()?;
         let bad = |msg: String| Err(TrainError::Config(msg));
+        // A configuration is kept as TOML, whose integers are i64.
+        let r = &self.run;
+        for (name, value) in [
+            ("run.seed", Some(r.seed)),
+            ("run.max_steps", r.max_steps),
+            ("run.checkpoint_every", Some(r.checkpoint_every)),
+            ("run.log_every", Some(r.log_every)),
+        ] {
+            if let Some(v) = value.filter(|&v| v > i64::MAX as u64) {
+                return bad(format!(
+                    "{name} = {v} is out of range: 0 to {} (a TOML integer)",
+                    i64::MAX
+                ));
+            }
+        }
         let d = &self.data;
         for (name, value, max) in [
             ("data.batch_size", d.batch_size, MAX_BATCH),

@@ -53,6 +53,7 @@ pub mod optim;
 pub mod parity;
 pub mod plot;
 pub mod probe;
+pub mod run_lock;
 pub mod schedule;
 pub mod step;
 pub mod tensorboard;

@@ -22,6 +22,7 @@ use crate::data::{
 use crate::error::{io, Result, TrainError};
 use crate::metrics::{MetricsLog, StepMetrics};
 use crate::model::IJepa;
+use crate::run_lock::RunLock;
 use crate::schedule::{CosineWeightDecay, WarmupCosine};
 use crate::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
 
@@ -118,6 +119,8 @@ pub struct Trainer {
     resumed_from: Option<PathBuf>,
     notes: Vec<String>,
     probe_sets: Option<(ImageFolder, ImageFolder)>,
+    /// The run directory's lock (the writer's), held while the trainer lives.
+    _lock: Option<RunLock>,
 }
 
 /// The device `run.device` names: a CUDA job's ranks drive the GPUs of
@@ -230,7 +233,25 @@ impl Trainer {
     /// equally.
     pub fn with_collective(config: TrainConfig, collective: Box<dyn Collective>) -> Result<Self> {
         let run_dir = config.run.out.clone();
-        let existing = checkpoint::latest(&run_dir)?;
+        // A new run's settings are checked before its directory is made (a
+        // resumed run's after its checkpoint's, so that a changed model is
+        // named as such).
+        if !config.run.resume {
+            config.validate()?;
+        }
+        // Before anything is read or written: one writer per directory.
+        let lock = match collective.is_writer() {
+            true => Some(RunLock::acquire(&run_dir)?),
+            false => None,
+        };
+        let mut notes = vec![];
+        let existing = match checkpoint::resume_point(&run_dir)? {
+            Some((path, note)) => {
+                notes.extend(note);
+                Some(path)
+            }
+            None => None,
+        };
         // A resumed run is compared with its own configuration first: a
         // changed model is named as such, not as whatever it breaks.
         if let (true, Some(path)) = (config.run.resume, &existing) {
@@ -256,7 +277,6 @@ impl Trainer {
             )));
         }
         let device = device_of(&config.run.device, collective.as_ref())?;
-        let mut notes = vec![];
         let (precision, note) = precision_on(config.run.precision.parse()?, device.is_cpu());
         notes.extend(note);
         let resume = match (config.run.resume, existing) {
@@ -294,7 +314,11 @@ impl Trainer {
         let encoder = config.encoder()?;
         let (h, w) = encoder.image_size;
         let source = match &config.data.path {
-            Some(path) => ImageSource::Folder(ImageFolder::open(path)?),
+            Some(path) => {
+                let folder = ImageFolder::open(path)?;
+                notes.extend(folder.notes().iter().cloned());
+                ImageSource::Folder(folder)
+            }
             None => ImageSource::Synthetic(SyntheticShapes::new(
                 h.max(w) as u32,
                 config.data.synthetic_images,
@@ -376,6 +400,7 @@ impl Trainer {
             resumed_from: None,
             notes,
             probe_sets: None,
+            _lock: lock,
             config,
         };
         if let Some(ck) = resume {
@@ -392,7 +417,18 @@ impl Trainer {
         if let (Some(t), Some(v)) = (&trainer.config.probe.train, &trainer.config.probe.val) {
             trainer.probe_sets = Some((ImageFolder::open(t)?, ImageFolder::open(v)?));
         }
-        if trainer.step.collective().is_writer() {
+        // A resumed run that has nothing left to do leaves its config.toml
+        // as it was: its settings stay the ones it trained with.
+        let idle = trainer.resumed_from.is_some() && trainer.steps >= trainer.stop_step();
+        if idle {
+            trainer.notes.push(format!(
+                "nothing to train: the run is at step {} and stops at {}; {} is left as it was",
+                trainer.steps,
+                trainer.stop_step(),
+                run_dir.join("config.toml").display()
+            ));
+        }
+        if trainer.step.collective().is_writer() && !idle {
             std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
             checkpoint::remove_debris(&run_dir);
             ijepa_encoder::output::write_file(
@@ -401,6 +437,15 @@ impl Trainer {
             )?;
         }
         Ok(trainer)
+    }
+
+    /// The step the run stops after: `run.max_steps`, at most the schedules'
+    /// total.
+    fn stop_step(&self) -> u64 {
+        self.config
+            .run
+            .max_steps
+            .map_or(self.total_steps, |m| m.min(self.total_steps))
     }
 
     /// The resolved configuration.
@@ -440,11 +485,7 @@ impl Trainer {
     /// updating anything, the last checkpoint stays the newest), a failed
     /// checkpoint or metrics write, a model error.
     pub fn run(&mut self, observer: &mut dyn Observer, stop: &AtomicBool) -> Result<Summary> {
-        let stop_step = self
-            .config
-            .run
-            .max_steps
-            .map_or(self.total_steps, |m| m.min(self.total_steps));
+        let stop_step = self.stop_step();
         let epochs = self.config.optim.epochs;
         let acc = self.config.optim.accumulate;
         observer.start(&RunInfo {
@@ -640,6 +681,7 @@ impl Trainer {
             config: self.config.clone(),
             encoder: Some(self.step.model().config().encoder.clone()),
             world_size: self.step.collective().world_size(),
+            files: None,
         };
         let model = self.step.model();
         let student = model.student_weights()?;

@@ -226,6 +226,7 @@ fn a_checkpoint_with_a_nan_is_never_written_and_never_resumed() {
         config: cfg,
         encoder: None,
         world_size: 1,
+        files: None,
     };
     let mut w = ijepa_encoder::WeightMap::new();
     w.insert(
@@ -279,6 +280,21 @@ fn a_checkpoint_with_a_nan_is_never_written_and_never_resumed() {
         None,
     )
     .unwrap();
+    let err = ijepa_train::checkpoint::load(&path, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    // The recorded checksum sees the change first...
+    assert!(
+        err.contains("model.safetensors changed after it was written"),
+        "{err}"
+    );
+    // ...and a checkpoint written before checksums were recorded is still
+    // checked finite.
+    let state_path = path.join("state.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("files");
+    std::fs::write(&state_path, serde_json::to_vec(&json).unwrap()).unwrap();
     let err = ijepa_train::checkpoint::load(&path, &Device::Cpu)
         .unwrap_err()
         .to_string();

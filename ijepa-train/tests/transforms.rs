@@ -56,7 +56,8 @@ fn eval_transform_equals_timm() {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
     let root = fixtures.join("embed_images");
-    let files = image_files(&root).unwrap();
+    let (files, notes) = image_files(&root).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
     let names: Vec<String> = files
         .iter()
         .map(|p| p.strip_prefix(&root).unwrap().to_string_lossy().into())

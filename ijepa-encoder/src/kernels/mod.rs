@@ -15,7 +15,7 @@
 //! beside each op's CPU half here): f32 arithmetic on f32 or bf16 storage,
 //! one kernel where candle's composition launches several and keeps their
 //! intermediates; `IJEPA_KERNELS=composed` turns them off
-//! ([`crate::cuda::enabled`]). Other devices and dtypes use candle's
+//! (`ijepa_encoder::cuda::enabled`). Other devices and dtypes use candle's
 //! differentiable compositions.
 //! The attention core (scores, softmax, values) is one kernel with its own
 //! backward: [`attention`]; so is a Linear layer's product and bias:
@@ -73,6 +73,7 @@ macro_rules! typed_launch {
         use candle_core::backend::BackendStorage as _;
         let dev = &$s.device;
         let n = $l.shape().elem_count();
+        check_width(n, &[$($ml),*])?;
         match $s.dtype() {
             DType::F32 => {
                 let y = output::<f32>(dev, n)?;
@@ -501,6 +502,7 @@ impl CustomOp3 for LayerNormOp {
         use crate::cuda::{output, storage, view};
         let dev = &s1.device;
         let (rows, d) = row_count(l1);
+        check_width(d, &[l2, l3])?;
         let y = output::<f32>(dev, rows * d)?;
         crate::cuda_launch!(dev, &PTX, "ijepa_layer_norm_f32", crate::cuda::rows(rows);
             &view::<f32>(s1, l1)?, &view::<f32>(s2, l2)?, &view::<f32>(s3, l3)?, &y, &0u64,
@@ -579,6 +581,8 @@ impl CustomOp3 for LayerNormGrad {
         use crate::cuda::{output, storage, view};
         let dev = &s1.device;
         let (rows, d) = row_count(l1);
+        check_width(d, &[l2])?;
+        check_width(rows * d, &[l3])?;
         let n = rows * d;
         let packed = output::<f32>(dev, n + 2 * d)?;
         let stats = output::<f32>(dev, 2 * rows)?;
@@ -595,6 +599,21 @@ impl CustomOp3 for LayerNormGrad {
             &partial, &packed.slice(n..), &(chunks.count as i32), &(2 * d as i32))?;
         Ok((storage(packed, dev), Shape::from(n + 2 * d)))
     }
+}
+
+/// Refuses operands whose element count is not `n` (a kernel would read
+/// past them).
+#[cfg(feature = "cuda")]
+fn check_width(n: usize, layouts: &[&Layout]) -> candle_core::Result<()> {
+    for l in layouts {
+        if l.shape().elem_count() != n {
+            candle_core::bail!(
+                "CUDA kernel: an operand of shape {:?} where {n} values are needed",
+                l.shape()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// How the CUDA column sums split the rows: `count` chunks of `rows` rows.

@@ -15,6 +15,7 @@ pub struct ImageFolder {
     files: Vec<PathBuf>,
     labels: Vec<usize>,
     classes: Vec<String>,
+    notes: Vec<String>,
 }
 
 impl ImageFolder {
@@ -23,7 +24,7 @@ impl ImageFolder {
     /// # Errors
     /// An unreadable folder, or one without images.
     pub fn open(root: &Path) -> Result<Self, DataError> {
-        let files = image_files(root)?;
+        let (files, notes) = image_files(root)?;
         let class_of = |f: &PathBuf| -> String {
             let rel = f.strip_prefix(root).unwrap_or(f);
             let mut parts = rel.components();
@@ -44,7 +45,13 @@ impl ImageFolder {
             files,
             labels,
             classes,
+            notes,
         })
+    }
+
+    /// What the listing left out, to tell the user ([`image_files`]).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// The folder.

@@ -17,4 +17,4 @@ pub use folder::{ImageFolder, ImageSource};
 pub use loader::{BadImages, Batch, Loader, LoaderConfig, Position, Shard};
 pub use resample::{resize, Filter};
 pub use synthetic::{SyntheticShapes, NUM_CLASSES};
-pub use transform::{decode_rgb, decode_rgb_bytes, EvalTransform, MAX_PIXELS};
+pub use transform::{decode_rgb, decode_rgb_bytes, EvalTransform, MAX_PIXELS, MAX_RESIZE};

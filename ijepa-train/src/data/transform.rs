@@ -10,16 +10,29 @@ use super::{resize, DataError, Filter};
 /// refused before its pixels are allocated.
 pub const MAX_PIXELS: u64 = 100_000_000;
 
+/// The largest side an evaluation transform resizes to (4× the 2048 px of
+/// the largest ImageNet evaluation in timm): a resize, or `size /
+/// crop_pct`, beyond it is refused before anything is allocated.
+pub const MAX_RESIZE: usize = 8192;
+
 /// Decodes an image file to 8-bit RGB (grey is replicated, alpha dropped,
 /// as PIL's `convert('RGB')`).
 ///
 /// # Errors
 /// An unreadable file, or one [`decode_rgb_bytes`] refuses.
 pub fn decode_rgb(path: &Path) -> Result<RgbImage, DataError> {
-    let bytes = std::fs::read(path).map_err(|error| DataError::Io {
+    let io = |error| DataError::Io {
         path: path.to_path_buf(),
         error,
-    })?;
+    };
+    // Opening a FIFO blocks until a writer comes: only regular files are read.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, socket or device is never opened)",
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     decode_rgb_bytes(&bytes, path)
 }
 
@@ -81,7 +94,8 @@ impl EvalTransform {
     /// (ignoring the aspect ratio) instead of the shorter one.
     ///
     /// # Errors
-    /// A zero size, `crop_pct` outside `(0, 1]`, or a non-positive std.
+    /// A zero size, `crop_pct` outside `(0, 1]` or resizing beyond
+    /// [`MAX_RESIZE`], or a non-positive std.
     pub fn new(
         size: (usize, usize),
         crop_pct: f64,
@@ -105,12 +119,22 @@ impl EvalTransform {
                 "std {std:?} must be positive"
             )));
         }
+        let scaled = (
+            (size.0 as f64 / crop_pct).floor(),
+            (size.1 as f64 / crop_pct).floor(),
+        );
+        if scaled.0.max(scaled.1) > MAX_RESIZE as f64 {
+            return Err(DataError::InvalidTransform(format!(
+                "crop_pct {crop_pct} resizes to {} px for a {}×{} crop, more than the {MAX_RESIZE} px accepted: crop_pct must be at least {:.4}",
+                scaled.0.max(scaled.1),
+                size.0,
+                size.1,
+                size.0.max(size.1) as f64 / MAX_RESIZE as f64
+            )));
+        }
         Ok(Self {
             size,
-            scaled: (
-                (size.0 as f64 / crop_pct).floor() as usize,
-                (size.1 as f64 / crop_pct).floor() as usize,
-            ),
+            scaled: (scaled.0 as usize, scaled.1 as usize),
             squash,
             filter,
             mean,
@@ -123,12 +147,12 @@ impl EvalTransform {
     /// transform given a resize size.
     ///
     /// # Errors
-    /// A `resize` of 0.
+    /// A `resize` outside `1..=`[`MAX_RESIZE`].
     pub fn with_resize(mut self, resize: usize) -> Result<Self, DataError> {
-        if resize == 0 {
-            return Err(DataError::InvalidTransform(
-                "resize 0 must be positive".into(),
-            ));
+        if !(1..=MAX_RESIZE).contains(&resize) {
+            return Err(DataError::InvalidTransform(format!(
+                "resize {resize} must be 1 to {MAX_RESIZE} px"
+            )));
         }
         self.scaled = (resize, resize);
         Ok(self)
@@ -199,5 +223,37 @@ impl EvalTransform {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_beyond_the_bound_are_refused_before_anything_is_allocated() {
+        let make = |crop_pct| {
+            EvalTransform::new(
+                (224, 224),
+                crop_pct,
+                false,
+                Filter::Bicubic,
+                [0.5; 3],
+                [0.5; 3],
+            )
+        };
+        for tiny in [1e-9, 0.001, 0.02] {
+            let err = make(tiny).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{MAX_RESIZE} px")) && err.contains("at least 0.0273"),
+                "{err}"
+            );
+        }
+        let t = make(0.0274).unwrap();
+        assert!(t.clone().with_resize(MAX_RESIZE).is_ok());
+        for bad in [0, MAX_RESIZE + 1, 30_000] {
+            let err = t.clone().with_resize(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("1 to {MAX_RESIZE}")), "{err}");
+        }
     }
 }

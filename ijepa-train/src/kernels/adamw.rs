@@ -23,9 +23,11 @@ pub(crate) struct Coefficients {
     step_size: f32,
 }
 
-// SAFETY: plain f32 fields in C layout, as the kernels' `Adam`.
+// SAFETY: plain f32 fields in C layout, as the kernels' `Adam` (eight
+// floats, checked below).
 #[cfg(feature = "cuda")]
 unsafe impl ijepa_encoder::cuda::DeviceRepr for Coefficients {}
+const _: () = assert!(std::mem::size_of::<Coefficients>() == 32);
 
 impl Coefficients {
     /// Step `step` (from 1) at `lr`, decoupled decay `weight_decay`.
@@ -135,7 +137,9 @@ fn check_on_gpu(
     ijepa_encoder::cuda_launch!(dev, &super::PTX, "ijepa_adamw_check", elements(n);
         &view::<f32>(cuda_storage(&p)?, &lp)?, &view::<f32>(cuda_storage(&g)?, &lg)?,
         &view::<f32>(cuda_storage(&m)?, &lm)?, &view::<f32>(cuda_storage(&v)?, &lv)?,
-        // The flag is this step's own tensor: the kernel's writes race with
+        // The flag is this step's own tensor, written through a view of a
+        // read guard: safe on the one stream candle computes on (every
+        // kernel of the step is ordered on it); the writes race with
         // nothing but each other, and all write NaN.
         &view::<f32>(cuda_storage(&f)?, &lf)?, &(n as u64), c)
 }

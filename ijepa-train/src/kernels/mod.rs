@@ -46,6 +46,15 @@ macro_rules! in_place_launch {
     ($name:expr, $dst:expr, $ldst:expr, [$(($s:expr, $l:expr)),*]; $($tail:expr),*) => {{
         use ijepa_encoder::cuda::{elements, view, view_mut};
         let n = $ldst.shape().elem_count();
+        $(
+            if $l.shape().elem_count() != n {
+                candle_core::bail!(
+                    "{}: a source of shape {:?} for a destination of {n} values",
+                    $name,
+                    $l.shape()
+                );
+            }
+        )*
         let dev = $dst.device.clone();
         ijepa_encoder::cuda_launch!(dev, &crate::kernels::PTX, $name, elements(n);
             &mut view_mut::<f32>($dst, $ldst)?, $(&view::<f32>($s, $l)?,)* &(n as u64), $($tail),*)

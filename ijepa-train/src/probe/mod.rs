@@ -5,7 +5,7 @@
 
 mod rows;
 
-pub use rows::{FeatureFile, FeatureMeta, FeatureWriter, Rows};
+pub use rows::{fingerprint, FeatureFile, FeatureMeta, FeatureWriter, Rows};
 
 use candle_core::{Device, Tensor, D};
 use ijepa_encoder::{TokenEncoder, VisionTransformer};
@@ -235,9 +235,15 @@ fn knn_chunked(
     }
     let mut counts = Counts::default();
     for (kept, &label) in best.iter().zip(test_labels) {
+        // exp((s − s_max)/T): the same ranking as exp(s/T), and the
+        // nearest neighbour's vote is 1, so no temperature overflows.
+        let top = kept
+            .iter()
+            .map(|&(s, _)| s as f64)
+            .fold(f64::NEG_INFINITY, f64::max);
         let mut votes = vec![0f64; classes];
         for &(s, j) in kept {
-            votes[train_labels[j]] += (s as f64 / temperature).exp();
+            votes[train_labels[j]] += ((s as f64 - top) / temperature).exp();
         }
         counts.add(&votes, label);
     }
@@ -732,6 +738,34 @@ mod tests {
             .unwrap()
             .top1;
         assert!(acc < 0.5, "{acc}");
+    }
+
+    #[test]
+    fn any_positive_temperature_ranks_the_votes_right() {
+        let (train, yt) = clusters(200, 0.3, 1);
+        let (test, ye) = clusters(100, 0.3, 2);
+        // exp(s/T) overflowed from T ≈ 0.0014 (s ≤ 1) and ranked nothing.
+        for t in [1e-30, 1e-5, 0.001, 0.005, 0.07, 10.0] {
+            let acc = knn(&train, &yt, &test, &ye, 20, t).unwrap();
+            assert_eq!(acc.top1, 1.0, "temperature {t}");
+        }
+    }
+
+    #[test]
+    fn non_finite_features_are_refused_by_row() {
+        let (train, yt) = clusters(50, 0.3, 1);
+        let (test, ye) = clusters(20, 0.3, 2);
+        let mut bad = train.to_vec2::<f32>().unwrap();
+        bad[37][3] = f32::NAN;
+        let bad = Tensor::new(bad, &Device::Cpu).unwrap();
+        for err in [
+            knn(&bad, &yt, &test, &ye, 5, 0.07).unwrap_err().to_string(),
+            linear(&bad, &yt, &test, &ye, LinearSchedule::full(5))
+                .unwrap_err()
+                .to_string(),
+        ] {
+            assert!(err.contains("row 37 holds NaN or infinite values"), "{err}");
+        }
     }
 
     #[test]

@@ -49,20 +49,62 @@ impl Rows for Tensor {
     }
 
     fn read(&self, start: usize, len: usize) -> Result<Tensor> {
-        Ok(self
+        let rows = self
             .narrow(0, start, len)?
             .to_dtype(DType::F32)?
-            .to_device(&Device::Cpu)?)
+            .to_device(&Device::Cpu)?;
+        finite_rows(rows, |i| start + i, "in-memory features")
     }
 
     fn pick(&self, indices: &[usize]) -> Result<Tensor> {
         let idx: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
         let idx = Tensor::from_vec(idx, indices.len(), self.device())?;
-        Ok(self
+        let rows = self
             .index_select(&idx, 0)?
             .to_dtype(DType::F32)?
-            .to_device(&Device::Cpu)?)
+            .to_device(&Device::Cpu)?;
+        finite_rows(rows, |i| indices[i], "in-memory features")
     }
+}
+
+/// `rows` if every value is finite; otherwise an error naming the first
+/// row (numbered by `row_of`) of `origin` that is not.
+fn finite_rows(rows: Tensor, row_of: impl Fn(usize) -> usize, origin: &str) -> Result<Tensor> {
+    // x·0 is 0 for finite x and NaN otherwise.
+    let probe = (&rows * 0.0)?.sum(1)?.to_vec1::<f32>()?;
+    match probe.iter().position(|v| *v != 0.0) {
+        None => Ok(rows),
+        Some(i) => Err(TrainError::Probe(format!(
+            "{origin}: row {} holds NaN or infinite values",
+            row_of(i)
+        ))),
+    }
+}
+
+/// A fingerprint of the files a feature set is made from — how many, their
+/// bytes, and the CRC-32C of every path with its length and modification
+/// time — so features extracted before the files changed are not reused.
+///
+/// # Errors
+/// A file whose metadata cannot be read.
+pub fn fingerprint(files: &[PathBuf]) -> Result<String> {
+    let (mut crc, mut bytes) = (0u32, 0u64);
+    for f in files {
+        let meta = std::fs::metadata(f).map_err(io(f))?;
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        bytes += meta.len();
+        crc = crc32c::crc32c_append(crc, f.as_os_str().as_encoded_bytes());
+        crc = crc32c::crc32c_append(crc, &meta.len().to_le_bytes());
+        crc = crc32c::crc32c_append(crc, &modified.to_le_bytes());
+    }
+    Ok(format!(
+        "{} files, {bytes} bytes, list CRC-32C {crc:08x}",
+        files.len()
+    ))
 }
 
 /// What a feature file holds: its shape, a label per row, and what made it
@@ -154,11 +196,19 @@ impl FeatureFile {
         self.file
             .read_exact_at(&mut bytes, (row * self.meta.dim * 4) as u64)
             .map_err(io(&self.path))?;
+        let first = out.len();
         out.extend(
             bytes
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         );
+        if let Some(i) = out[first..].iter().position(|v| !v.is_finite()) {
+            return Err(TrainError::Probe(format!(
+                "{}: row {} holds NaN or infinite values (remove it and its .json to extract the features again)",
+                self.path.display(),
+                row + i / self.meta.dim.max(1)
+            )));
+        }
         Ok(())
     }
 }

@@ -37,7 +37,7 @@ __device__ __forceinline__ void row_stats(const T* x, int d, float eps, int lane
     q += c * c;
   }
   *mean = m;
-  *rstd = rsqrtf(warp_sum(q) / d + eps);
+  *rstd = 1.f / sqrtf(warp_sum(q) / d + eps);  // as the CPU: not the approximate rsqrtf
 }
 
 // y = (x - mean) * rstd * w + b per row; also the row's mean and rstd (for the backward).
@@ -157,11 +157,11 @@ __global__ void ijepa_column_partials_bf16(const __nv_bfloat16* g, float* partia
 
 // out[j] = sum over chunks c, in order, of partial[c][j], j < width.
 __global__ void ijepa_sum_partials(const float* partial, float* out, int chunks, int width) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= width) return;
-  float s = 0.f;
-  for (int c = 0; c < chunks; ++c) s += partial[(size_t)c * width + j];
-  out[j] = s;
+  for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < width; j += gridDim.x * blockDim.x) {
+    float s = 0.f;
+    for (int c = 0; c < chunks; ++c) s += partial[(size_t)c * width + j];
+    out[j] = s;
+  }
 }
 
 // Softmax over rows of n: y = exp(x - max) / sum. Input and output f32 or bf16 (f32 math).

@@ -236,6 +236,17 @@ fn map_f32(
     Ok((CpuStorage::F32(y), layout.shape().clone()))
 }
 
+/// The gradient of an element-wise or row op's input, by `op` of the input
+/// and the output's gradient (in the input's dtype, contiguous).
+fn input_gradient(
+    arg: &Tensor,
+    grad: &Tensor,
+    op: &impl CustomOp2,
+) -> candle_core::Result<Option<Tensor>> {
+    let grad = grad.to_dtype(arg.dtype())?.contiguous()?;
+    Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad, op)?))
+}
+
 struct GeluErf;
 /// Inputs `x`, the output's gradient; output: `x`'s gradient.
 struct GeluErfGrad;
@@ -266,10 +277,7 @@ impl CustomOp1 for GeluErf {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let grad = grad.to_dtype(arg.dtype())?.contiguous()?;
-        Ok(Some(
-            arg.contiguous()?.apply_op2_no_bwd(&grad, &GeluErfGrad)?,
-        ))
+        input_gradient(arg, grad, &GeluErfGrad)
     }
 }
 
@@ -335,10 +343,7 @@ impl CustomOp1 for Softmax {
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
         // dx = y ⊙ (g − Σ g⊙y), y recomputed from x.
-        let grad = grad.to_dtype(arg.dtype())?.contiguous()?;
-        Ok(Some(
-            arg.contiguous()?.apply_op2_no_bwd(&grad, &SoftmaxGrad)?,
-        ))
+        input_gradient(arg, grad, &SoftmaxGrad)
     }
 }
 

@@ -126,6 +126,18 @@ __device__ void column_partials(const TG* g, const TX* x, const float* stats, fl
   }
 }
 
+// The row's max and 1 / sum(exp(x - max)), for a warp.
+template <typename T>
+__device__ __forceinline__ void softmax_stats(const T* x, int n, int lane, float* max, float* inv) {
+  float m = -INFINITY;
+  for (int i = lane; i < n; i += 32) m = fmaxf(m, load(x, i));
+  m = warp_max(m);
+  float s = 0.f;
+  for (int i = lane; i < n; i += 32) s += expf(load(x, i) - m);
+  *max = m;
+  *inv = 1.f / warp_sum(s);
+}
+
 }  // namespace
 
 extern "C" {
@@ -172,12 +184,8 @@ __global__ void ijepa_sum_partials(const float* partial, float* out, int chunks,
     if (row >= rows) return;                                                                     \
     const TI* xr = x + (size_t)row * n;                                                          \
     TO* yr = y + (size_t)row * n;                                                                \
-    float m = -INFINITY;                                                                         \
-    for (int i = lane; i < n; i += 32) m = fmaxf(m, load(xr, i));                                \
-    m = warp_max(m);                                                                             \
-    float s = 0.f;                                                                               \
-    for (int i = lane; i < n; i += 32) s += expf(load(xr, i) - m);                             \
-    const float inv = 1.f / warp_sum(s);                                                         \
+    float m, inv;                                                                                \
+    softmax_stats(xr, n, lane, &m, &inv);                                                        \
     for (int i = lane; i < n; i += 32) store(yr, i, expf(load(xr, i) - m) * inv);              \
   }
 SOFTMAX(ijepa_softmax_f32, float, float)
@@ -193,12 +201,8 @@ SOFTMAX(ijepa_softmax_bf16, __nv_bfloat16, __nv_bfloat16)
     const TI* xr = x + (size_t)row * n;                                                          \
     const TG* gr = g + (size_t)row * n;                                                          \
     TG* dxr = dx + (size_t)row * n;                                                              \
-    float m = -INFINITY;                                                                         \
-    for (int i = lane; i < n; i += 32) m = fmaxf(m, load(xr, i));                                \
-    m = warp_max(m);                                                                             \
-    float s = 0.f;                                                                               \
-    for (int i = lane; i < n; i += 32) s += expf(load(xr, i) - m);                             \
-    const float inv = 1.f / warp_sum(s);                                                         \
+    float m, inv;                                                                                \
+    softmax_stats(xr, n, lane, &m, &inv);                                                        \
     float dot = 0.f;                                                                             \
     for (int i = lane; i < n; i += 32) dot += load(gr, i) * (expf(load(xr, i) - m) * inv);     \
     dot = warp_sum(dot);                                                                         \

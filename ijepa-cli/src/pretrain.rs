@@ -30,6 +30,12 @@ pub struct PretrainArgs {
     /// Image folder (any nesting; labels from sub-folder names). Default: synthetic shapes.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Start from these weights instead of random ones (model.init): a timm
+    /// or Hugging Face folder, a .safetensors file, hf-hub:org/name (@revision optional), an
+    /// official .pth.tar, an ijepa-rs run; without --model the run takes the
+    /// architecture they name.
+    #[arg(long, value_name = "WEIGHTS")]
+    init: Option<String>,
     /// Encoder: a timm architecture, e.g. vit_huge_patch14_gap_224 (sets model.name and clears model.args; set sizes with --set model.args.patch_size=8 …).
     #[arg(long)]
     model: Option<String>,
@@ -56,7 +62,7 @@ pub struct PretrainArgs {
     /// cpu, cuda (each process its local rank's GPU) or cuda:N (run.device).
     #[arg(long)]
     device: Option<String>,
-    /// Skip the k-NN probe at the end.
+    /// Skip the k-NN probe at the end (probe.at_end = false, kept on --resume).
     #[arg(long)]
     no_probe: bool,
     /// Print the resolved configuration as TOML and exit.
@@ -70,7 +76,7 @@ impl PretrainArgs {
     /// `--set`.
     fn resolve(&self, processes: usize) -> Result<(TrainConfig, Vec<String>)> {
         let out = self.out.clone();
-        let (mut cfg, notes) = match (&self.config, self.resume) {
+        let (mut cfg, mut notes) = match (&self.config, self.resume) {
             (Some(path), _) => TrainConfig::from_file(path, processes)?,
             (None, true) => {
                 let dir = out
@@ -94,6 +100,23 @@ impl PretrainArgs {
             cfg.model.name = m.clone();
             cfg.model.args = Default::default();
         }
+        if let Some(init) = &self.init {
+            cfg.model.init = Some(init.clone());
+            let model_set = self
+                .sets
+                .iter()
+                .any(|s| s.starts_with("model.name") || s.starts_with("model.args"));
+            let chosen = self.model.is_some() || self.config.is_some() || self.resume || model_set;
+            if !chosen {
+                if let Some((name, args)) = ijepa_train::init::named_model(init)? {
+                    notes.push(format!(
+                        "model {name} (and its arguments) from the --init weights"
+                    ));
+                    cfg.model.name = name;
+                    cfg.model.args = args;
+                }
+            }
+        }
         if let Some(o) = out {
             cfg.run.out = o;
         }
@@ -111,6 +134,9 @@ impl PretrainArgs {
         }
         if let Some(d) = &self.device {
             cfg.run.device = d.clone();
+        }
+        if self.no_probe {
+            cfg.probe.at_end = false;
         }
         for s in &self.sets {
             cfg.set(s)?;
@@ -405,7 +431,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         stop.exit_if_signalled();
         return Ok(());
     }
-    if args.no_probe {
+    if !cfg.probe.at_end {
         return Ok(());
     }
     if cfg.data.path.is_some() {

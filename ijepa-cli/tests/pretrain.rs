@@ -406,3 +406,155 @@ fn a_run_stopped_before_its_first_step_leaves_a_readable_checkpoint() {
     ));
     std::fs::remove_dir_all(&run).unwrap();
 }
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ijepa-encoder/tests/fixtures")
+        .join(name)
+}
+
+/// The tensors under `prefix.` of a checkpoint's model.safetensors.
+fn part(ck: &Path, prefix: &str) -> HashMap<String, Tensor> {
+    tensors(&ck.join("model.safetensors"))
+        .into_iter()
+        .filter_map(|(k, t)| Some((k.strip_prefix(&format!("{prefix}."))?.to_string(), t)))
+        .collect()
+}
+
+fn assert_equal_maps(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>, what: &str) {
+    let mut names: Vec<_> = a.keys().collect();
+    names.sort();
+    let mut other: Vec<_> = b.keys().collect();
+    other.sort();
+    assert_eq!(names, other, "{what}: names");
+    for n in names {
+        let bits = |t: &Tensor| -> Vec<u32> {
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        assert_eq!(bits(&a[n]), bits(&b[n]), "{what}: {n}");
+    }
+}
+
+#[test]
+fn a_run_starts_from_pretrained_weights_and_takes_their_architecture() {
+    let timm = fixture("timm_gap");
+    let t = timm.to_str().unwrap();
+    // The fixture's 4 × 4 grid: blocks of one patch must be keepable.
+    let small = [
+        "--set",
+        "mask.min_keep=0",
+        "--set",
+        "data.synthetic_images=8",
+        "--batch-size",
+        "4",
+        "--no-probe",
+        "--max-steps",
+        "0",
+    ];
+    // timm weights: student and teacher are the file's, bit for bit; the
+    // architecture is the one its config.json names.
+    let run = dir("init-timm");
+    let out = pretrain(&run, &[&["--init", t][..], &small].concat(), None);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model vit_huge_patch14_gap_224"), "{err}");
+    assert!(
+        err.contains("(timm weights)") && err.contains("predictor starts fresh"),
+        "{err}"
+    );
+    let ck = run.join("checkpoints/step-00000000");
+    let file = tensors(&timm.join("model.safetensors"));
+    assert_equal_maps(&part(&ck, "encoder"), &file, "student");
+    assert_equal_maps(&part(&ck, "target_encoder"), &file, "teacher");
+
+    // Then it trains, and a run started from that run's checkpoint takes
+    // its student, teacher and predictor.
+    let trained = dir("init-trained");
+    let mut steps = small.to_vec();
+    *steps.last_mut().unwrap() = "2";
+    ok(&pretrain(
+        &trained,
+        &[&["--init", t][..], &steps].concat(),
+        None,
+    ));
+    let source = trained.join("checkpoints/step-00000002");
+    let again = dir("init-run");
+    let out = pretrain(
+        &again,
+        &[&["--init", trained.to_str().unwrap()][..], &small].concat(),
+        None,
+    );
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("and its predictor"));
+    let ck = again.join("checkpoints/step-00000000");
+    for prefix in ["encoder", "target_encoder", "predictor"] {
+        assert_equal_maps(&part(&ck, prefix), &part(&source, prefix), prefix);
+    }
+    assert_ne!(
+        part(&source, "encoder")["blocks.0.attn.qkv.weight"]
+            .to_vec2::<f32>()
+            .unwrap(),
+        file["blocks.0.attn.qkv.weight"].to_vec2::<f32>().unwrap(),
+        "two steps changed the student"
+    );
+
+    // Another architecture is refused with both named.
+    let out = pretrain(
+        &dir("init-mismatch"),
+        &[
+            &["--init", t, "--model", "vit_small_patch16_224"][..],
+            &small,
+        ]
+        .concat(),
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds another encoder than the run's")
+            && err.contains("embed_dim: the run has 384, the weights 48"),
+        "{err}"
+    );
+    for d in [run, trained, again] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn no_probe_is_kept_by_the_run_so_resume_honours_it() {
+    let run = dir("no-probe");
+    let args = |steps: &'static str| -> Vec<&'static str> {
+        [
+            support::TINY_MODEL,
+            &[
+                "--set",
+                "data.synthetic_images=8",
+                "--batch-size",
+                "4",
+                "--epochs",
+                "2",
+                "--max-steps",
+                steps,
+            ],
+        ]
+        .concat()
+    };
+    ok(&pretrain(
+        &run,
+        &[&args("1")[..], &["--no-probe"]].concat(),
+        None,
+    ));
+    let out = pretrain(&run, &["--resume", "--max-steps", "2"], None);
+    ok(&out);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("k-NN top-1"),
+        "the resumed run probed"
+    );
+    std::fs::remove_dir_all(&run).unwrap();
+}

@@ -441,6 +441,27 @@ pub fn lookup(
     Ok((key.as_str(), entry, cfg))
 }
 
+/// The Hugging Face hub repository of `name`'s pretrained weights, as
+/// `timm.create_model(name, pretrained=True)` fetches them:
+/// `timm/{architecture}.{tag}`, the tag `name` gives or the architecture's
+/// default.
+///
+/// # Errors
+/// An unknown name or tag, or an architecture without pretrained weights.
+pub fn pretrained_id(name: &str) -> Result<String> {
+    let (arch, entry, _) = lookup(name)?;
+    let tag = name
+        .split_once('.')
+        .map_or(entry.default_tag.as_str(), |(_, t)| t);
+    if entry.tags.is_empty() || tag.is_empty() {
+        return Err(EncoderError::UnknownModel {
+            name: name.to_string(),
+            reason: format!("timm has no pretrained weights for {arch}"),
+        });
+    }
+    Ok(format!("timm/{arch}.{tag}"))
+}
+
 /// The configuration `timm.create_model(name, **args)` builds.
 ///
 /// # Errors

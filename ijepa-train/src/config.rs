@@ -110,6 +110,10 @@ pub struct ProbeSection {
     pub val: Option<PathBuf>,
     /// At most this many images of each folder, spread over its classes.
     pub max_images: usize,
+    /// Probe the learned encoders once the run ends (`ijepa-cli pretrain`
+    /// on the synthetic shapes; `--no-probe` sets it false, and a resumed
+    /// run keeps it).
+    pub at_end: bool,
 }
 
 impl Default for ProbeSection {
@@ -119,6 +123,7 @@ impl Default for ProbeSection {
             train: None,
             val: None,
             max_images: 2000,
+            at_end: true,
         }
     }
 }
@@ -150,6 +155,36 @@ pub struct ModelSection {
     /// most 12 (the paper: 12 for ViT-H/14, 16 for ViT-g/16).
     #[serde(with = "optional")]
     pub predictor_depth: Option<usize>,
+    /// Weights a new run starts from instead of random ones (see
+    /// [`crate::init`]): a timm or Hugging Face folder, a `.safetensors`
+    /// file, `hf-hub:org/name[@revision]`, an official `.pth.tar`, an
+    /// ijepa-rs run or checkpoint. Their architecture must be `name` with
+    /// `args`. Unused on resume (the checkpoint is the state).
+    #[serde(with = "optional")]
+    pub init: Option<String>,
+    /// Start from `name`'s default pretrained weights on the hub (as
+    /// `timm.create_model(name, pretrained=True)`; the seed's
+    /// `IJEPA(name, pretrained=True)`): `init = "hf-hub:timm/{name}.{tag}"`.
+    pub pretrained: bool,
+}
+
+impl ModelSection {
+    /// The weights a new run starts from: `init`, or with `pretrained` the
+    /// architecture's default pretrained weights; `None` for random ones.
+    ///
+    /// # Errors
+    /// Both `init` and `pretrained` set, or `pretrained` for an architecture
+    /// without pretrained weights.
+    pub fn init_spec(&self) -> Result<Option<String>> {
+        match (&self.init, self.pretrained) {
+            (Some(init), true) => Err(TrainError::Config(format!(
+                "model.init = {init:?} and model.pretrained = true name two starting points: keep one"
+            ))),
+            (Some(init), false) => Ok(Some(init.clone())),
+            (None, true) => Ok(Some(crate::init::pretrained_spec(&self.name)?)),
+            (None, false) => Ok(None),
+        }
+    }
 }
 
 impl Default for ModelSection {
@@ -167,6 +202,8 @@ impl Default for ModelSection {
             recipe: Recipe::Official,
             predictor_embed_dim: None,
             predictor_depth: None,
+            init: None,
+            pretrained: false,
         }
     }
 }
@@ -557,6 +594,7 @@ impl TrainConfig {
         self.check_paths()?;
         self.ijepa()?;
         self.sampler()?;
+        self.model.init_spec()?;
         let bad = |msg: String| Err(TrainError::Config(msg));
         // A configuration is kept as TOML, whose integers are i64.
         let r = &self.run;

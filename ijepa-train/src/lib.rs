@@ -43,6 +43,7 @@ pub mod config;
 pub mod data;
 pub mod ema;
 mod error;
+pub mod init;
 mod kernels;
 mod legacy;
 pub mod loss;

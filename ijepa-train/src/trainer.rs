@@ -20,6 +20,7 @@ use crate::data::{
     SyntheticShapes, TrainTransform,
 };
 use crate::error::{io, Result, TrainError};
+use crate::init::InitWeights;
 use crate::metrics::{MetricsLog, StepMetrics};
 use crate::model::IJepa;
 use crate::run_lock::RunLock;
@@ -366,7 +367,31 @@ impl Trainer {
                 ck.target_encoder.clone(),
                 ck.predictor.clone(),
             )?,
-            None => IJepa::new(model_cfg, &device)?,
+            None => match config.model.init_spec()? {
+                // Read and checked by every rank (rank 0's state is then
+                // broadcast as for a random start).
+                Some(spec) => {
+                    let init = InitWeights::load(&spec, Some(&config.model.name))?;
+                    init.check(&model_cfg.encoder)?;
+                    notes.push(init.describe());
+                    let on = |w: &ijepa_encoder::WeightMap| -> Result<ijepa_encoder::WeightMap> {
+                        w.iter()
+                            .map(|(k, t)| Ok((k.clone(), t.to_device(&device)?)))
+                            .collect()
+                    };
+                    let predictor = match &init.predictor {
+                        Some(p) => on(p)?,
+                        None => ijepa_predictor::init_weights(
+                            &model_cfg.predictor(),
+                            &model_cfg.predictor_init(),
+                            &device,
+                        )?,
+                    };
+                    IJepa::from_parts(model_cfg, on(&init.student)?, on(&init.teacher)?, predictor)
+                        .map_err(|e| TrainError::Config(format!("model.init {spec}: {e}")))?
+                }
+                None => IJepa::new(model_cfg, &device)?,
+            },
         };
         let mut model = synchronized(model, collective.as_ref())?;
         model.set_precision(precision);

@@ -1,0 +1,288 @@
+//! Where a run's first weights come from when it does not start at random
+//! (`model.init`, `ijepa-cli pretrain --init`): anything `embed` and
+//! `probe` read — a timm or Hugging Face folder, a `.safetensors` file,
+//! `hf-hub:org/name[@revision]`, an official `.pth.tar`, an ijepa-rs run
+//! directory or checkpoint folder — or, with `model.pretrained`, the
+//! architecture's default pretrained weights on the hub (the seed's
+//! `IJEPA(name, pretrained=True)`).
+//!
+//! The encoder becomes the student and the teacher. A training checkpoint
+//! (official or ijepa-rs) also gives its own target encoder and predictor;
+//! elsewhere the predictor starts fresh. The architecture must be the
+//! run's: a source of another shape is refused with both named.
+//!
+//! ```no_run
+//! use ijepa_train::init::InitWeights;
+//!
+//! let init = InitWeights::load("hf-hub:timm/vit_huge_patch14_gap_224.in1k_ijepa", None)?;
+//! println!("{}", init.describe());
+//! # Ok::<(), ijepa_train::TrainError>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use ijepa_encoder::hub::HubOptions;
+use ijepa_encoder::registry::TimmArgs;
+use ijepa_encoder::weights::{self, Branch, LoadOptions, WeightLayout};
+use ijepa_encoder::{VitConfig, WeightMap};
+
+use crate::checkpoint;
+use crate::error::{Result, TrainError};
+
+/// The weights a run starts from.
+#[derive(Debug, Clone)]
+pub struct InitWeights {
+    /// Where they came from (a hub name resolved to its cached folder).
+    pub source: PathBuf,
+    /// `timm`, `hf`, `official` or `ijepa-rs`.
+    pub layout: &'static str,
+    /// Their architecture.
+    pub config: VitConfig,
+    /// The student's weights (timm names).
+    pub student: WeightMap,
+    /// The teacher's: the source's target encoder, else the student's.
+    pub teacher: WeightMap,
+    /// The source's predictor (official names), if it has one.
+    pub predictor: Option<WeightMap>,
+}
+
+/// The hub name of `model`'s default pretrained weights on the Hugging Face
+/// hub (`hf-hub:timm/{architecture}.{tag}`), as `timm.create_model(model,
+/// pretrained=True)` picks them.
+///
+/// # Errors
+/// An architecture timm does not register, or one without pretrained
+/// weights.
+pub fn pretrained_spec(model: &str) -> Result<String> {
+    let id = ijepa_encoder::registry::pretrained_id(model)?;
+    Ok(format!("hf-hub:{id}"))
+}
+
+/// The model a source names — a timm `config.json`'s `architecture` and
+/// `model_args`, or an ijepa-rs run's `model.name` and `model.args` — for a
+/// run that takes its architecture from the weights it starts from. `None`
+/// for a source that does not name one (an official checkpoint).
+///
+/// # Errors
+/// A source that cannot be resolved or whose `config.json` is malformed.
+pub fn named_model(spec: &str) -> Result<Option<(String, TimmArgs)>> {
+    if let Some((path, _)) = checkpoint::find(Path::new(spec))? {
+        let model = checkpoint::read_state(&path)?.config.model;
+        return Ok(Some((model.name, model.args)));
+    }
+    let path = weights::resolve(spec, &HubOptions::from_env())?;
+    let dir = if path.is_dir() {
+        path
+    } else {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    let config = dir.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&config) else {
+        return Ok(None);
+    };
+    let bad = |reason: String| TrainError::Config(format!("{}: {reason}", config.display()));
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let Some(arch) = json["architecture"].as_str() else {
+        return Ok(None);
+    };
+    let args = match json.get("model_args") {
+        Some(a) => TimmArgs::from_json(a).map_err(|e| bad(format!("model_args: {e}")))?,
+        None => TimmArgs::default(),
+    };
+    Ok(Some((arch.to_string(), args)))
+}
+
+impl InitWeights {
+    /// Reads `spec` (see the module's documentation); `model` names the
+    /// architecture where the files do not say it (an official checkpoint of
+    /// non-standard width).
+    ///
+    /// # Errors
+    /// A source that cannot be read or resolved, named.
+    pub fn load(spec: &str, model: Option<&str>) -> Result<Self> {
+        let local = Path::new(spec);
+        if let Some((path, _note)) = checkpoint::find(local)? {
+            let ck = checkpoint::load(&path, &candle_core::Device::Cpu)?;
+            let config = match &ck.state.encoder {
+                Some(cfg) => cfg.clone(),
+                None => ck.state.config.ijepa()?.checked()?.encoder,
+            };
+            return Ok(Self {
+                source: path,
+                layout: "ijepa-rs",
+                config,
+                student: ck.encoder,
+                teacher: ck.target_encoder,
+                predictor: Some(ck.predictor),
+            });
+        }
+        let hub = HubOptions {
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            ..HubOptions::from_env()
+        };
+        let path = weights::resolve(spec, &hub)?;
+        let opts = |branch| LoadOptions {
+            model: model.map(str::to_string),
+            branch,
+            ..LoadOptions::default()
+        };
+        let student = weights::load(&path, &opts(Branch::Context))?;
+        if student.layout != WeightLayout::Official {
+            return Ok(Self {
+                source: student.source,
+                layout: match student.layout {
+                    WeightLayout::Timm => "timm",
+                    _ => "hf",
+                },
+                config: student.config,
+                teacher: student.weights.clone(),
+                student: student.weights,
+                predictor: None,
+            });
+        }
+        // An official training checkpoint: both encoders and the predictor.
+        let teacher = weights::load(&path, &opts(Branch::Target))?;
+        let file = std::fs::File::open(&path).map_err(crate::error::io(&path))?;
+        let predictor: WeightMap =
+            weights::read_pytorch(std::io::BufReader::new(file), Some("predictor"), &path)?
+                .into_iter()
+                .map(|(k, t)| {
+                    (
+                        k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
+                        t,
+                    )
+                })
+                .collect();
+        Ok(Self {
+            source: student.source,
+            layout: "official",
+            config: student.config,
+            student: student.weights,
+            teacher: teacher.weights,
+            predictor: (!predictor.is_empty()).then_some(predictor),
+        })
+    }
+
+    /// What the run starts from, in one line.
+    pub fn describe(&self) -> String {
+        format!(
+            "starting from {} ({} weights): student and teacher{}",
+            self.source.display(),
+            self.layout,
+            match self.predictor {
+                Some(_) => ", and its predictor",
+                None => "; the predictor starts fresh",
+            }
+        )
+    }
+
+    /// Checks that these weights fit the run's encoder `run`.
+    ///
+    /// # Errors
+    /// Another architecture: both are named, field by field.
+    pub fn check(&self, run: &VitConfig) -> Result<()> {
+        // Whether the position table trains is the recipe's choice, not the
+        // architecture's (the official recipe keeps the loaded table fixed).
+        let mut own = self.config.clone();
+        own.fixed_pos_embed = run.fixed_pos_embed;
+        if &own == run {
+            return Ok(());
+        }
+        let fields = |c: &VitConfig| -> Vec<(String, String)> {
+            let json = serde_json::to_value(c).unwrap_or_default();
+            json.as_object()
+                .map(|o| o.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
+                .unwrap_or_default()
+        };
+        let (a, b) = (fields(run), fields(&own));
+        let differences: Vec<String> = a
+            .iter()
+            .zip(&b)
+            .filter(|(x, y)| x != y)
+            .map(|((k, x), (_, y))| format!("{k}: the run has {x}, the weights {y}"))
+            .collect();
+        Err(TrainError::Config(format!(
+            "model.init: {} holds another encoder than the run's ({}); set the run's model to the \
+             weights' architecture (model.name and model.args, e.g. --model and --set \
+             model.args.img_size=…); a different image size would need its position table \
+             resampled, which is not supported",
+            self.source.display(),
+            if differences.is_empty() {
+                format!("{run:?} vs {own:?}")
+            } else {
+                differences.join("; ")
+            }
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../ijepa-encoder/tests/fixtures")
+            .join(name)
+            .display()
+            .to_string()
+    }
+
+    #[test]
+    fn an_official_checkpoint_gives_both_encoders_and_its_predictor() {
+        // Width 48 has no standard head count: a model name supplies it (3).
+        let init = InitWeights::load(
+            &fixture("official/official.pth.tar"),
+            Some("vit_tiny_patch16_224"),
+        )
+        .unwrap();
+        assert_eq!(init.layout, "official");
+        assert_eq!(init.student.len(), init.teacher.len());
+        let differs: Vec<&String> = init
+            .student
+            .iter()
+            .filter(|(k, t)| {
+                let d = (*t - &init.teacher[*k]).unwrap().abs().unwrap();
+                d.max_all().unwrap().to_scalar::<f32>().unwrap() > 0.0
+            })
+            .map(|(k, _)| k)
+            .collect();
+        assert!(!differs.is_empty(), "the target encoder is the file's own");
+        let predictor = init.predictor.as_ref().unwrap();
+        assert!(
+            predictor.contains_key("predictor_embed.weight"),
+            "{:?}",
+            predictor.keys()
+        );
+        assert!(predictor.keys().all(|k| !k.starts_with("module.")));
+        assert!(init.describe().contains("and its predictor"));
+    }
+
+    #[test]
+    fn a_timm_folder_names_its_model_and_pretrained_names_the_hub_weights() {
+        let (name, args) = named_model(&fixture("timm_gap")).unwrap().unwrap();
+        assert_eq!(name, "vit_huge_patch14_gap_224");
+        assert_eq!(args.embed_dim, Some(48));
+        assert_eq!(
+            named_model(&fixture("official/official.pth.tar")).unwrap(),
+            None
+        );
+        assert_eq!(
+            pretrained_spec("vit_huge_patch14_gap_224").unwrap(),
+            "hf-hub:timm/vit_huge_patch14_gap_224.in1k_ijepa"
+        );
+        let mut model = crate::config::ModelSection {
+            init: Some("x".into()),
+            pretrained: true,
+            ..Default::default()
+        };
+        let err = model.init_spec().unwrap_err().to_string();
+        assert!(err.contains("two starting points"), "{err}");
+        model.init = None;
+        assert!(model
+            .init_spec()
+            .unwrap()
+            .unwrap()
+            .starts_with("hf-hub:timm/vit_tiny_patch16_224."));
+    }
+}

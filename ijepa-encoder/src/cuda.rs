@@ -75,12 +75,13 @@ macro_rules! cuda_launch {
         #[allow(unused_imports)]
         use $crate::cuda::{PushKernelArg as _, WrapErr as _};
         let ptx: &$crate::cuda::Ptx = $ptx;
+        let cfg: $crate::cuda::LaunchConfig = $cfg;
         match $dev.get_or_load_custom_func($name, ptx.module, ptx.code) {
             Ok(f) => {
                 let mut b = f.builder();
                 $( b.arg($bound); )*
                 // SAFETY: the caller's (see the macro's documentation).
-                unsafe { b.launch($cfg) }.w().map(|_| ())
+                unsafe { b.launch(cfg) }.w().map(|_| ())
             }
             Err(e) => Err(e),
         }

@@ -198,7 +198,7 @@ for reference in $references; do
   for precision in f32 bf16; do
     run "parity $precision vs $reference" 120 "$BIN" bench parity --device "$dev" --precision "$precision" \
       --reference "$reference" --json
-    [ -n "$out" ] && record "$(echo "$out" | sed "s/^{/{\"name\": \"parity $precision vs $reference\", /")"
+    [ -n "$out" ] && record "$(echo "$out" | sed "s|^{|{\"name\": \"parity $precision vs $reference\", |")"
   done
 done
 
@@ -212,7 +212,7 @@ one_round() {  # one_round CFG [composed]: one run of ours (and of the compositi
     sampled run "ijepa-rs composed $key" 180 env IJEPA_KERNELS=composed "$BIN" bench train --device "$dev" \
       --precision bf16 --model "$model" --batch "$batch" --predictor-depth "$PRED_DEPTH" --iters "$ITERS" --warmup 2 --json
     if [ "$rc" -eq 0 ] && [ -n "$out" ]; then
-      record "$(echo "$out" | sed "s/^{/{\"name\": \"ijepa-rs composed $key\", \"smi_peak_mib\": \"$(cat "$work/smi_peak")\", /")"
+      record "$(echo "$out" | sed "s|^{|{\"name\": \"ijepa-rs composed $key\", \"smi_peak_mib\": \"$(cat "$work/smi_peak")\", |")"
       composed_ips[$key]="$(echo "$out" | field images_per_second)"
       composed_alloc[$key]="$(echo "$out" | field cuda_max_allocated_mb)"
     fi
@@ -221,7 +221,7 @@ one_round() {  # one_round CFG [composed]: one run of ours (and of the compositi
     --batch "$batch" --predictor-depth "$PRED_DEPTH" --iters "$ITERS" --warmup 2 --json
   if [ "$rc" -eq 0 ] && [ -n "$out" ]; then
     smi=$(cat "$work/smi_peak")
-    record "$(echo "$out" | sed "s/^{/{\"name\": \"ijepa-rs $key\", \"smi_peak_mib\": \"${smi:-nan}\", /")"
+    record "$(echo "$out" | sed "s|^{|{\"name\": \"ijepa-rs $key\", \"smi_peak_mib\": \"${smi:-nan}\", |")"
     ours_ips[$key]+="$(echo "$out" | field images_per_second) "
     ours_alloc[$key]+="$(echo "$out" | field cuda_max_allocated_mb) "
     ours_smi[$key]+="${smi:-nan} "
@@ -233,7 +233,7 @@ one_round() {  # one_round CFG [composed]: one run of ours (and of the compositi
   t=$(echo "$out" | grep '^{' | tail -n 1)
   if [ "$rc" -eq 0 ] && [ -n "$t" ]; then
     smi=$(cat "$work/smi_peak")
-    record "$(echo "$t" | sed "s/^{/{\"name\": \"PyTorch $key\", \"smi_peak_mib\": \"${smi:-nan}\", /")"
+    record "$(echo "$t" | sed "s|^{|{\"name\": \"PyTorch $key\", \"smi_peak_mib\": \"${smi:-nan}\", |")"
     theirs_ips[$key]+="$(echo "$t" | field images_per_second) "
     theirs_alloc[$key]+="$(echo "$t" | field cuda_max_allocated_mb) "
     theirs_smi[$key]+="${smi:-nan} "
@@ -253,10 +253,13 @@ for extra in $EXTRAS; do
       echo "## NCCL, one rank (IJEPA_NCCL=1)"
       run "nccl all-reduce" 60 env IJEPA_NCCL=1 "$BIN" bench all-reduce --device "$dev" \
         --model vit_base_patch16_224 --iters 5 --json
-      [ -n "$out" ] && record "$(echo "$out" | sed 's/^{/{"name": "nccl all-reduce", /')"
+      [ -n "$out" ] && record "$(echo "$out" | sed 's|^{|{"name": "nccl all-reduce", |')"
+      # ViT-B/16 at b64 on a card; a 2-block ViT-Ti at b4 in a CPU dry run.
+      small=(); [ "$DEVICE" = cpu ] && small=(--depth 2)
       run "nccl training step" 90 env IJEPA_NCCL=1 "$BIN" bench train --device "$dev" --precision bf16 \
-        --model vit_base_patch16_224 --batch 64 --predictor-depth "$PRED_DEPTH" --iters 5 --warmup 1 --json
-      [ -n "$out" ] && record "$(echo "$out" | sed 's/^{/{"name": "nccl training step", /')"
+        --model "$([ "$DEVICE" = cpu ] && echo vit_tiny_patch16_224 || echo vit_base_patch16_224)" "${small[@]}" \
+        --batch "$([ "$DEVICE" = cpu ] && echo 4 || echo 64)" --predictor-depth "$PRED_DEPTH" --iters 5 --warmup 1 --json
+      [ -n "$out" ] && record "$(echo "$out" | sed 's|^{|{"name": "nccl training step", |')"
       ;;
     pretrain)
       echo "## pretrain --device $dev at bf16: 300 steps straight, and 150 + --resume to 300"
@@ -274,7 +277,8 @@ a, b, steps = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), int(sys.argv
 def losses(run):
     return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(open(run / "metrics.csv"))}
 la, lb = losses(a), losses(b)
-first = sorted(la)[:20]; last = sorted(la)[-20:]
+k = max(1, min(20, len(la) // 4))  # the first and last quarter, 20 steps at most
+first = sorted(la)[:k]; last = sorted(la)[-k:]
 def model(run):
     latest = (run / "checkpoints" / "latest").read_text().strip() if (run / "checkpoints" / "latest").is_file() else None
     d = run / "checkpoints" / latest if latest else sorted((run / "checkpoints").glob("step-*"))[-1]
@@ -282,8 +286,8 @@ def model(run):
 (da, ha), (db, hb) = model(a), model(b)
 common = sorted(set(la) & set(lb))
 diff = max((abs(la[s] - lb[s]) for s in common), default=float("nan"))
-print(json.dumps({"name": "pretrain", "steps": max(la), "loss_first20": sum(la[s] for s in first) / len(first),
-                  "loss_last20": sum(la[s] for s in last) / len(last),
+print(json.dumps({"name": "pretrain", "steps": max(la), "loss_first": sum(la[s] for s in first) / len(first),
+                  "loss_last": sum(la[s] for s in last) / len(last), "loss_window": k,
                   "checkpoints": sorted(p.name for p in (a / "checkpoints").glob("step-*")),
                   "resumed_steps": max(lb), "resumed_model_identical": ha == hb,
                   "max_loss_difference": diff, "straight": da.name, "resumed": db.name}))

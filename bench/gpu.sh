@@ -203,41 +203,39 @@ for reference in $references; do
 done
 
 echo "## training step (fwd+bwd+AdamW+EMA), bf16 autocast, predictor 384x$PRED_DEPTH"
-declare -A ours_ips theirs_ips ours_alloc theirs_alloc ours_smi theirs_smi flops composed_ips composed_alloc
+declare -A ours_ips theirs_ips composed_ips ours_alloc theirs_alloc composed_alloc ours_smi theirs_smi composed_smi flops
+# keep WHO KEY NAME: the JSON line of the last run's output recorded as NAME, its img/s,
+# allocator peak and nvidia-smi peak appended to WHO's lists (ours, theirs, composed) under KEY.
+keep() {
+  local who=$1 key=$2 name=$3 json smi
+  json=$(echo "$out" | grep '^{' | tail -n 1)
+  [ "$rc" -eq 0 ] && [ -n "$json" ] || return 1
+  smi=$(cat "$work/smi_peak")
+  record "$(echo "$json" | sed "s|^{|{\"name\": \"$name\", \"smi_peak_mib\": \"${smi:-nan}\", |")"
+  local -n ips=${who}_ips alloc=${who}_alloc smis=${who}_smi
+  ips[$key]+="$(echo "$json" | field images_per_second) "
+  alloc[$key]+="$(echo "$json" | field cuda_max_allocated_mb) "
+  smis[$key]+="${smi:-nan} "
+  last_json=$json
+}
 one_round() {  # one_round CFG [composed]: one run of ours (and of the composition), one of PyTorch's
-  local cfg=$1 name model patch dim depth heads batch key count t
+  local cfg=$1 name model patch dim depth heads batch key count
   IFS=: read -r name model patch dim depth heads batch <<< "$cfg"
   key="$name b$batch"
+  local ours=(bench train --device "$dev" --precision bf16 --model "$model" --batch "$batch"
+              --predictor-depth "$PRED_DEPTH" --iters "$ITERS" --warmup 2 --json)
   if [ "${2:-}" = composed ] && [ "$DEVICE" != cpu ]; then
-    sampled run "ijepa-rs composed $key" 180 env IJEPA_KERNELS=composed "$BIN" bench train --device "$dev" \
-      --precision bf16 --model "$model" --batch "$batch" --predictor-depth "$PRED_DEPTH" --iters "$ITERS" --warmup 2 --json
-    if [ "$rc" -eq 0 ] && [ -n "$out" ]; then
-      record "$(echo "$out" | sed "s|^{|{\"name\": \"ijepa-rs composed $key\", \"smi_peak_mib\": \"$(cat "$work/smi_peak")\", |")"
-      composed_ips[$key]="$(echo "$out" | field images_per_second)"
-      composed_alloc[$key]="$(echo "$out" | field cuda_max_allocated_mb)"
-    fi
+    sampled run "ijepa-rs composed $key" 180 env IJEPA_KERNELS=composed "$BIN" "${ours[@]}"
+    keep composed "$key" "ijepa-rs composed $key"
   fi
-  sampled run "ijepa-rs $key" 180 "$BIN" bench train --device "$dev" --precision bf16 --model "$model" \
-    --batch "$batch" --predictor-depth "$PRED_DEPTH" --iters "$ITERS" --warmup 2 --json
-  if [ "$rc" -eq 0 ] && [ -n "$out" ]; then
-    smi=$(cat "$work/smi_peak")
-    record "$(echo "$out" | sed "s|^{|{\"name\": \"ijepa-rs $key\", \"smi_peak_mib\": \"${smi:-nan}\", |")"
-    ours_ips[$key]+="$(echo "$out" | field images_per_second) "
-    ours_alloc[$key]+="$(echo "$out" | field cuda_max_allocated_mb) "
-    ours_smi[$key]+="${smi:-nan} "
-  fi
+  sampled run "ijepa-rs $key" 180 "$BIN" "${ours[@]}"
+  keep ours "$key" "ijepa-rs $key"
   count=(); [ -z "${flops[$key]:-}" ] && count=(--flops)
   sampled run "PyTorch $key" 180 "$PYTHON" bench/torch_step.py --train --device "$dev" --bf16 "${count[@]}" \
     --img 224 --patch "$patch" --dim "$dim" --depth "$depth" --heads "$heads" --pred-depth "$PRED_DEPTH" \
     --batch "$batch" --iters "$ITERS" --warmup 2
-  t=$(echo "$out" | grep '^{' | tail -n 1)
-  if [ "$rc" -eq 0 ] && [ -n "$t" ]; then
-    smi=$(cat "$work/smi_peak")
-    record "$(echo "$t" | sed "s|^{|{\"name\": \"PyTorch $key\", \"smi_peak_mib\": \"${smi:-nan}\", |")"
-    theirs_ips[$key]+="$(echo "$t" | field images_per_second) "
-    theirs_alloc[$key]+="$(echo "$t" | field cuda_max_allocated_mb) "
-    theirs_smi[$key]+="${smi:-nan} "
-    [ -z "${flops[$key]:-}" ] && flops[$key]=$(echo "$t" | field flops_per_step)
+  if keep theirs "$key" "PyTorch $key" && [ -z "${flops[$key]:-}" ]; then
+    flops[$key]=$(echo "$last_json" | field flops_per_step)
   fi
 }
 for cfg in $CONFIGS; do one_round "$cfg" composed; done
@@ -326,7 +324,7 @@ for cfg in $CONFIGS; do
   os=$(printf '%s\n' ${ours_smi[$key]:-} | median); ts=$(printf '%s\n' ${theirs_smi[$key]:-} | median)
   awk -v n="$name" -v b="$batch" -v oi="$oi" -v ti="$ti" -v oa="$oa" -v ta="$ta" -v os="$os" -v ts="$ts" \
     -v f="${flops[$key]:-0}" -v p="$peak" -v d="$datasheet" -v ro="${ours_ips[$key]:-}" -v rt="${theirs_ips[$key]:-}" \
-    -v ci="${composed_ips[$key]:-nan}" -v ca="${composed_alloc[$key]:-nan}" 'BEGIN {
+    -v ci="$(printf '%s\n' ${composed_ips[$key]:-} | median)" -v ca="$(printf '%s\n' ${composed_alloc[$key]:-} | median)" 'BEGIN {
       r = (ti > 0) ? sprintf("%.2fx", oi / ti) : "n/a"
       mo = (p > 0) ? 100 * f * oi / b / (p * 1e12) : 0; md = (d > 0) ? 100 * f * oi / b / (d * 1e12) : 0
       tm = (p > 0) ? 100 * f * ti / b / (p * 1e12) : 0; td = (d > 0) ? 100 * f * ti / b / (d * 1e12) : 0

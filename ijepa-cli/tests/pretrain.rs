@@ -465,7 +465,7 @@ fn a_run_starts_from_pretrained_weights_and_takes_their_architecture() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model vit_huge_patch14_gap_224"), "{err}");
     assert!(
-        err.contains("(timm weights)") && err.contains("predictor starts fresh"),
+        err.contains("(timm weights): student and teacher; the predictor starts fresh"),
         "{err}"
     );
     let ck = run.join("checkpoints/step-00000000");

@@ -468,8 +468,15 @@ pub fn read_state(path: &Path) -> Result<CheckpointState> {
 /// Reads a checkpoint folder.
 ///
 /// # Errors
-/// A missing file, an unknown format, or tensors outside the three parts.
+/// A missing file, a tensor file changed since it was written, an unknown
+/// format, or tensors outside the three parts.
 pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
+    verify(path, &read_state(path)?)?;
+    load_verified(path, device)
+}
+
+/// [`load`] of a checkpoint whose files [`resume_point`] has just verified.
+pub(crate) fn load_verified(path: &Path, device: &Device) -> Result<Checkpoint> {
     let bad = |reason: String| TrainError::Checkpoint {
         path: path.to_path_buf(),
         reason,
@@ -482,7 +489,6 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         candle_core::safetensors::load(&p, device).map_err(|e| bad(format!("{file}: {e}")))
     };
     let state = read_state(path)?;
-    verify(path, &state)?;
     let (mut encoder, mut target_encoder, mut predictor) =
         (WeightMap::new(), WeightMap::new(), WeightMap::new());
     for (k, t) in read("model.safetensors")? {

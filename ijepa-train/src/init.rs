@@ -14,13 +14,15 @@
 //! ```no_run
 //! use ijepa_train::init::InitWeights;
 //!
-//! let init = InitWeights::load("hf-hub:timm/vit_huge_patch14_gap_224.in1k_ijepa", None)?;
+//! let spec = "hf-hub:timm/vit_huge_patch14_gap_224.in1k_ijepa";
+//! let init = InitWeights::load(spec, None, &candle_core::Device::Cpu)?;
 //! println!("{}", init.describe());
 //! # Ok::<(), ijepa_train::TrainError>(())
 //! ```
 
 use std::path::{Path, PathBuf};
 
+use candle_core::Device;
 use ijepa_encoder::hub::HubOptions;
 use ijepa_encoder::registry::TimmArgs;
 use ijepa_encoder::weights::{self, Branch, LoadOptions, WeightLayout};
@@ -38,12 +40,12 @@ pub struct InitWeights {
     pub layout: &'static str,
     /// Their architecture.
     pub config: VitConfig,
-    /// The student's weights (timm names).
+    /// The student's weights (timm names); the teacher's too, unless the
+    /// source is a training checkpoint.
     pub student: WeightMap,
-    /// The teacher's: the source's target encoder, else the student's.
-    pub teacher: WeightMap,
-    /// The source's predictor (official names), if it has one.
-    pub predictor: Option<WeightMap>,
+    /// A training checkpoint's own target encoder (timm names) and
+    /// predictor (official names).
+    pub training: Option<(WeightMap, WeightMap)>,
 }
 
 /// The hub name of `model`'s default pretrained weights on the Hugging Face
@@ -93,16 +95,15 @@ pub fn named_model(spec: &str) -> Result<Option<(String, TimmArgs)>> {
 }
 
 impl InitWeights {
-    /// Reads `spec` (see the module's documentation); `model` names the
-    /// architecture where the files do not say it (an official checkpoint of
-    /// non-standard width).
+    /// Reads `spec` (see the module's documentation) onto `device`; `model`
+    /// names the architecture where the files do not say it (an official
+    /// checkpoint of non-standard width).
     ///
     /// # Errors
     /// A source that cannot be read or resolved, named.
-    pub fn load(spec: &str, model: Option<&str>) -> Result<Self> {
-        let local = Path::new(spec);
-        if let Some((path, _note)) = checkpoint::find(local)? {
-            let ck = checkpoint::load(&path, &candle_core::Device::Cpu)?;
+    pub fn load(spec: &str, model: Option<&str>, device: &Device) -> Result<Self> {
+        if let Some((path, _note)) = checkpoint::find(Path::new(spec))? {
+            let ck = checkpoint::load(&path, device)?;
             let config = match &ck.state.encoder {
                 Some(cfg) => cfg.clone(),
                 None => ck.state.config.ijepa()?.checked()?.encoder,
@@ -112,8 +113,7 @@ impl InitWeights {
                 layout: "ijepa-rs",
                 config,
                 student: ck.encoder,
-                teacher: ck.target_encoder,
-                predictor: Some(ck.predictor),
+                training: Some((ck.target_encoder, ck.predictor)),
             });
         }
         let hub = HubOptions {
@@ -124,54 +124,56 @@ impl InitWeights {
         let opts = |branch| LoadOptions {
             model: model.map(str::to_string),
             branch,
+            device: device.clone(),
             ..LoadOptions::default()
         };
         let student = weights::load(&path, &opts(Branch::Context))?;
-        if student.layout != WeightLayout::Official {
-            return Ok(Self {
-                source: student.source,
-                layout: match student.layout {
-                    WeightLayout::Timm => "timm",
-                    _ => "hf",
-                },
-                config: student.config,
-                teacher: student.weights.clone(),
-                student: student.weights,
-                predictor: None,
-            });
-        }
-        // An official training checkpoint: both encoders and the predictor.
-        let teacher = weights::load(&path, &opts(Branch::Target))?;
-        let file = std::fs::File::open(&path).map_err(crate::error::io(&path))?;
-        let predictor: WeightMap =
-            weights::read_pytorch(std::io::BufReader::new(file), Some("predictor"), &path)?
-                .into_iter()
-                .map(|(k, t)| {
-                    (
-                        k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
-                        t,
-                    )
-                })
-                .collect();
+        let layout = match student.layout {
+            WeightLayout::Timm => "timm",
+            WeightLayout::Hf => "hf",
+            WeightLayout::Official => "official",
+        };
+        let training = match student.layout {
+            WeightLayout::Official => {
+                // A training checkpoint: its target encoder and predictor too.
+                let teacher = weights::load(&path, &opts(Branch::Target))?;
+                let file = std::fs::File::open(&path).map_err(crate::error::io(&path))?;
+                let reader = std::io::BufReader::new(file);
+                let predictor: WeightMap = weights::read_pytorch(reader, Some("predictor"), &path)?
+                    .into_iter()
+                    .map(|(k, t)| {
+                        let k = k.strip_prefix("module.").map(str::to_string).unwrap_or(k);
+                        Ok((k, t.to_device(device)?))
+                    })
+                    .collect::<Result<_>>()?;
+                if predictor.is_empty() {
+                    return Err(TrainError::Config(format!(
+                        "{}: an official checkpoint without a predictor",
+                        path.display()
+                    )));
+                }
+                Some((teacher.weights, predictor))
+            }
+            _ => None,
+        };
         Ok(Self {
             source: student.source,
-            layout: "official",
+            layout,
             config: student.config,
             student: student.weights,
-            teacher: teacher.weights,
-            predictor: (!predictor.is_empty()).then_some(predictor),
+            training,
         })
     }
 
     /// What the run starts from, in one line.
     pub fn describe(&self) -> String {
         format!(
-            "starting from {} ({} weights): student and teacher{}",
+            "starting from {} ({} weights): {}",
             self.source.display(),
             self.layout,
-            match self.predictor {
-                Some(_) => ", and its predictor",
-                None => "; the predictor starts fresh",
+            match self.training {
+                Some(_) => "the student, its own target encoder and its predictor",
+                None => "student and teacher; the predictor starts fresh",
             }
         )
     }
@@ -234,21 +236,22 @@ mod tests {
         let init = InitWeights::load(
             &fixture("official/official.pth.tar"),
             Some("vit_tiny_patch16_224"),
+            &Device::Cpu,
         )
         .unwrap();
         assert_eq!(init.layout, "official");
-        assert_eq!(init.student.len(), init.teacher.len());
+        let (teacher, predictor) = init.training.as_ref().unwrap();
+        assert_eq!(init.student.len(), teacher.len());
         let differs: Vec<&String> = init
             .student
             .iter()
             .filter(|(k, t)| {
-                let d = (*t - &init.teacher[*k]).unwrap().abs().unwrap();
+                let d = (*t - &teacher[*k]).unwrap().abs().unwrap();
                 d.max_all().unwrap().to_scalar::<f32>().unwrap() > 0.0
             })
             .map(|(k, _)| k)
             .collect();
         assert!(!differs.is_empty(), "the target encoder is the file's own");
-        let predictor = init.predictor.as_ref().unwrap();
         assert!(
             predictor.contains_key("predictor_embed.weight"),
             "{:?}",

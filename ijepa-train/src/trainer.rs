@@ -269,7 +269,9 @@ impl Trainer {
                 });
             }
         }
-        config.validate()?;
+        if config.run.resume {
+            config.validate()?;
+        }
         let ranks = collective.world_size();
         if !config.data.batch_size.is_multiple_of(ranks) {
             return Err(TrainError::Config(format!(
@@ -282,7 +284,8 @@ impl Trainer {
         notes.extend(note);
         let resume = match (config.run.resume, existing) {
             (true, Some(path)) => {
-                let ck = checkpoint::load(&path, &device)?;
+                // resume_point verified its files: read once more, not twice.
+                let ck = checkpoint::load_verified(&path, &device)?;
                 if ck.state.world_size != ranks {
                     notes.push(format!(
                         "{} was written by a job of {} processes, this one has {ranks}: the global batch stays {}",
@@ -371,24 +374,16 @@ impl Trainer {
                 // Read and checked by every rank (rank 0's state is then
                 // broadcast as for a random start).
                 Some(spec) => {
-                    let init = InitWeights::load(&spec, Some(&config.model.name))?;
+                    let init = InitWeights::load(&spec, Some(&config.model.name), &device)?;
                     init.check(&model_cfg.encoder)?;
                     notes.push(init.describe());
-                    let on = |w: &ijepa_encoder::WeightMap| -> Result<ijepa_encoder::WeightMap> {
-                        w.iter()
-                            .map(|(k, t)| Ok((k.clone(), t.to_device(&device)?)))
-                            .collect()
-                    };
-                    let predictor = match &init.predictor {
-                        Some(p) => on(p)?,
-                        None => ijepa_predictor::init_weights(
-                            &model_cfg.predictor(),
-                            &model_cfg.predictor_init(),
-                            &device,
-                        )?,
-                    };
-                    IJepa::from_parts(model_cfg, on(&init.student)?, on(&init.teacher)?, predictor)
-                        .map_err(|e| TrainError::Config(format!("model.init {spec}: {e}")))?
+                    match init.training {
+                        Some((teacher, predictor)) => {
+                            IJepa::from_parts(model_cfg, init.student, teacher, predictor)
+                        }
+                        None => IJepa::from_encoder(model_cfg, init.student),
+                    }
+                    .map_err(|e| TrainError::Config(format!("model.init {spec}: {e}")))?
                 }
                 None => IJepa::new(model_cfg, &device)?,
             },

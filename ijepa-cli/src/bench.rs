@@ -150,7 +150,7 @@ pub struct ProbeArgs {
 /// Options of `ijepa-cli bench data`.
 #[derive(Debug, Args)]
 pub struct DataArgs {
-    /// Image folder.
+    /// Image folder, or tar shards (`shards/s-{000..009}.tar`, a `.tar`, a list file).
     #[arg(long)]
     data: std::path::PathBuf,
     /// Output size (square).
@@ -745,11 +745,9 @@ fn forward(args: &ForwardArgs) -> Result<()> {
 /// One pass over the folder through the training loader (one epoch).
 fn data(args: &DataArgs) -> Result<()> {
     use ijepa_masking::{Grid, MultiBlock, MultiBlockConfig};
-    use ijepa_train::data::{
-        ImageFolder, ImageSource, Loader, LoaderConfig, Position, TrainTransform,
-    };
+    use ijepa_train::data::{ImageSource, Loader, LoaderConfig, Position, TrainTransform};
     use std::sync::Arc;
-    let source = Arc::new(ImageSource::Folder(ImageFolder::open(&args.data)?));
+    let source = Arc::new(ImageSource::open(&args.data)?);
     let grid = Grid::new_2d(args.size / 16, args.size / 16)?;
     let sampler = Arc::new(MultiBlock::new(grid, MultiBlockConfig::default())?);
     let transform = TrainTransform::new(

@@ -6,6 +6,7 @@
 //!   ijepa-rs weights;
 //! - `export`, `download`, `inspect`: move weights between ijepa-rs, timm,
 //!   Hugging Face and the Hub, and look inside them;
+//! - `shards`: write an image folder as tar shards for `pretrain`;
 //! - `plot`: redraw a run's training curves;
 //! - `masks`: sample I-JEPA masks and print their statistics (and a picture);
 //! - `bench`: throughput measurements for BENCHMARKS.md.
@@ -49,6 +50,7 @@ mod masks_png;
 mod plot;
 mod pretrain;
 mod probe;
+mod shards;
 
 /// I-JEPA self-supervised pretraining of Vision Transformers, in Rust.
 #[derive(Debug, Parser)]
@@ -72,6 +74,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Download a model from the Hugging Face Hub into the standard cache.
     Download(download::DownloadArgs),
+    /// Write an image folder as tar shards (WebDataset layout) for `pretrain --data 'shards/shard-{000000..N}.tar'`.
+    Shards(shards::ShardsArgs),
     /// Redraw a run's curves (loss.png/svg, metrics.png/svg) from its metrics.csv.
     Plot(plot::PlotArgs),
     /// Describe a weight file, Hub model or ijepa-rs run: layout, architecture, parameters, tensors.
@@ -93,6 +97,7 @@ fn main() {
         Command::Download(args) => download::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Plot(args) => plot::run(&args),
+        Command::Shards(args) => shards::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),
     };
     if let Err(err) = result {

@@ -27,7 +27,9 @@ pub struct PretrainArgs {
     /// Override one field, e.g. `--set optim.lr=5e-4` (repeatable; applied last).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Image folder (any nesting; labels from sub-folder names). Default: synthetic shapes.
+    /// Images: a folder (any nesting; labels from sub-folder names), or tar
+    /// shards — 'shards/train-{000000..000099}.tar', one .tar, or a list file
+    /// (labels from .cls members; see `ijepa-cli shards`). Default: synthetic shapes.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Start from these weights instead of random ones (model.init): a timm

@@ -558,3 +558,50 @@ fn no_probe_is_kept_by_the_run_so_resume_honours_it() {
     );
     std::fs::remove_dir_all(&run).unwrap();
 }
+
+#[test]
+fn a_run_on_tar_shards_written_by_the_cli_resumes_bit_identical() {
+    let root = dir("shards");
+    let images = root.join("images");
+    let shapes = ijepa_train::data::SyntheticShapes::new(48, 16, 2);
+    for i in 0..16 {
+        let (img, label) = shapes.get(i);
+        let class = images.join(format!("class{label}"));
+        std::fs::create_dir_all(&class).unwrap();
+        img.save(class.join(format!("{i}.png"))).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
+        .args(["shards", "--per-shard", "3", "--data"])
+        .arg(&images)
+        .arg("--out")
+        .arg(root.join("shards"))
+        .output()
+        .unwrap();
+    ok(&out);
+    let said = String::from_utf8_lossy(&out.stdout);
+    let pattern = root.join("shards/shard-{000000..000005}.tar");
+    let pattern = pattern.to_str().unwrap();
+    assert!(
+        said.contains("16 images in 6 shard(s)") && said.contains(pattern),
+        "{said}"
+    );
+    let run = |name: &str, abort: Option<(&str, &str)>| {
+        let out_dir = root.join(name);
+        let out = pretrain(&out_dir, &tiny(&["--data", pattern]), abort);
+        (out_dir, out)
+    };
+    let (straight, out) = run("straight", None);
+    ok(&out);
+    let (killed, out) = run("killed", Some(("IJEPA_TEST_ABORT_AFTER_STEP", "5")));
+    assert!(!out.status.success(), "the abort hook did not fire");
+    ok(&pretrain(&killed, &["--resume", "--no-probe"], None));
+    assert_eq!(losses(&straight).len(), 12);
+    assert_eq!(losses(&straight), losses(&killed));
+    support::assert_same_tensors(
+        &straight.join("checkpoints/step-00000012/model.safetensors"),
+        &killed.join("checkpoints/step-00000012/model.safetensors"),
+    );
+    let config = std::fs::read_to_string(straight.join("config.toml")).unwrap();
+    assert!(config.contains("shard-{000000..000005}.tar"), "{config}");
+    std::fs::remove_dir_all(root).unwrap();
+}

@@ -213,8 +213,10 @@ impl Default for ModelSection {
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
     /// Image folder (any nesting; `.jpg`/`.jpeg`/`.png`; sub-folder names
-    /// are class labels for evaluation). Unset: the built-in synthetic
-    /// shapes.
+    /// are class labels for evaluation), or tar shards in the WebDataset
+    /// layout: a brace pattern (`shards/train-{000000..001281}.tar`), one
+    /// `.tar`, or a list file of shard paths ([`crate::data::TarShards`]).
+    /// Unset: the built-in synthetic shapes.
     #[serde(with = "optional")]
     pub path: Option<PathBuf>,
     /// Number of synthetic images when `path` is unset.

@@ -319,9 +319,9 @@ impl Trainer {
         let (h, w) = encoder.image_size;
         let source = match &config.data.path {
             Some(path) => {
-                let folder = ImageFolder::open(path)?;
-                notes.extend(folder.notes().iter().cloned());
-                ImageSource::Folder(folder)
+                let source = ImageSource::open(path)?;
+                notes.extend(source.notes().iter().cloned());
+                source
             }
             None => ImageSource::Synthetic(SyntheticShapes::new(
                 h.max(w) as u32,

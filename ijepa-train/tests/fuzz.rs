@@ -1,6 +1,7 @@
 //! Fuzzing of every parser of untrusted input: safetensors files, PyTorch
 //! zip checkpoints and their pickles, `config.json` (timm and Hugging
-//! Face), run configurations (TOML, official YAML, `--set`) and image files.
+//! Face), run configurations (TOML, official YAML, `--set`), image files
+//! and tar shards.
 //!
 //! Each parser gets mutated copies of real inputs (byte flips, overwrites,
 //! insertions, deletions, truncations, splices, boundary integers) and,
@@ -526,6 +527,25 @@ fn images(cases: u32) {
     });
 }
 
+/// Tar shards: WebDataset's own and a PAX long name; each case is written
+/// to a file, indexed and every image it finds read.
+fn tar_shards(cases: u32) {
+    let corpus: Vec<Vec<u8>> = ["wds-0.tar", "wds-1.tar"]
+        .iter()
+        .map(|f| read(&format!("ijepa-train/tests/fixtures/shards/{f}")))
+        .collect();
+    let path = std::env::temp_dir().join(format!("ijepa-fuzz-{}.tar", std::process::id()));
+    fuzz("tar shards", &corpus, 4096, cases, |b| {
+        std::fs::write(&path, b).unwrap();
+        if let Ok(shards) = ijepa_train::data::TarShards::open(&path) {
+            for i in 0..shards.len() {
+                let _ = shards.load(i);
+            }
+        }
+    });
+    let _ = std::fs::remove_file(&path);
+}
+
 macro_rules! parsers {
     ($($short:ident, $long:ident => $f:ident;)*) => {
         $(
@@ -552,4 +572,5 @@ parsers! {
     fuzz_yaml, fuzz_yaml_long => yaml_config;
     fuzz_set, fuzz_set_long => set_overrides;
     fuzz_images, fuzz_images_long => images;
+    fuzz_tar_shards, fuzz_tar_shards_long => tar_shards;
 }

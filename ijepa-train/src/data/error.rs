@@ -25,6 +25,10 @@ pub enum DataError {
         /// The folder.
         path: PathBuf,
     },
+    /// A shard specification, shard file or shard output that is wrong;
+    /// the message names it.
+    #[error("{0}")]
+    Shards(String),
     /// A transform setting out of range.
     #[error("invalid image transform: {0}")]
     InvalidTransform(String),

@@ -7,10 +7,16 @@ use super::DataError;
 /// Extensions read as images (case-insensitive).
 const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
 
-fn is_image(path: &Path) -> bool {
+/// Whether a file name's ending (after its last dot, or the key's dot in a
+/// tar shard) is one read as an image.
+pub(crate) fn is_image_ending(ending: &str) -> bool {
+    EXTENSIONS.iter().any(|x| ending.eq_ignore_ascii_case(x))
+}
+
+pub(crate) fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+        .is_some_and(is_image_ending)
 }
 
 /// `path` itself if it is a file, else every `.jpg`/`.jpeg`/`.png` below it

@@ -1,10 +1,10 @@
-//! Labelled image folders and the built-in set behind one type.
+//! Labelled image folders, tar shards and the built-in set behind one type.
 
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
-use super::{decode_rgb, image_files, DataError, SyntheticShapes};
+use super::{decode_rgb, image_files, shards, DataError, SyntheticShapes, TarShards};
 
 /// An image folder: every `.jpg`/`.jpeg`/`.png` below `root` at any depth,
 /// labelled by its first sub-folder (`root/<class>/…/x.jpg`; images directly
@@ -80,15 +80,56 @@ impl ImageFolder {
 pub enum ImageSource {
     /// A labelled image folder.
     Folder(ImageFolder),
+    /// Images in tar shards.
+    Shards(TarShards),
     /// The built-in synthetic shapes.
     Synthetic(SyntheticShapes),
 }
 
 impl ImageSource {
+    /// The images `data.path` names — the one place a data path's kind is
+    /// decided: a brace pattern or a `.tar` path is a set of tar shards
+    /// ([`TarShards::open`]), a folder or an image file an
+    /// [`ImageFolder`], any other file a list of shards.
+    ///
+    /// # Errors
+    /// What [`ImageFolder::open`] or [`TarShards::open`] refuse.
+    pub fn open(path: &Path) -> Result<Self, DataError> {
+        let is_image_or_folder = || {
+            std::fs::metadata(path).is_ok_and(|m| m.is_dir())
+                || super::files::is_image(path)
+                || !path.exists()
+        };
+        if !shards::is_pattern(&path.to_string_lossy()) && is_image_or_folder() {
+            Ok(Self::Folder(ImageFolder::open(path)?))
+        } else {
+            Ok(Self::Shards(TarShards::open(path)?))
+        }
+    }
+
+    /// What opening the source left out or assumed, to tell the user.
+    pub fn notes(&self) -> &[String] {
+        match self {
+            Self::Folder(f) => f.notes(),
+            Self::Shards(s) => s.notes(),
+            Self::Synthetic(_) => &[],
+        }
+    }
+
+    /// The order of the images in `epoch`: a shuffle keyed by `(seed,
+    /// epoch)` — of all images for a folder, shard-local for shards.
+    pub fn epoch_order(&self, seed: u64, epoch: u64) -> Vec<usize> {
+        match self {
+            Self::Shards(s) => s.epoch_order(seed, epoch),
+            _ => super::loader::epoch_order(self.len(), seed, epoch),
+        }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         match self {
             Self::Folder(f) => f.files.len(),
+            Self::Shards(s) => s.len(),
             Self::Synthetic(s) => s.len(),
         }
     }
@@ -102,6 +143,7 @@ impl ImageSource {
     pub fn label(&self, index: usize) -> usize {
         match self {
             Self::Folder(f) => f.labels[index],
+            Self::Shards(s) => s.label(index),
             Self::Synthetic(s) => s.label(index),
         }
     }
@@ -110,6 +152,7 @@ impl ImageSource {
     pub fn num_classes(&self) -> usize {
         match self {
             Self::Folder(f) => f.classes.len(),
+            Self::Shards(s) => s.num_classes(),
             Self::Synthetic(_) => super::NUM_CLASSES,
         }
     }
@@ -118,6 +161,7 @@ impl ImageSource {
     pub fn name(&self, index: usize) -> String {
         match self {
             Self::Folder(f) => f.files[index].display().to_string(),
+            Self::Shards(s) => s.name(index),
             Self::Synthetic(_) => format!("synthetic #{index}"),
         }
     }
@@ -129,6 +173,7 @@ impl ImageSource {
     pub fn load(&self, index: usize) -> Result<RgbImage, DataError> {
         match self {
             Self::Folder(f) => decode_rgb(&f.files[index]),
+            Self::Shards(s) => s.load(index),
             Self::Synthetic(s) => Ok(s.get(index).0),
         }
     }

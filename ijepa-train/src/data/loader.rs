@@ -173,7 +173,7 @@ fn keyed_rng(seed: u64, epoch: u64, item: u64) -> ChaCha8Rng {
     tagged_rng(seed, epoch, item, b"ijepa-ld")
 }
 
-fn tagged_rng(seed: u64, epoch: u64, item: u64, tag: &[u8; 8]) -> ChaCha8Rng {
+pub(crate) fn tagged_rng(seed: u64, epoch: u64, item: u64, tag: &[u8; 8]) -> ChaCha8Rng {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     key[8..16].copy_from_slice(&epoch.to_le_bytes());
@@ -336,7 +336,7 @@ impl Loader {
             .name("ijepa-loader".into())
             .spawn(move || {
                 for epoch in start.epoch..epochs {
-                    let order = epoch_order(source.len(), config.seed, epoch);
+                    let order = source.epoch_order(config.seed, epoch);
                     let first = if epoch == start.epoch { start.batch } else { 0 };
                     for batch in first..per_epoch {
                         let position = Position { epoch, batch };

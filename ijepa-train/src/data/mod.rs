@@ -1,4 +1,4 @@
-//! Images: finding, decoding, augmenting and batching them.
+//! Images: finding (folders, tar shards), decoding, augmenting and batching them.
 
 mod augment;
 mod error;
@@ -6,6 +6,7 @@ mod files;
 mod folder;
 pub mod loader;
 mod resample;
+mod shards;
 mod synthetic;
 mod transform;
 
@@ -16,5 +17,8 @@ pub use files::image_files;
 pub use folder::{ImageFolder, ImageSource};
 pub use loader::{BadImages, Batch, Loader, LoaderConfig, Position, Shard};
 pub use resample::{resize, Filter};
+pub use shards::{
+    expand_braces, shard_paths, write_shards, TarShards, WrittenShards, MAX_SHARDS, SHARDS_MIXED,
+};
 pub use synthetic::{SyntheticShapes, NUM_CLASSES};
 pub use transform::{decode_rgb, decode_rgb_bytes, EvalTransform, MAX_PIXELS, MAX_RESIZE};

@@ -1,19 +1,36 @@
 #!/usr/bin/env bash
-# The pretraining data pipeline, ijepa-rs vs torchvision + PIL, one core each, in one run.
+# The pretraining data pipeline on one core each, in one run, alternating:
+# ijepa-rs reading an image folder, ijepa-rs reading the same images as tar
+# shards (written once by `ijepa-cli shards`), and torchvision + PIL on the
+# folder (skipped, and said so, where python3 has no torch/torchvision).
 #
 #   bash bench/data.sh            # 512 JPEGs of 500x375 (ImageNet's typical size), 224² crops
 #
-# The images are written once to /tmp/ijepa-bench-jpegs by bench/make_jpegs.py.
+# The images are written once to /tmp/ijepa-bench-jpegs by bench/make_jpegs.py,
+# the shards (128 images each) to /tmp/ijepa-bench-shards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p ijepa-cli
+bin=target/release/ijepa-cli
 dir=/tmp/ijepa-bench-jpegs
+shards=/tmp/ijepa-bench-shards
 [ -d "$dir" ] || python3 bench/make_jpegs.py "$dir" 512
+[ -d "$shards" ] || "$bin" shards --data "$dir" --out "$shards" --per-shard 128 2>/dev/null
+pattern="$shards/shard-{000000..000003}.tar"
+torch=1
+python3 -c "import torch, torchvision, PIL" 2>/dev/null || torch=0
 field() { sed -n "s/.*\"$1\": *\([0-9.]*\).*/\1/p"; }
 echo "data pipeline, 512 JPEG 500x375 -> RandomResizedCrop 224, one core each ($(date -u +%F), $(nproc) cores)"
-for round in 1 2; do
-  ours=$(target/release/ijepa-cli bench data --data "$dir" --workers 1 --json)
-  theirs=$(python3 bench/torch_data.py --data "$dir" 2>/dev/null)
-  awk -v r="$round" -v a="$(echo "$ours" | field images_per_second_per_worker)" -v b="$(echo "$theirs" | field images_per_second_per_worker)" \
-    'BEGIN { printf "round %d: ijepa-rs %.1f img/s/core, torchvision+PIL %.1f img/s/core, ratio %.2fx\n", r, a, b, a / b }'
+[ "$torch" = 1 ] || echo "SKIPPED: torchvision + PIL (python3 has no torch/torchvision)"
+for round in 1 2 3; do
+  folder=$("$bin" bench data --data "$dir" --workers 1 --json | field images_per_second_per_worker)
+  tars=$("$bin" bench data --data "$pattern" --workers 1 --json | field images_per_second_per_worker)
+  theirs=0
+  if [ "$torch" = 1 ]; then
+    theirs=$(python3 bench/torch_data.py --data "$dir" 2>/dev/null | field images_per_second_per_worker)
+  fi
+  awk -v r="$round" -v a="$folder" -v s="$tars" -v b="$theirs" 'BEGIN {
+    printf "round %d: ijepa-rs folder %.1f img/s/core, tar shards %.1f img/s/core (%.2fx the folder)", r, a, s, s / a
+    if (b > 0) printf ", torchvision+PIL %.1f img/s/core (folder %.2fx, shards %.2fx)", b, a / b, s / b
+    printf "\n" }'
 done

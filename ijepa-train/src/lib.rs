@@ -14,7 +14,7 @@
 //! - [`probe`]: the weighted k-NN probe on frozen features;
 //! - [`schedule`]: the official warm-up + cosine learning rate and the
 //!   half-cosine weight decay;
-//! - [`data`]: image folders, decoding, the pretraining transform
+//! - [`data`]: image folders and tar shards, decoding, the pretraining transform
 //!   (RandomResizedCrop, flip), timm's evaluation transform (equal to timm's
 //!   to the bit), the keyed prefetching loader, and the built-in synthetic
 //!   labelled image set;

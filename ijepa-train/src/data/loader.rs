@@ -384,18 +384,29 @@ impl Drop for Loader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::data::SyntheticShapes;
     use ijepa_masking::{Grid, MultiBlock, MultiBlockConfig};
 
     fn setup() -> (Arc<ImageSource>, Arc<dyn MaskSampler>, LoaderConfig) {
         let source = Arc::new(ImageSource::Synthetic(SyntheticShapes::new(40, 20, 5)));
+        let (sampler, config) = loader_setup(24, 6, 9);
+        (source, sampler, config)
+    }
+
+    /// A 12×12 multi-block sampler and a loader of `batch_size` images
+    /// cropped to `size`² (flips on), 2 workers.
+    pub(crate) fn loader_setup(
+        size: usize,
+        batch_size: usize,
+        seed: u64,
+    ) -> (Arc<dyn MaskSampler>, LoaderConfig) {
         let sampler: Arc<dyn MaskSampler> = Arc::new(
             MultiBlock::new(Grid::new_2d(12, 12).unwrap(), MultiBlockConfig::default()).unwrap(),
         );
         let transform = TrainTransform::new(
-            (24, 24),
+            (size, size),
             (0.3, 1.0),
             (0.75, 4.0 / 3.0),
             true,
@@ -404,14 +415,14 @@ mod tests {
         )
         .unwrap();
         let config = LoaderConfig {
-            batch_size: 6,
+            batch_size,
             shard: Shard::default(),
-            seed: 9,
+            seed,
             workers: 2,
             prefetch: 1,
             transform,
         };
-        (source, sampler, config)
+        (sampler, config)
     }
 
     fn start(source: Arc<ImageSource>, config: LoaderConfig, at: Position) -> Vec<Batch> {

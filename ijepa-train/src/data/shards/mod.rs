@@ -331,34 +331,29 @@ fn index_shard(path: &Path, shard: u32) -> Result<(Vec<Member>, Findings), DataE
 /// One note per kind of finding over all shards.
 fn summarise(paths: &[PathBuf], found: &[Findings], images: usize) -> Vec<String> {
     let mut notes = vec![];
-    let mut kind = |count: usize, example: Option<usize>, what: &str| {
-        if let (true, Some(s)) = (count > 0, example) {
-            notes.push(format!("{count} {what} (e.g. in {})", paths[s].display()));
+    let mut kind = |count: fn(&Findings) -> usize, what: &str| {
+        let total: usize = found.iter().map(count).sum();
+        if let Some(s) = found.iter().position(|f| count(f) > 0) {
+            notes.push(format!("{total} {what} (e.g. in {})", paths[s].display()));
         }
     };
-    let first = |f: fn(&Findings) -> usize| found.iter().position(|x| f(x) > 0);
-    let total = |f: fn(&Findings) -> usize| found.iter().map(f).sum::<usize>();
-    let unlabelled = total(|f| f.unlabelled);
-    if unlabelled < images {
+    // Labels matter only where some image has one.
+    if found.iter().map(|f| f.unlabelled).sum::<usize>() < images {
         kind(
-            unlabelled,
-            first(|f| f.unlabelled),
+            |f| f.unlabelled,
             "images have no .cls member and are labelled 0",
         );
     }
     kind(
-        total(|f| f.without_image),
-        first(|f| f.without_image),
+        |f| f.without_image,
         "samples have no .jpg, .jpeg or .png member and are skipped",
     );
     kind(
-        total(|f| f.two_images),
-        first(|f| f.two_images),
+        |f| f.two_images,
         "samples have a second image member, which is skipped",
     );
     kind(
-        total(|f| f.too_large),
-        first(|f| f.too_large),
+        |f| f.too_large,
         "image members are over 256 MiB and are skipped",
     );
     let cut: Vec<usize> = (0..found.len())

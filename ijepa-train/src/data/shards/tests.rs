@@ -2,14 +2,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ijepa_masking::{Grid, MaskSampler, MultiBlock, MultiBlockConfig};
-
 use super::*;
 use crate::data::loader::prepare_batch;
-use crate::data::{
-    BadImages, ImageFolder, ImageSource, Loader, LoaderConfig, Position, Shard, SyntheticShapes,
-    TrainTransform,
-};
+use crate::data::loader::tests::loader_setup;
+use crate::data::{BadImages, ImageFolder, ImageSource, Loader, Position, Shard, SyntheticShapes};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ijepa-shards-{}-{name}", std::process::id()));
@@ -114,36 +110,12 @@ fn an_epoch_reads_a_few_shards_at_a_time_in_a_seeded_order() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn loader_setup(batch_size: usize) -> (Arc<dyn MaskSampler>, LoaderConfig) {
-    let sampler: Arc<dyn MaskSampler> = Arc::new(
-        MultiBlock::new(Grid::new_2d(12, 12).unwrap(), MultiBlockConfig::default()).unwrap(),
-    );
-    let transform = TrainTransform::new(
-        (16, 16),
-        (0.3, 1.0),
-        (0.75, 4.0 / 3.0),
-        true,
-        [0.5; 3],
-        [0.25; 3],
-    )
-    .unwrap();
-    let config = LoaderConfig {
-        batch_size,
-        shard: Shard::default(),
-        seed: 3,
-        workers: 2,
-        prefetch: 1,
-        transform,
-    };
-    (sampler, config)
-}
-
 #[test]
 fn shards_resume_exactly_and_ranks_share_the_single_process_batch() {
     let (dir, _, out) = written("loader", 24, 5);
     let source = Arc::new(ImageSource::open(out.pattern.as_ref()).unwrap());
     assert!(matches!(*source, ImageSource::Shards(_)));
-    let (sampler, config) = loader_setup(4);
+    let (sampler, config) = loader_setup(16, 4, 3);
     let run = |at: Position| -> Vec<crate::data::Batch> {
         Loader::start(
             source.clone(),

@@ -26,6 +26,7 @@ use crate::vit::VisionTransformer;
 use crate::WeightMap;
 
 pub use hf::save_hf;
+pub use pth::{PyTensor, PyValue, TorchFile};
 pub use timm::save_timm;
 
 /// The layout a weight file was written in.

@@ -48,7 +48,7 @@ pub(crate) enum Value {
     Int(i64),
     /// An integer wider than 64 bits (kept, never used as a number).
     BigInt,
-    Float,
+    Float(f64),
     Str(Rc<str>),
     Bytes,
     List(Node),
@@ -440,8 +440,10 @@ impl<'a> Machine<'a> {
                     self.push(long(bytes));
                 }
                 b'G' => {
-                    self.take(8)?;
-                    self.push(Value::Float);
+                    let bytes = self.take(8)?;
+                    let mut buf = [0u8; 8];
+                    buf.copy_from_slice(bytes);
+                    self.push(Value::Float(f64::from_be_bytes(buf)));
                 }
                 b'X' => {
                     let n = self.u32()? as usize;
@@ -478,10 +480,10 @@ impl<'a> Machine<'a> {
                 }
                 b'F' => {
                     let line = self.line()?;
-                    if line.parse::<f64>().is_err() {
+                    let Ok(v) = line.parse::<f64>() else {
                         return self.err(format!("{line:?} is not a float"));
-                    }
-                    self.push(Value::Float);
+                    };
+                    self.push(Value::Float(v));
                 }
                 b'c' => {
                     let module = self.line()?.to_string();

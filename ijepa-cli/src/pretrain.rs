@@ -61,6 +61,12 @@ pub struct PretrainArgs {
     /// Continue the run in --out from its latest checkpoint (its config.toml is the base).
     #[arg(long)]
     resume: bool,
+    /// Continue an official facebookresearch/ijepa run (run.resume_from): a
+    /// .pth.tar its train.py saved — encoders, predictor, AdamW state, from
+    /// the next epoch. Name its architecture with --config (its YAML) or
+    /// --model and --set model.args.
+    #[arg(long, value_name = "CHECKPOINT")]
+    resume_from: Option<PathBuf>,
     /// cpu, cuda (each process its local rank's GPU) or cuda:N (run.device).
     #[arg(long)]
     device: Option<String>,
@@ -121,6 +127,9 @@ impl PretrainArgs {
         }
         if let Some(o) = out {
             cfg.run.out = o;
+        }
+        if let Some(p) = &self.resume_from {
+            cfg.run.resume_from = Some(p.clone());
         }
         if let Some(e) = self.epochs {
             cfg.optim.epochs = e;

@@ -605,3 +605,127 @@ fn a_run_on_tar_shards_written_by_the_cli_resumes_bit_identical() {
     assert!(config.contains("shard-{000000..000005}.tar"), "{config}");
     std::fs::remove_dir_all(root).unwrap();
 }
+
+/// The architecture of the official run in ijepa-train's fixture
+/// (`make_official_run.py`'s `vit_fixture`).
+const OFFICIAL_FIXTURE_MODEL: &[&str] = &[
+    "--set",
+    "model.args.img_size=48",
+    "--set",
+    "model.args.patch_size=8",
+    "--set",
+    "model.args.embed_dim=48",
+    "--set",
+    "model.args.depth=2",
+    "--set",
+    "model.args.num_heads=3",
+    "--set",
+    "model.predictor_embed_dim=24",
+    "--set",
+    "model.predictor_depth=1",
+    "--set",
+    "mask.min_keep=3",
+];
+
+#[test]
+fn an_official_run_continues_here_and_resumes_bit_identical() {
+    let official = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ijepa-train/tests/fixtures/official_run/epoch1.pth.tar");
+    let official = official.to_str().unwrap();
+    // 8 images at batch 2: 4 steps an epoch, where the official run took 2;
+    // its checkpoint after epoch 1 continues at step 4, AdamW at its step 2.
+    let args = |extra: &[&str]| -> Vec<String> {
+        [
+            OFFICIAL_FIXTURE_MODEL,
+            &[
+                "--resume-from",
+                official,
+                "--set",
+                "data.synthetic_images=8",
+                "--batch-size",
+                "2",
+                "--epochs",
+                "3",
+                "--max-steps",
+                "8",
+                "--set",
+                "run.checkpoint_every=1",
+                "--no-probe",
+            ],
+            extra,
+        ]
+        .concat()
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+    };
+    let run = |name: &str, extra: &[&str], abort: Option<(&str, &str)>| {
+        let out_dir = dir(name);
+        let a = args(extra);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let out = pretrain(&out_dir, &a, abort);
+        (out_dir, out)
+    };
+    let (straight, out) = run("official-straight", &[], None);
+    ok(&out);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("continuing the official run")
+            && said.contains("after epoch 1 (2 AdamW steps"),
+        "{said}"
+    );
+    let steps: Vec<u64> = losses(&straight).iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        steps,
+        [5, 6, 7, 8],
+        "the schedules continue at epoch 1 × 4 steps"
+    );
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(straight.join("checkpoints/step-00000008/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["step"], 8);
+    assert_eq!(
+        state["optimizer_step"], 6,
+        "AdamW counts its own steps: 2 + 4"
+    );
+    assert_eq!(state["images_seen"], 8 + 4 * 2);
+
+    // Killed after step 6 and resumed: the run's own checkpoint (step 6,
+    // AdamW step 4) continues, not the official file again.
+    let (killed, out) = run(
+        "official-killed",
+        &[],
+        Some(("IJEPA_TEST_ABORT_AFTER_STEP", "6")),
+    );
+    assert!(!out.status.success(), "the abort hook did not fire");
+    let out = pretrain(&killed, &["--resume", "--no-probe"], None);
+    ok(&out);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not read again"), "{said}");
+    assert_eq!(losses(&straight), losses(&killed));
+    support::assert_same_tensors(
+        &straight.join("checkpoints/step-00000008/model.safetensors"),
+        &killed.join("checkpoints/step-00000008/model.safetensors"),
+    );
+    support::assert_same_tensors(
+        &straight.join("checkpoints/step-00000008/optimizer.safetensors"),
+        &killed.join("checkpoints/step-00000008/optimizer.safetensors"),
+    );
+
+    // What cannot continue is refused, named.
+    let (nothing, out) = run("official-done", &["--set", "optim.epochs=1"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ends epoch 1") && err.contains("nothing is left to train"),
+        "{err}"
+    );
+    let (both, out) = run("official-both", &["--init", official], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("two starting points"), "{err}");
+    for d in [straight, killed, nothing, both] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -93,6 +93,11 @@ pub struct CheckpointState {
     /// checkpoints written before they were recorded: then not checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<std::collections::BTreeMap<String, FileSum>>,
+    /// AdamW's own step count where it is not `step`: a run continued from
+    /// an official checkpoint whose epochs were longer or shorter than this
+    /// run's ([`crate::official_checkpoint`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer_step: Option<u64>,
 }
 
 /// A file's length and CRC-32C (Castagnoli).
@@ -607,6 +612,7 @@ mod tests {
             encoder: None,
             world_size: 1,
             files: None,
+            optimizer_step: None,
         };
         let mut w = WeightMap::new();
         w.insert("x".into(), Tensor::new(&[1f32], &Device::Cpu).unwrap());

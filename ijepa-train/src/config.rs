@@ -371,6 +371,14 @@ pub struct RunSection {
     pub precision: String,
     /// Continue from the run directory's latest checkpoint.
     pub resume: bool,
+    /// An official facebookresearch/ijepa training checkpoint (`.pth.tar`,
+    /// as its `train.py` saves them) whose run this one continues: its
+    /// encoder, target encoder, predictor, AdamW moments and step, from the
+    /// epoch after the one it saved ([`crate::official_checkpoint`]). Read
+    /// only while the run directory has no checkpoint of its own; once it
+    /// has, `resume` continues from that.
+    #[serde(with = "optional")]
+    pub resume_from: Option<PathBuf>,
 }
 
 impl Default for RunSection {
@@ -385,6 +393,7 @@ impl Default for RunSection {
             device: "cpu".into(),
             precision: "f32".into(),
             resume: false,
+            resume_from: None,
         }
     }
 }
@@ -465,6 +474,7 @@ impl TrainConfig {
             ("probe.train", self.probe.train.as_deref()),
             ("probe.val", self.probe.val.as_deref()),
             ("run.out", Some(self.run.out.as_path())),
+            ("run.resume_from", self.run.resume_from.as_deref()),
         ];
         for (name, path) in paths {
             if let Some(p) = path.filter(|p| p.to_str().is_none()) {
@@ -596,8 +606,15 @@ impl TrainConfig {
         self.check_paths()?;
         self.ijepa()?;
         self.sampler()?;
-        self.model.init_spec()?;
+        let init = self.model.init_spec()?;
         let bad = |msg: String| Err(TrainError::Config(msg));
+        if let (Some(from), Some(init)) = (&self.run.resume_from, init) {
+            return bad(format!(
+                "run.resume_from = {:?} and model.init = {init:?} name two starting points: keep one \
+                 (an official checkpoint continues its run through resume_from, weights alone start one through init)",
+                from.display().to_string()
+            ));
+        }
         // A configuration is kept as TOML, whose integers are i64.
         let r = &self.run;
         for (name, value) in [

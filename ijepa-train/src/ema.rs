@@ -35,14 +35,15 @@ pub fn ema_update(teacher: &mut WeightMap, student: &WeightMap, momentum: f64) -
     Ok(())
 }
 
-/// Official schedule, linear per step: `m_i = start + i·(end − start)/total`,
-/// `i` counting optimizer steps from 0, `total = iterations/epoch · epochs ·
-/// ipe_scale`.
-pub fn linear_momentum(start: f64, end: f64, step: u64, total_steps: u64) -> f64 {
-    if total_steps == 0 {
+/// Official schedule, linear per step: `m_i = start + i·(end − start)/span`,
+/// `i` counting optimizer steps from 0, `span = iterations/epoch · epochs ·
+/// ipe_scale` as a float (7.5 for 2 · 3 · 1.25: the official generator does
+/// not round it).
+pub fn linear_momentum(start: f64, end: f64, step: u64, span: f64) -> f64 {
+    if span <= 0.0 {
         return end;
     }
-    start + step as f64 * (end - start) / total_steps as f64
+    start + step as f64 * (end - start) / span
 }
 
 /// stable-pretraining's schedule, cosine per epoch:
@@ -96,9 +97,11 @@ mod tests {
 
     #[test]
     fn schedules_hit_their_closed_forms() {
-        assert_eq!(linear_momentum(0.996, 1.0, 0, 1000), 0.996);
-        assert!((linear_momentum(0.996, 1.0, 250, 1000) - 0.997).abs() < 1e-15);
-        assert_eq!(linear_momentum(0.996, 1.0, 1000, 1000), 1.0);
+        assert_eq!(linear_momentum(0.996, 1.0, 0, 1000.0), 0.996);
+        assert!((linear_momentum(0.996, 1.0, 250, 1000.0) - 0.997).abs() < 1e-15);
+        assert_eq!(linear_momentum(0.996, 1.0, 1000, 1000.0), 1.0);
+        // The official generator at ipe 2, 3 epochs, ipe_scale 1.25: i / 7.5.
+        assert!((linear_momentum(0.996, 1.0, 3, 7.5) - (0.996 + 3.0 * 0.004 / 7.5)).abs() < 1e-15);
         assert_eq!(cosine_momentum(0.996, 1.0, 0, 100), 0.996);
         assert!((cosine_momentum(0.996, 1.0, 50, 100) - 0.998).abs() < 1e-15);
         assert!((cosine_momentum(0.996, 1.0, 100, 100) - 1.0).abs() < 1e-15);

@@ -165,6 +165,21 @@ impl InitWeights {
         })
     }
 
+    /// The model these weights start: the source's own target encoder and
+    /// predictor where it has them, else the student as teacher and a
+    /// fresh predictor.
+    ///
+    /// # Errors
+    /// Weights that do not fit `config`.
+    pub fn into_model(self, config: crate::model::IJepaConfig) -> Result<crate::model::IJepa> {
+        match self.training {
+            Some((teacher, predictor)) => {
+                crate::model::IJepa::from_parts(config, self.student, teacher, predictor)
+            }
+            None => crate::model::IJepa::from_encoder(config, self.student),
+        }
+    }
+
     /// What the run starts from, in one line.
     pub fn describe(&self) -> String {
         format!(
@@ -204,7 +219,7 @@ impl InitWeights {
             .map(|((k, x), (_, y))| format!("{k}: the run has {x}, the weights {y}"))
             .collect();
         Err(TrainError::Config(format!(
-            "model.init: {} holds another encoder than the run's ({}); set the run's model to the \
+            "{} holds another encoder than the run's ({}); set the run's model to the \
              weights' architecture (model.name and model.args, e.g. --model and --set \
              model.args.img_size=…); a different image size would need its position table \
              resampled, which is not supported",

@@ -50,6 +50,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod official;
+pub mod official_checkpoint;
 pub mod optim;
 pub mod parity;
 pub mod plot;

@@ -118,17 +118,14 @@ impl IJepaConfig {
     }
 
     /// The EMA momentum for the teacher update after optimizer step `step`
-    /// (of `total_steps`) in epoch `epoch` (of `epochs`): linear per step for
-    /// the official recipe, cosine per epoch for the seed's, from
-    /// `ema_decay_start` to `ema_decay_end`.
-    pub fn ema_momentum(&self, step: u64, total_steps: u64, epoch: u64, epochs: u64) -> f64 {
+    /// (from 0, of a schedule spanning `span` steps) in epoch `epoch` (of
+    /// `epochs`): linear per step for the official recipe, cosine per epoch
+    /// for the seed's, from `ema_decay_start` to `ema_decay_end`.
+    pub fn ema_momentum(&self, step: u64, span: f64, epoch: u64, epochs: u64) -> f64 {
         match self.recipe {
-            Recipe::Official => crate::ema::linear_momentum(
-                self.ema_decay_start,
-                self.ema_decay_end,
-                step,
-                total_steps,
-            ),
+            Recipe::Official => {
+                crate::ema::linear_momentum(self.ema_decay_start, self.ema_decay_end, step, span)
+            }
             Recipe::Seed => {
                 crate::ema::cosine_momentum(self.ema_decay_start, self.ema_decay_end, epoch, epochs)
             }

@@ -17,7 +17,7 @@
 //! | `mask.*` | `mask.*` (`enc_mask_scale` → `context_scale`, `pred_mask_scale` → `target_scale`, `aspect_ratio` → `target_aspect_ratio`, `num_pred_masks` → `num_targets`; `num_enc_masks` must be 1); the official sampler's biases are reproduced (`official_compat`) |
 //! | `meta.pred_depth`, `meta.pred_emb_dim` | `model.predictor_depth`, `model.predictor_embed_dim` |
 //! | `meta.load_checkpoint` | `run.resume` (from `run.out`) |
-//! | `meta.read_checkpoint` | must be null (resuming from an official `.pth.tar` is not implemented) |
+//! | `meta.read_checkpoint` | with `load_checkpoint`: `run.resume_from` = `logging.folder` joined with it (the official checkpoint whose run this one continues; see [`crate::official_checkpoint`]); without: no effect, as in the official code |
 //! | `meta.use_bfloat16` | `run.precision = "bf16"` |
 //! | `meta.copy_data` | no effect (a copy to the FAIR cluster's local disk) |
 //! | `optimization.*` | `optim.*` (`warmup` → `warmup_epochs`) |
@@ -160,8 +160,8 @@ fn encoder(model: &str, patch: usize, crop: usize) -> Result<(String, TimmArgs)>
 ///
 /// # Errors
 /// YAML that does not parse, an unknown or missing key, or a setting we do
-/// not implement (colour distortion, blur, several context masks, resuming
-/// from an official checkpoint), each named.
+/// not implement (colour distortion, blur, several context masks), each
+/// named.
 pub fn from_yaml_str(text: &str, processes: usize) -> Result<(TrainConfig, Vec<String>)> {
     let o: Official = serde_yaml_ng::from_str(text)
         .map_err(|e| TrainError::Config(format!("official YAML: {e}")))?;
@@ -183,11 +183,6 @@ pub fn from_yaml_str(text: &str, processes: usize) -> Result<(TrainConfig, Vec<S
         return unsupported(&format!(
             "mask.num_enc_masks: {} (only 1 context mask per image)",
             o.mask.num_enc_masks
-        ));
-    }
-    if let Some(path) = &o.meta.read_checkpoint {
-        return unsupported(&format!(
-            "meta.read_checkpoint: {path} (resuming from an official .pth.tar; start from its encoder with `embed`/`probe`, or resume an ijepa-rs run)"
         ));
     }
     let mut cfg = TrainConfig::default();
@@ -223,6 +218,14 @@ pub fn from_yaml_str(text: &str, processes: usize) -> Result<(TrainConfig, Vec<S
 
     cfg.run.out = PathBuf::from(&o.logging.folder);
     cfg.run.resume = o.meta.load_checkpoint;
+    if o.meta.load_checkpoint {
+        // As train.py: os.path.join(folder, r_file) (an absolute r_file wins).
+        cfg.run.resume_from = o
+            .meta
+            .read_checkpoint
+            .as_ref()
+            .map(|r| PathBuf::from(&o.logging.folder).join(r));
+    }
     cfg.run.precision = if o.meta.use_bfloat16 { "bf16" } else { "f32" }.into();
     cfg.run.checkpoint_every = 0;
 
@@ -240,6 +243,11 @@ pub fn from_yaml_str(text: &str, processes: usize) -> Result<(TrainConfig, Vec<S
         "logging.write_tag {:?}: no effect (ijepa-rs names its files itself)",
         o.logging.write_tag
     ));
+    if let (false, Some(r)) = (o.meta.load_checkpoint, &o.meta.read_checkpoint) {
+        notes.push(format!(
+            "meta.read_checkpoint {r:?}: no effect while load_checkpoint is false (as in the official code)"
+        ));
+    }
     if o.meta.copy_data {
         notes.push("meta.copy_data: no effect (a copy to the FAIR cluster's local disk)".into());
     }
@@ -333,11 +341,6 @@ mod tests {
                 "use_color_distortion",
             ),
             ("num_enc_masks: 1", "num_enc_masks: 2", "num_enc_masks"),
-            (
-                "read_checkpoint: null",
-                "read_checkpoint: jepa-ep300.pth.tar",
-                "read_checkpoint",
-            ),
             ("pin_mem: true", "pin_memory: true", "pin_memory"),
             ("model_name: vit_huge", "model_name: resnet50", "resnet50"),
         ] {
@@ -347,5 +350,31 @@ mod tests {
                 .to_string();
             assert!(err.contains(expect), "{to}: {err}");
         }
+    }
+
+    #[test]
+    fn read_checkpoint_continues_the_official_run_only_with_load_checkpoint() {
+        let with = VITH14
+            .replace("load_checkpoint: false", "load_checkpoint: true")
+            .replace(
+                "read_checkpoint: null",
+                "read_checkpoint: jepa-ep300.pth.tar",
+            );
+        let (cfg, _) = from_yaml_str(&with, 1).unwrap();
+        assert!(cfg.run.resume);
+        assert_eq!(
+            cfg.run.resume_from,
+            Some(cfg.run.out.join("jepa-ep300.pth.tar")),
+            "joined to logging.folder, as train.py does"
+        );
+        let without = VITH14.replace("read_checkpoint: null", "read_checkpoint: /ck/a.pth.tar");
+        let (cfg, notes) = from_yaml_str(&without, 1).unwrap();
+        assert_eq!(cfg.run.resume_from, None);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("no effect while load_checkpoint is false")),
+            "{notes:?}"
+        );
     }
 }

@@ -54,26 +54,39 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// An optimizer over `groups` with β (0.9, 0.999) and eps 1e-8.
+    /// `(β1, β2)` of I-JEPA's AdamW (PyTorch's defaults, as the official
+    /// code leaves them).
+    pub const BETAS: (f64, f64) = (0.9, 0.999);
+
+    /// The denominator epsilon of I-JEPA's AdamW (PyTorch's default).
+    pub const EPS: f64 = 1e-8;
+
+    /// An optimizer over `groups` with [`AdamW::BETAS`] and [`AdamW::EPS`].
     pub fn new(groups: Vec<ParamGroup>, lr: f64) -> Self {
         let state = groups.iter().map(|g| vec![None; g.params.len()]).collect();
         Self {
             groups,
             lr,
-            betas: (0.9, 0.999),
-            eps: 1e-8,
+            betas: Self::BETAS,
+            eps: Self::EPS,
             step: 0,
             state,
             fused: true,
         }
     }
 
-    /// I-JEPA's two groups: decay `weight_decay` on every variable of rank
-    /// ≥ 2 (including `mask_token`), none on biases and other 1-D variables.
+    /// Whether I-JEPA decays the variable `name` of rank `rank`: every one
+    /// of rank ≥ 2 (including `mask_token`), no bias and no other 1-D one.
+    pub fn decays(name: &str, rank: usize) -> bool {
+        rank >= 2 || name.ends_with("mask_token")
+    }
+
+    /// I-JEPA's two groups: decay `weight_decay` on the variables
+    /// [`AdamW::decays`] names, none on the others.
     pub fn ijepa_groups(named: Vec<(String, Var)>, weight_decay: f64) -> Vec<ParamGroup> {
         let (decay, plain): (Vec<_>, Vec<_>) = named
             .into_iter()
-            .partition(|(name, v)| v.rank() >= 2 || name.ends_with("mask_token"));
+            .partition(|(name, v)| Self::decays(name, v.rank()));
         vec![
             ParamGroup {
                 params: decay,
@@ -110,6 +123,20 @@ impl AdamW {
         out
     }
 
+    /// The variables that have no moments yet (none after a step in which
+    /// every variable had a gradient).
+    pub fn without_moments(&self) -> Vec<&str> {
+        let mut out = vec![];
+        for (group, states) in self.groups.iter().zip(&self.state) {
+            for ((name, _), m) in group.params.iter().zip(states) {
+                if m.is_none() {
+                    out.push(name.as_str());
+                }
+            }
+        }
+        out
+    }
+
     /// Restores moments saved by [`AdamW::state_tensors`] after `step` steps.
     ///
     /// # Errors
@@ -124,10 +151,10 @@ impl AdamW {
                 known.insert(b.clone());
                 *slot = match (tensors.get(&a), tensors.get(&b)) {
                     (Some(m), Some(v)) => {
-                        for t in [m, v] {
+                        for (key, t) in [(&a, m), (&b, v)] {
                             if t.dims() != var.dims() {
                                 return Err(TrainError::Optimizer(format!(
-                                    "{name} {name} has shape {:?}, the parameter {:?}",
+                                    "{key} has shape {:?}, the parameter {name} {:?}",
                                     t.dims(),
                                     var.dims()
                                 )));

@@ -23,6 +23,7 @@ use crate::error::{io, Result, TrainError};
 use crate::init::InitWeights;
 use crate::metrics::{MetricsLog, StepMetrics};
 use crate::model::IJepa;
+use crate::official_checkpoint::OfficialCheckpoint;
 use crate::run_lock::RunLock;
 use crate::schedule::{CosineWeightDecay, WarmupCosine};
 use crate::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
@@ -301,8 +302,12 @@ impl Trainer {
                 // a job that is always started with --resume (a requeued
                 // SLURM job): the run starts from step 0.
                 notes.push(format!(
-                    "--resume: {} has no checkpoint yet; the run starts from step 0",
-                    run_dir.display()
+                    "--resume: {} has no checkpoint yet; the run starts {}",
+                    run_dir.display(),
+                    match &config.run.resume_from {
+                        Some(p) => format!("from run.resume_from {}", p.display()),
+                        None => "from step 0".into(),
+                    }
                 ));
                 None
             }
@@ -363,6 +368,24 @@ impl Trainer {
         )?;
         let sampler: Arc<dyn MaskSampler> = Arc::from(config.sampler()?);
         let model_cfg = config.ijepa()?;
+        // An official run continued: only while this directory has no
+        // checkpoint of its own (after its first, --resume continues that).
+        let official = match (&resume, &config.run.resume_from) {
+            (None, Some(path)) => {
+                let ck = OfficialCheckpoint::load(path, Some(&config.model.name), &device)?;
+                notes.extend(ck.notes.iter().cloned());
+                Some(ck)
+            }
+            (Some(ck), Some(path)) => {
+                notes.push(format!(
+                    "run.resume_from {}: not read again, the run continues from its own checkpoint {}",
+                    path.display(),
+                    ck.path.display()
+                ));
+                None
+            }
+            (_, None) => None,
+        };
         let model = match &resume {
             Some(ck) => IJepa::from_parts(
                 model_cfg,
@@ -370,22 +393,23 @@ impl Trainer {
                 ck.target_encoder.clone(),
                 ck.predictor.clone(),
             )?,
-            None => match config.model.init_spec()? {
-                // Read and checked by every rank (rank 0's state is then
-                // broadcast as for a random start).
-                Some(spec) => {
+            // Read and checked by every rank (rank 0's state is then
+            // broadcast as for a random start).
+            None => match (&official, config.model.init_spec()?) {
+                (Some(ck), _) => {
+                    ck.weights.check(&model_cfg.encoder)?;
+                    ck.weights.clone().into_model(model_cfg).map_err(|e| {
+                        TrainError::Config(format!("run.resume_from {}: {e}", ck.path.display()))
+                    })?
+                }
+                (None, Some(spec)) => {
                     let init = InitWeights::load(&spec, Some(&config.model.name), &device)?;
                     init.check(&model_cfg.encoder)?;
                     notes.push(init.describe());
-                    match init.training {
-                        Some((teacher, predictor)) => {
-                            IJepa::from_parts(model_cfg, init.student, teacher, predictor)
-                        }
-                        None => IJepa::from_encoder(model_cfg, init.student),
-                    }
-                    .map_err(|e| TrainError::Config(format!("model.init {spec}: {e}")))?
+                    init.into_model(model_cfg)
+                        .map_err(|e| TrainError::Config(format!("model.init {spec}: {e}")))?
                 }
-                None => IJepa::new(model_cfg, &device)?,
+                (None, None) => IJepa::new(model_cfg, &device)?,
             },
         };
         let mut model = synchronized(model, collective.as_ref())?;
@@ -396,7 +420,11 @@ impl Trainer {
         };
         let mut step = TrainStep::new(model, o.weight_decay, o.grad_clip, collective);
         if let (Some(ck), Some(state)) = (&resume, &optimizer_state) {
-            step.optimizer_mut().load_state(state, ck.state.step)?;
+            let adam_step = ck.state.optimizer_step.unwrap_or(ck.state.step);
+            step.optimizer_mut().load_state(state, adam_step)?;
+        }
+        if let Some(ck) = &official {
+            ck.restore(step.optimizer_mut())?;
         }
         let mut trainer = Self {
             run_dir: run_dir.clone(),
@@ -434,6 +462,28 @@ impl Trainer {
             trainer.resumed_from = Some(ck.path.clone());
             trainer.last_checkpoint = Some(ck.path);
         }
+        if let Some(ck) = official {
+            // As the official train.py resumes: its schedules stepped
+            // `epoch × iterations per epoch` times, here of this run's data.
+            trainer.steps = ck.epoch * trainer.steps_per_epoch;
+            trainer.position = Position {
+                epoch: ck.epoch,
+                batch: 0,
+            };
+            trainer.images_seen = ck.images_seen.unwrap_or(0);
+            if trainer.steps >= trainer.stop_step() {
+                return Err(TrainError::Config(format!(
+                    "run.resume_from {} ends epoch {}, step {} of this run ({} steps an epoch), which stops at step {}: \
+                     nothing is left to train (raise optim.epochs or run.max_steps)",
+                    ck.path.display(),
+                    ck.epoch,
+                    trainer.steps,
+                    trainer.steps_per_epoch,
+                    trainer.stop_step()
+                )));
+            }
+            trainer.resumed_from = Some(ck.path);
+        }
         if let (Some(t), Some(v)) = (&trainer.config.probe.train, &trainer.config.probe.val) {
             trainer.probe_sets = Some((ImageFolder::open(t)?, ImageFolder::open(v)?));
         }
@@ -457,6 +507,15 @@ impl Trainer {
             )?;
         }
         Ok(trainer)
+    }
+
+    /// The steps the official momentum schedule spans: `iterations per epoch
+    /// × epochs × ipe_scale`, not rounded (the official generator divides by
+    /// it as a float, where the learning-rate schedule's `T_max` is `int()`
+    /// of it).
+    fn momentum_span(&self) -> f64 {
+        let o = &self.config.optim;
+        o.ipe_scale * (o.epochs * self.steps_per_epoch) as f64
     }
 
     /// The step the run stops after: `run.max_steps`, at most the schedules'
@@ -702,6 +761,7 @@ impl Trainer {
             encoder: Some(self.step.model().config().encoder.clone()),
             world_size: self.step.collective().world_size(),
             files: None,
+            optimizer_step: Some(self.step.optimizer().step).filter(|&s| s != self.steps),
         };
         let model = self.step.model();
         let student = model.student_weights()?;
@@ -785,7 +845,7 @@ impl Trainer {
             weight_decay: self.wd.at(step),
             momentum: self.model().config().ema_momentum(
                 step - 1,
-                self.total_steps,
+                self.momentum_span(),
                 epoch,
                 self.config.optim.epochs,
             ),

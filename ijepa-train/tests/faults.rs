@@ -227,6 +227,7 @@ fn a_checkpoint_with_a_nan_is_never_written_and_never_resumed() {
         encoder: None,
         world_size: 1,
         files: None,
+        optimizer_step: None,
     };
     let mut w = ijepa_encoder::WeightMap::new();
     w.insert(

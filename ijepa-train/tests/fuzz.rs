@@ -257,6 +257,18 @@ fn rezip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     w.finish().unwrap().into_inner()
 }
 
+/// `archive` zipped back with `pkl` as its `data.pkl`.
+fn with_pickle(archive: &[(String, Vec<u8>)], pkl: &[u8]) -> Vec<u8> {
+    let entries: Vec<(String, Vec<u8>)> = archive
+        .iter()
+        .map(|(n, d)| {
+            let data = if n.ends_with("/data.pkl") { pkl } else { d };
+            (n.clone(), data.to_vec())
+        })
+        .collect();
+    rezip(&entries)
+}
+
 fn pickle(cases: u32) {
     // The pickles of real checkpoints, mutated and zipped back with their
     // storages, so every case reaches the unpickler.
@@ -290,21 +302,8 @@ fn pickle(cases: u32) {
         let Some(archive) = archives.get(i as usize) else {
             return;
         };
-        let entries: Vec<(String, Vec<u8>)> = archive
-            .iter()
-            .map(|(n, d)| {
-                (
-                    n.clone(),
-                    if n.ends_with("/data.pkl") {
-                        pkl.to_vec()
-                    } else {
-                        d.clone()
-                    },
-                )
-            })
-            .collect();
         let _ = ijepa_encoder::weights::read_pytorch(
-            std::io::Cursor::new(rezip(&entries)),
+            std::io::Cursor::new(with_pickle(archive, pkl)),
             Some("target_encoder"),
             Path::new("fuzz.pth.tar"),
         );
@@ -546,6 +545,32 @@ fn tar_shards(cases: u32) {
     let _ = std::fs::remove_file(&path);
 }
 
+/// Official training checkpoints to continue: the pickle of one written by
+/// the official train.py, mutated (the AdamW state's groups, numbers,
+/// steps and tensors) and zipped back with its storages; each case is
+/// written to a file and read as `run.resume_from` reads it.
+fn official_checkpoint(cases: u32) {
+    let archive = unzip(&read(
+        "ijepa-train/tests/fixtures/official_run/epoch1.pth.tar",
+    ));
+    let pkl = archive
+        .iter()
+        .find(|(n, _)| n.ends_with("/data.pkl"))
+        .unwrap()
+        .1
+        .clone();
+    let path = std::env::temp_dir().join(format!("ijepa-fuzz-{}.pth.tar", std::process::id()));
+    fuzz("official checkpoint", &[pkl], 1 << 20, cases, |b| {
+        std::fs::write(&path, with_pickle(&archive, b)).unwrap();
+        let _ = ijepa_train::official_checkpoint::OfficialCheckpoint::load(
+            &path,
+            Some("vit_tiny_patch16_224"),
+            &candle_core::Device::Cpu,
+        );
+    });
+    let _ = std::fs::remove_file(&path);
+}
+
 macro_rules! parsers {
     ($($short:ident, $long:ident => $f:ident;)*) => {
         $(
@@ -573,4 +598,5 @@ parsers! {
     fuzz_set, fuzz_set_long => set_overrides;
     fuzz_images, fuzz_images_long => images;
     fuzz_tar_shards, fuzz_tar_shards_long => tar_shards;
+    fuzz_official_checkpoint, fuzz_official_checkpoint_long => official_checkpoint;
 }

@@ -364,3 +364,138 @@ fn check_groups(
     }
     Ok(numbered.into_values().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> PyValue {
+        PyValue::Str(x.into())
+    }
+
+    /// An `opt` of the official grouping over `params`, with `edit` applied
+    /// to each group's settings.
+    fn opt(
+        params: &[(String, Vec<usize>)],
+        edit: impl Fn(usize, &mut Vec<(PyValue, PyValue)>),
+    ) -> PyValue {
+        let official_decays = |n: &str, shape: &[usize]| !n.contains("bias") && shape.len() != 1;
+        let mut next = 0i64;
+        let mut groups = vec![];
+        for (g, (module, decays)) in [
+            ("encoder.", true),
+            ("predictor.", true),
+            ("encoder.", false),
+            ("predictor.", false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let ids: Vec<PyValue> = params
+                .iter()
+                .filter(|(n, sh)| n.starts_with(module) && official_decays(n, sh) == decays)
+                .map(|_| {
+                    next += 1;
+                    PyValue::Int(next - 1)
+                })
+                .collect();
+            let mut settings = vec![
+                (
+                    s("betas"),
+                    PyValue::List(vec![PyValue::Float(0.9), PyValue::Float(0.999)]),
+                ),
+                (s("eps"), PyValue::Float(1e-8)),
+                (
+                    s("weight_decay"),
+                    PyValue::Float(if decays { 0.04 } else { 0.0 }),
+                ),
+                (s("amsgrad"), PyValue::Bool(false)),
+                (s("params"), PyValue::List(ids)),
+            ];
+            edit(g, &mut settings);
+            groups.push(PyValue::Dict(settings));
+        }
+        PyValue::Dict(vec![(s("param_groups"), PyValue::List(groups))])
+    }
+
+    fn params() -> Vec<(String, Vec<usize>)> {
+        [
+            ("encoder.pos_embed", vec![1, 4, 8]),
+            ("encoder.patch_embed.proj.weight", vec![8, 3, 2, 2]),
+            ("encoder.patch_embed.proj.bias", vec![8]),
+            ("encoder.norm.weight", vec![8]),
+            ("predictor.mask_token", vec![1, 1, 4]),
+            ("predictor.predictor_embed.weight", vec![4, 8]),
+            ("predictor.predictor_embed.bias", vec![4]),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect()
+    }
+
+    #[test]
+    fn the_official_grouping_numbers_the_parameters_group_by_group() {
+        let p = params();
+        let numbered = check_groups(&opt(&p, |_, _| {}), &p).unwrap();
+        let names: Vec<&str> = numbered.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "encoder.pos_embed",
+                "encoder.patch_embed.proj.weight",
+                "predictor.mask_token",
+                "predictor.predictor_embed.weight",
+                "encoder.patch_embed.proj.bias",
+                "encoder.norm.weight",
+                "predictor.predictor_embed.bias",
+            ]
+        );
+    }
+
+    #[test]
+    fn other_adamw_settings_and_groupings_are_refused_by_name() {
+        let p = params();
+        type Edit = Box<dyn Fn(usize, &mut Vec<(PyValue, PyValue)>)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|_, g| {
+                    g[0].1 = PyValue::List(vec![PyValue::Float(0.9), PyValue::Float(0.95)])
+                }),
+                "opt.param_groups[0].betas",
+            ),
+            (
+                Box::new(|_, g| g[1].1 = PyValue::Float(1e-6)),
+                "opt.param_groups[0].eps",
+            ),
+            (Box::new(|_, g| g[3].1 = PyValue::Bool(true)), "amsgrad"),
+            (
+                Box::new(|i, g| {
+                    if i == 2 {
+                        g[2].1 = PyValue::Float(0.04)
+                    }
+                }),
+                "opt.param_groups[2] (biases and 1-D parameters) has weight_decay",
+            ),
+            (
+                Box::new(|i, g| {
+                    if i == 3 {
+                        g[4].1 = PyValue::List(vec![])
+                    }
+                }),
+                "parameter groups of [2, 2, 2, 0] parameters",
+            ),
+            (
+                Box::new(|i, g| {
+                    if i == 0 {
+                        g[4].1 = PyValue::List(vec![PyValue::Int(0), PyValue::Int(9)])
+                    }
+                }),
+                "do not number the parameters 0 to 6",
+            ),
+        ];
+        for (edit, expected) in cases {
+            let err = check_groups(&opt(&p, edit), &p).unwrap_err();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+    }
+}

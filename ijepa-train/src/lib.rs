@@ -19,7 +19,9 @@
 //!   to the bit), the keyed prefetching loader, and the built-in synthetic
 //!   labelled image set;
 //! - [`config`]: the run configuration (TOML, `--set` overrides) and
-//!   [`official`]: the official YAML files mapped onto it;
+//!   [`official`]: the official YAML files mapped onto it; [`init`]: the
+//!   weights a run starts from, and [`official_checkpoint`]: an official
+//!   training checkpoint whose run a run continues;
 //! - [`step`]: one training step as one unit ([`step::TrainStep`]), and
 //!   [`collective`]: the gradient exchange it goes through (one process by
 //!   default);

@@ -17,6 +17,10 @@ use ijepa_train::optim::AdamW;
 
 mod support;
 
+// Continuing an official run, in this binary (one link for the parity tests).
+#[path = "parity/official_run.rs"]
+mod official_run;
+
 fn encoder_config() -> VitConfig {
     let mut cfg = VitConfig::ijepa((32, 32), 8, 32, 2, 2, 128, 1e-6);
     cfg.fixed_pos_embed = true;

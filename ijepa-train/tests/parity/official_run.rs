@@ -25,7 +25,7 @@ use ijepa_train::official_checkpoint::OfficialCheckpoint;
 use ijepa_train::schedule::{CosineWeightDecay, WarmupCosine};
 use ijepa_train::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
 
-mod support;
+use crate::support;
 
 /// The fixture's official run: 2 steps an epoch, 3 epochs, ipe_scale 1.25.
 const STEPS_PER_EPOCH: u64 = 2;

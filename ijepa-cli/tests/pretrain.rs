@@ -607,8 +607,12 @@ fn a_run_on_tar_shards_written_by_the_cli_resumes_bit_identical() {
 }
 
 /// The architecture of the official run in ijepa-train's fixture
-/// (`make_official_run.py`'s `vit_fixture`).
+/// (`make_official_run.py`'s `vit_fixture`), under the name of a model of
+/// other heads (6): the file does not say its head count, the run's
+/// `num_heads` does.
 const OFFICIAL_FIXTURE_MODEL: &[&str] = &[
+    "--set",
+    "model.name=vit_small_patch16_224",
     "--set",
     "model.args.img_size=48",
     "--set",

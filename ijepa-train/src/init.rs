@@ -95,13 +95,13 @@ pub fn named_model(spec: &str) -> Result<Option<(String, TimmArgs)>> {
 }
 
 impl InitWeights {
-    /// Reads `spec` (see the module's documentation) onto `device`; `model`
-    /// names the architecture where the files do not say it (an official
-    /// checkpoint of non-standard width).
+    /// Reads `spec` (see the module's documentation) onto `device`; `run`
+    /// (the run's encoder) says what the files do not (an official
+    /// checkpoint's head count).
     ///
     /// # Errors
     /// A source that cannot be read or resolved, named.
-    pub fn load(spec: &str, model: Option<&str>, device: &Device) -> Result<Self> {
+    pub fn load(spec: &str, run: Option<&VitConfig>, device: &Device) -> Result<Self> {
         if let Some((path, _note)) = checkpoint::find(Path::new(spec))? {
             let ck = checkpoint::load(&path, device)?;
             let config = match &ck.state.encoder {
@@ -122,7 +122,7 @@ impl InitWeights {
         };
         let path = weights::resolve(spec, &hub)?;
         let opts = |branch| LoadOptions {
-            model: model.map(str::to_string),
+            num_heads: run.map(|c| c.num_heads),
             branch,
             device: device.clone(),
             ..LoadOptions::default()
@@ -247,10 +247,11 @@ mod tests {
 
     #[test]
     fn an_official_checkpoint_gives_both_encoders_and_its_predictor() {
-        // Width 48 has no standard head count: a model name supplies it (3).
+        // Width 48 has no standard head count: the run's encoder gives it (3).
+        let run = VitConfig::from_timm_name("vit_tiny_patch16_224").unwrap();
         let init = InitWeights::load(
             &fixture("official/official.pth.tar"),
-            Some("vit_tiny_patch16_224"),
+            Some(&run),
             &Device::Cpu,
         )
         .unwrap();

@@ -23,7 +23,8 @@
 //! use ijepa_train::official_checkpoint::OfficialCheckpoint;
 //!
 //! let path = std::path::Path::new("jepa-latest.pth.tar");
-//! let ck = OfficialCheckpoint::load(path, Some("vit_huge_patch14_gap_224"), &candle_core::Device::Cpu)?;
+//! let run = ijepa_encoder::VitConfig::from_timm_name("vit_huge_patch14_gap_224")?;
+//! let ck = OfficialCheckpoint::load(path, Some(&run), &candle_core::Device::Cpu)?;
 //! println!("epoch {}, {} AdamW steps", ck.epoch, ck.optimizer_step);
 //! # Ok::<(), ijepa_train::TrainError>(())
 //! ```
@@ -65,20 +66,24 @@ pub struct OfficialCheckpoint {
 }
 
 impl OfficialCheckpoint {
-    /// Reads `path` onto `device`; `model` names the architecture where the
-    /// file does not say it (see [`InitWeights::load`]).
+    /// Reads `path` onto `device`; `run` (the run's encoder) says what the
+    /// file does not: its head count (see [`InitWeights::load`]).
     ///
     /// # Errors
     /// A file that is not an official training checkpoint, or whose
     /// optimizer state does not match the official `init_opt` (another
     /// grouping, other AdamW settings, parameters at different steps, a
     /// trained parameter without moments), each named.
-    pub fn load(path: &Path, model: Option<&str>, device: &Device) -> Result<Self> {
+    pub fn load(
+        path: &Path,
+        run: Option<&ijepa_encoder::VitConfig>,
+        device: &Device,
+    ) -> Result<Self> {
         let bad = |reason: String| TrainError::Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        let weights = InitWeights::load(&path.display().to_string(), model, device)?;
+        let weights = InitWeights::load(&path.display().to_string(), run, device)?;
         if weights.layout != "official" {
             return Err(bad(format!(
                 "run.resume_from takes an official facebookresearch/ijepa training checkpoint \

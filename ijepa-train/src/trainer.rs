@@ -372,7 +372,7 @@ impl Trainer {
         // checkpoint of its own (after its first, --resume continues that).
         let official = match (&resume, &config.run.resume_from) {
             (None, Some(path)) => {
-                let ck = OfficialCheckpoint::load(path, Some(&config.model.name), &device)?;
+                let ck = OfficialCheckpoint::load(path, Some(&model_cfg.encoder), &device)?;
                 notes.extend(ck.notes.iter().cloned());
                 Some(ck)
             }
@@ -403,7 +403,7 @@ impl Trainer {
                     })?
                 }
                 (None, Some(spec)) => {
-                    let init = InitWeights::load(&spec, Some(&config.model.name), &device)?;
+                    let init = InitWeights::load(&spec, Some(&model_cfg.encoder), &device)?;
                     init.check(&model_cfg.encoder)?;
                     notes.push(init.describe());
                     init.into_model(model_cfg)

@@ -560,11 +560,12 @@ fn official_checkpoint(cases: u32) {
         .1
         .clone();
     let path = std::env::temp_dir().join(format!("ijepa-fuzz-{}.pth.tar", std::process::id()));
+    let run = ijepa_encoder::VitConfig::from_timm_name("vit_tiny_patch16_224").unwrap();
     fuzz("official checkpoint", &[pkl], 1 << 20, cases, |b| {
         std::fs::write(&path, with_pickle(&archive, b)).unwrap();
         let _ = ijepa_train::official_checkpoint::OfficialCheckpoint::load(
             &path,
-            Some("vit_tiny_patch16_224"),
+            Some(&run),
             &candle_core::Device::Cpu,
         );
     });

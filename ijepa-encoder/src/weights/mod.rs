@@ -90,6 +90,9 @@ pub struct LoadOptions {
     /// A timm model name for what the files do not say (e.g. the head count
     /// of an official checkpoint of non-standard width).
     pub model: Option<String>,
+    /// The head count where the files do not say it (an official
+    /// checkpoint), before `model`'s: a run's own `model.args.num_heads`.
+    pub num_heads: Option<usize>,
     /// Which encoder of a training checkpoint.
     pub branch: Branch,
     /// Where the tensors go.
@@ -102,6 +105,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             model: None,
+            num_heads: None,
             branch: Branch::default(),
             device: Device::Cpu,
             dtype: DType::F32,

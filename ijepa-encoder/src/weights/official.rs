@@ -35,12 +35,13 @@ pub(super) fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
             )
         })
         .collect();
-    let config = infer_config(&weights, opts.model.as_deref()).map_err(|reason| {
-        EncoderError::UnknownLayout {
-            path: path.to_path_buf(),
-            reason,
-        }
-    })?;
+    let config =
+        infer_config(&weights, opts.num_heads, opts.model.as_deref()).map_err(|reason| {
+            EncoderError::UnknownLayout {
+                path: path.to_path_buf(),
+                reason,
+            }
+        })?;
     config.validate()?;
     Ok(LoadedWeights {
         layout: WeightLayout::Official,
@@ -66,9 +67,13 @@ fn standard_heads(dim: usize) -> Option<usize> {
 
 /// The architecture, read off the tensor shapes (the official files carry
 /// no config): width and patch from the patch embedding, depth from the
-/// blocks, grid from the position embedding; heads from `model` or the
-/// standard head count of the width.
-fn infer_config(w: &WeightMap, model: Option<&str>) -> std::result::Result<VitConfig, String> {
+/// blocks, grid from the position embedding; heads from `heads`, else
+/// `model`, else the standard head count of the width.
+fn infer_config(
+    w: &WeightMap,
+    heads: Option<usize>,
+    model: Option<&str>,
+) -> std::result::Result<VitConfig, String> {
     let dims = |k: &str| {
         w.get(k)
             .map(|t| t.dims().to_vec())
@@ -92,9 +97,10 @@ fn infer_config(w: &WeightMap, model: Option<&str>) -> std::result::Result<VitCo
         .take_while(|l| w.contains_key(&format!("blocks.{l}.norm1.weight")))
         .count();
     let hidden = dims("blocks.0.mlp.fc1.weight")?[0];
-    let num_heads = match model {
-        Some(name) => VitConfig::from_timm_name(name).map_err(|e| e.to_string())?.num_heads,
-        None => standard_heads(dim).ok_or_else(|| {
+    let num_heads = match (heads, model) {
+        (Some(h), _) => h,
+        (None, Some(name)) => VitConfig::from_timm_name(name).map_err(|e| e.to_string())?.num_heads,
+        (None, None) => standard_heads(dim).ok_or_else(|| {
             format!("cannot tell the number of attention heads of width {dim}: name the model (e.g. --model vit_huge_patch14_224)")
         })?,
     };

@@ -88,12 +88,8 @@ fn scalar(fx: &WeightMap, key: &str) -> f64 {
 #[test]
 fn epoch_two_of_an_official_run_continued_here_ends_where_the_official_code_ended_it() {
     let cpu = Device::Cpu;
-    let start = OfficialCheckpoint::load(
-        &fixture("epoch1.pth.tar"),
-        Some("vit_tiny_patch16_224"),
-        &cpu,
-    )
-    .unwrap();
+    let start = OfficialCheckpoint::load(&fixture("epoch1.pth.tar"), Some(&config().encoder), &cpu)
+        .unwrap();
     assert_eq!((start.epoch, start.optimizer_step), (1, 2));
     assert_eq!(start.images_seen, Some(8), "2 steps of 4 images, 1 process");
     let cfg = config();
@@ -164,12 +160,8 @@ fn epoch_two_of_an_official_run_continued_here_ends_where_the_official_code_ende
         );
     }
 
-    let end = OfficialCheckpoint::load(
-        &fixture("epoch2.pth.tar"),
-        Some("vit_tiny_patch16_224"),
-        &cpu,
-    )
-    .unwrap();
+    let end = OfficialCheckpoint::load(&fixture("epoch2.pth.tar"), Some(&config().encoder), &cpu)
+        .unwrap();
     assert_eq!((end.epoch, end.optimizer_step), (2, 4));
     assert_eq!(step.optimizer().step, end.optimizer_step);
     let model = step.model();
@@ -234,7 +226,7 @@ fn what_an_official_checkpoint_does_not_hold_is_named() {
     // of one group: refused with the official grouping named.
     let partial = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../ijepa-encoder/tests/fixtures/official/official.pth.tar");
-    let err = OfficialCheckpoint::load(&partial, Some("vit_tiny_patch16_224"), &Device::Cpu)
+    let err = OfficialCheckpoint::load(&partial, Some(&config().encoder), &Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(

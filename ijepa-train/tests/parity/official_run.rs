@@ -222,6 +222,24 @@ fn what_an_official_checkpoint_does_not_hold_is_named() {
         err.contains("these are timm weights") && err.contains("--init"),
         "{err}"
     );
+    // A parameter the run trains without moments after a step: refused, named.
+    let cfg = config();
+    let mut ck =
+        OfficialCheckpoint::load(&fixture("epoch1.pth.tar"), Some(&cfg.encoder), &Device::Cpu)
+            .unwrap();
+    for key in [
+        "encoder.norm.weight.exp_avg",
+        "encoder.norm.weight.exp_avg_sq",
+    ] {
+        ck.moments.remove(key).unwrap();
+    }
+    let model = ck.weights.clone().into_model(cfg).unwrap();
+    let mut step = TrainStep::new(model, 0.04, None, Box::new(SingleProcess));
+    let err = ck.restore(step.optimizer_mut()).unwrap_err().to_string();
+    assert!(
+        err.contains("encoder.norm.weight has no AdamW state"),
+        "{err}"
+    );
     // The encoder-only fixture of ijepa-encoder has a made-up AdamW state
     // of one group: refused with the official grouping named.
     let partial = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

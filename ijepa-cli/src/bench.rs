@@ -162,6 +162,12 @@ pub struct DataArgs {
     /// Images per batch.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// The official colour distortion (strength 1) after the crop.
+    #[arg(long)]
+    color_distortion: bool,
+    /// The official random Gaussian blur after it.
+    #[arg(long)]
+    blur: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -745,19 +751,18 @@ fn forward(args: &ForwardArgs) -> Result<()> {
 /// One pass over the folder through the training loader (one epoch).
 fn data(args: &DataArgs) -> Result<()> {
     use ijepa_masking::{Grid, MultiBlock, MultiBlockConfig};
-    use ijepa_train::data::{ImageSource, Loader, LoaderConfig, Position, TrainTransform};
+    use ijepa_train::config::DataSection;
+    use ijepa_train::data::{ImageSource, Loader, LoaderConfig, Position};
     use std::sync::Arc;
     let source = Arc::new(ImageSource::open(&args.data)?);
     let grid = Grid::new_2d(args.size / 16, args.size / 16)?;
     let sampler = Arc::new(MultiBlock::new(grid, MultiBlockConfig::default())?);
-    let transform = TrainTransform::new(
-        (args.size, args.size),
-        (0.3, 1.0),
-        (3.0 / 4.0, 4.0 / 3.0),
-        false,
-        [0.485, 0.456, 0.406],
-        [0.229, 0.224, 0.225],
-    )?;
+    let transform = DataSection {
+        color_distortion: args.color_distortion,
+        gaussian_blur: args.blur,
+        ..DataSection::default()
+    }
+    .transform((args.size, args.size))?;
     let config = LoaderConfig {
         batch_size: args.batch,
         shard: Default::default(),

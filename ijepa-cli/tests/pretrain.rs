@@ -10,8 +10,9 @@ use candle_core::{Device, Tensor};
 
 mod support;
 
-/// A tiny run: 12×12 patch grid, 2 blocks, 3 epochs of 4 steps, flips on,
-/// gradient clipping on (every branch of the step is exercised).
+/// A tiny run: 12×12 patch grid, 2 blocks, 3 epochs of 4 steps, flips,
+/// colour distortion and blur on, gradient clipping on (every branch of the
+/// step and of the augmentation is exercised).
 const TINY_RUN: &[&str] = &[
     "--set",
     "model.args.depth=2",
@@ -23,6 +24,10 @@ const TINY_RUN: &[&str] = &[
     "3",
     "--set",
     "data.horizontal_flip=true",
+    "--set",
+    "data.color_distortion=true",
+    "--set",
+    "data.gaussian_blur=true",
     "--set",
     "optim.grad_clip=0.5",
     "--set",

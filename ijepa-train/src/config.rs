@@ -24,6 +24,7 @@ use ijepa_encoder::VitConfig;
 use ijepa_masking::{MaskSampler, MultiBlockConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::data::{ColorDistortion, DataError, TrainTransform};
 use crate::error::{io, Result, TrainError};
 use crate::model::{IJepaConfig, Recipe};
 
@@ -230,6 +231,18 @@ pub struct DataSection {
     pub crop_ratio: (f64, f64),
     /// Random horizontal flip (off in the paper).
     pub horizontal_flip: bool,
+    /// The official colour distortion after the crop and flip (off in the
+    /// paper's configs): `ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)` with
+    /// probability 0.8, then grey with probability 0.2
+    /// ([`crate::data::ColorDistortion`]).
+    pub color_distortion: bool,
+    /// The colour distortion's strength `s`, 0 to 2.5 (the official
+    /// `color_jitter_strength`).
+    pub color_jitter_strength: f64,
+    /// The official Gaussian blur after the colour distortion (off in the
+    /// paper's configs): probability 0.5, radius uniform on 0.1 – 2
+    /// ([`crate::data::RandomBlur`]).
+    pub gaussian_blur: bool,
     /// Normalisation mean (ImageNet's).
     pub mean: [f32; 3],
     /// Normalisation standard deviation (ImageNet's).
@@ -249,11 +262,39 @@ impl Default for DataSection {
             crop_scale: (0.3, 1.0),
             crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
             horizontal_flip: false,
+            color_distortion: false,
+            color_jitter_strength: 1.0,
+            gaussian_blur: false,
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
             workers: 0,
             prefetch: 2,
         }
+    }
+}
+
+impl DataSection {
+    /// The training transform of these settings, cropping to `size`
+    /// `(height, width)`.
+    ///
+    /// # Errors
+    /// A setting [`TrainTransform`] or [`ColorDistortion`] refuses.
+    pub fn transform(&self, size: (usize, usize)) -> Result<TrainTransform> {
+        let mut t = TrainTransform::new(
+            size,
+            self.crop_scale,
+            self.crop_ratio,
+            self.horizontal_flip,
+            self.mean,
+            self.std,
+        )?;
+        if self.color_distortion {
+            t = t.with_color_distortion(ColorDistortion::new(self.color_jitter_strength)?);
+        }
+        if self.gaussian_blur {
+            t = t.with_blur();
+        }
+        Ok(t)
     }
 }
 
@@ -667,6 +708,13 @@ impl TrainConfig {
         }
         if d.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return bad(format!("data.std {:?} must be positive", d.std));
+        }
+        if d.color_distortion {
+            if let Err(DataError::InvalidTransform(why)) =
+                ColorDistortion::new(d.color_jitter_strength)
+            {
+                return bad(format!("data.{why}"));
+            }
         }
         let o = &self.optim;
         if o.epochs == 0 {

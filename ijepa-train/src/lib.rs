@@ -15,7 +15,8 @@
 //! - [`schedule`]: the official warm-up + cosine learning rate and the
 //!   half-cosine weight decay;
 //! - [`data`]: image folders and tar shards, decoding, the pretraining transform
-//!   (RandomResizedCrop, flip), timm's evaluation transform (equal to timm's
+//!   (RandomResizedCrop, flip, colour distortion, blur: equal to
+//!   torchvision's to the bit), timm's evaluation transform (equal to timm's
 //!   to the bit), the keyed prefetching loader, and the built-in synthetic
 //!   labelled image set;
 //! - [`config`]: the run configuration (TOML, `--set` overrides) and

@@ -10,7 +10,8 @@
 //! | `data.root_path` / `data.image_folder` | `data.path` (joined) |
 //! | `data.num_workers` | `data.workers` |
 //! | `data.use_horizontal_flip` | `data.horizontal_flip` |
-//! | `data.use_color_distortion`, `data.color_jitter_strength`, `data.use_gaussian_blur` | must be off (error otherwise: not implemented) |
+//! | `data.use_color_distortion`, `data.color_jitter_strength` | `data.color_distortion`, `data.color_jitter_strength` |
+//! | `data.use_gaussian_blur` | `data.gaussian_blur` (a note: the official `GaussianBlur` hands Pillow a tensor radius, which Pillow ≥ 10 refuses; applied as Pillow 9 read it, a float) |
 //! | `data.pin_mem` | no effect (no pinned host memory here) |
 //! | `logging.folder` | `run.out` |
 //! | `logging.write_tag` | no effect (file names are fixed) |
@@ -160,8 +161,7 @@ fn encoder(model: &str, patch: usize, crop: usize) -> Result<(String, TimmArgs)>
 ///
 /// # Errors
 /// YAML that does not parse, an unknown or missing key, or a setting we do
-/// not implement (colour distortion, blur, several context masks), each
-/// named.
+/// not implement (several context masks), each named.
 pub fn from_yaml_str(text: &str, processes: usize) -> Result<(TrainConfig, Vec<String>)> {
     let o: Official = serde_yaml_ng::from_str(text)
         .map_err(|e| TrainError::Config(format!("official YAML: {e}")))?;
@@ -170,15 +170,6 @@ pub fn from_yaml_str(text: &str, processes: usize) -> Result<(TrainConfig, Vec<S
             "official YAML: {what} is not implemented in ijepa-rs"
         )))
     };
-    if o.data.use_color_distortion {
-        return unsupported(&format!(
-            "data.use_color_distortion: true (color_jitter_strength {})",
-            o.data.color_jitter_strength
-        ));
-    }
-    if o.data.use_gaussian_blur {
-        return unsupported("data.use_gaussian_blur: true");
-    }
     if o.mask.num_enc_masks != 1 {
         return unsupported(&format!(
             "mask.num_enc_masks: {} (only 1 context mask per image)",
@@ -195,6 +186,9 @@ pub fn from_yaml_str(text: &str, processes: usize) -> Result<(TrainConfig, Vec<S
     cfg.data.batch_size = o.data.batch_size.saturating_mul(processes.max(1));
     cfg.data.crop_scale = o.data.crop_scale;
     cfg.data.horizontal_flip = o.data.use_horizontal_flip;
+    cfg.data.color_distortion = o.data.use_color_distortion;
+    cfg.data.color_jitter_strength = o.data.color_jitter_strength;
+    cfg.data.gaussian_blur = o.data.use_gaussian_blur;
     cfg.data.workers = o.data.num_workers;
 
     cfg.mask.num_targets = o.mask.num_pred_masks;
@@ -256,7 +250,12 @@ pub fn from_yaml_str(text: &str, processes: usize) -> Result<(TrainConfig, Vec<S
             "meta.use_bfloat16: bf16 autocast applies on CUDA; on the CPU the run is f32, as PyTorch's CUDA autocast is there".into(),
         );
     }
-    if o.data.color_jitter_strength != 0.0 {
+    if o.data.use_gaussian_blur {
+        notes.push(
+            "data.use_gaussian_blur: the official GaussianBlur passes Pillow a tensor radius, which Pillow >= 10 refuses; blurred as Pillow 9 read it (a float radius)".into(),
+        );
+    }
+    if !o.data.use_color_distortion && o.data.color_jitter_strength != 0.0 {
         notes.push(format!(
             "data.color_jitter_strength {}: no effect while use_color_distortion is false (as in the official code)",
             o.data.color_jitter_strength
@@ -330,16 +329,6 @@ mod tests {
     #[test]
     fn unknown_and_unsupported_fields_are_errors() {
         for (from, to, expect) in [
-            (
-                "use_gaussian_blur: false",
-                "use_gaussian_blur: true",
-                "use_gaussian_blur",
-            ),
-            (
-                "use_color_distortion: false",
-                "use_color_distortion: true",
-                "use_color_distortion",
-            ),
             ("num_enc_masks: 1", "num_enc_masks: 2", "num_enc_masks"),
             ("pin_mem: true", "pin_memory: true", "pin_memory"),
             ("model_name: vit_huge", "model_name: resnet50", "resnet50"),
@@ -350,6 +339,32 @@ mod tests {
                 .to_string();
             assert!(err.contains(expect), "{to}: {err}");
         }
+    }
+
+    #[test]
+    fn colour_distortion_and_blur_map_onto_the_data_section() {
+        let on = VITH14
+            .replace("use_gaussian_blur: false", "use_gaussian_blur: true")
+            .replace("use_color_distortion: false", "use_color_distortion: true")
+            .replace("color_jitter_strength: 0.0", "color_jitter_strength: 0.5");
+        let (cfg, notes) = from_yaml_str(&on, 1).unwrap();
+        cfg.validate().unwrap();
+        assert!(cfg.data.color_distortion && cfg.data.gaussian_blur);
+        assert_eq!(cfg.data.color_jitter_strength, 0.5);
+        assert!(
+            notes.iter().any(|n| n.contains("Pillow >= 10")),
+            "{notes:?}"
+        );
+        let (off, notes) = from_yaml_str(VITH14, 1).unwrap();
+        assert!(!off.data.color_distortion && !off.data.gaussian_blur);
+        assert!(!notes.iter().any(|n| n.contains("GaussianBlur")));
+        let strong = on.replace("color_jitter_strength: 0.5", "color_jitter_strength: 3.0");
+        let err = from_yaml_str(&strong, 1).unwrap().0.validate().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("data.color_jitter_strength 3 must be 0 to 2.5"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -358,14 +358,7 @@ impl Trainer {
             final_wd: o.final_weight_decay,
             total_steps,
         };
-        let transform = TrainTransform::new(
-            (h, w),
-            config.data.crop_scale,
-            config.data.crop_ratio,
-            config.data.horizontal_flip,
-            config.data.mean,
-            config.data.std,
-        )?;
+        let transform = config.data.transform((h, w))?;
         let sampler: Arc<dyn MaskSampler> = Arc::from(config.sampler()?);
         let model_cfg = config.ijepa()?;
         // An official run continued: only while this directory has no

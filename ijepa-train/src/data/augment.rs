@@ -1,13 +1,15 @@
 //! The pretraining transform: torchvision's `RandomResizedCrop` (bilinear),
-//! an optional horizontal flip, and normalisation.
+//! an optional horizontal flip, the official colour distortion and Gaussian
+//! blur when asked for, and normalisation.
 
 use image::RgbImage;
 use rand::Rng;
 
-use super::{resize, DataError, Filter};
+use super::{resize, ColorDistortion, DataError, Filter, RandomBlur};
 
-/// RandomResizedCrop → optional flip → normalise, as the official
-/// `make_transforms` with colour distortion and blur off.
+/// RandomResizedCrop → optional flip → optional colour distortion →
+/// optional blur → normalise, as the official `make_transforms` (each step
+/// equal to torchvision's and Pillow's on the same draws).
 ///
 /// ```
 /// use ijepa_train::data::{SyntheticShapes, TrainTransform};
@@ -26,6 +28,8 @@ pub struct TrainTransform {
     scale: (f64, f64),
     ratio: (f64, f64),
     flip: bool,
+    color: Option<ColorDistortion>,
+    blur: Option<RandomBlur>,
     mean: [f32; 3],
     std: [f32; 3],
 }
@@ -67,9 +71,25 @@ impl TrainTransform {
             scale,
             ratio,
             flip,
+            color: None,
+            blur: None,
             mean,
             std,
         })
+    }
+
+    /// The same transform with the official colour distortion after the
+    /// crop and flip (`use_color_distortion`).
+    pub fn with_color_distortion(mut self, color: ColorDistortion) -> Self {
+        self.color = Some(color);
+        self
+    }
+
+    /// The same transform with the official random Gaussian blur after the
+    /// colour distortion (`use_gaussian_blur`).
+    pub fn with_blur(mut self) -> Self {
+        self.blur = Some(RandomBlur);
+        self
     }
 
     /// Output `(height, width)`.
@@ -121,6 +141,12 @@ impl TrainTransform {
         let mut out = resize(&crop, tw as u32, th as u32, Filter::Bilinear);
         if self.flip && rng.random_bool(0.5) {
             image::imageops::flip_horizontal_in_place(&mut out);
+        }
+        if let Some(color) = &self.color {
+            color.apply(&mut out, rng);
+        }
+        if let Some(blur) = &self.blur {
+            blur.apply(&mut out, rng);
         }
         normalise(&out, self.mean, self.std)
     }

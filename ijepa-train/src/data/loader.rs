@@ -391,7 +391,12 @@ pub(crate) mod tests {
 
     fn setup() -> (Arc<ImageSource>, Arc<dyn MaskSampler>, LoaderConfig) {
         let source = Arc::new(ImageSource::Synthetic(SyntheticShapes::new(40, 20, 5)));
-        let (sampler, config) = loader_setup(24, 6, 9);
+        let (sampler, mut config) = loader_setup(24, 6, 9);
+        // Every random augmentation on: each is keyed like the crops.
+        config.transform = config
+            .transform
+            .with_color_distortion(crate::data::ColorDistortion::new(1.0).unwrap())
+            .with_blur();
         (source, sampler, config)
     }
 

@@ -1,6 +1,8 @@
 //! Images: finding (folders, tar shards), decoding, augmenting and batching them.
 
 mod augment;
+pub mod blur;
+pub mod color;
 mod error;
 mod files;
 mod folder;
@@ -12,6 +14,8 @@ mod transform;
 
 pub(crate) use augment::normalise;
 pub use augment::{CropBox, TrainTransform};
+pub use blur::RandomBlur;
+pub use color::ColorDistortion;
 pub use error::DataError;
 pub use files::image_files;
 pub use folder::{ImageFolder, ImageSource};

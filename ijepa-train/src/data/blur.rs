@@ -24,54 +24,72 @@ fn box_radius(radius: f32) -> f32 {
     l + a
 }
 
-/// One pass of Pillow's `ImagingLineBoxBlur` over one channel of a line:
-/// `input` read, `out` written (the same length).
-fn box_line(out: &mut [u8], input: &[u8], radius: usize, ww: u32, fw: u32) {
-    let n = input.len();
-    let last = n - 1;
-    // Pixels beyond either end repeat the border pixel.
-    let at = |i: isize| u32::from(input[i.clamp(0, last as isize) as usize]);
-    let r = radius as isize;
-    // The window sum for pixel −1: from −r−1 to r−1.
-    let mut acc: u32 = (-r - 1..r).map(at).fold(0u32, u32::wrapping_add);
-    for (x, o) in out.iter_mut().enumerate() {
-        let x = x as isize;
-        acc = acc.wrapping_add(at(x + r)).wrapping_sub(at(x - r - 1));
-        let far = at(x - r - 1) + at(x + r + 1);
-        let bulk = acc.wrapping_mul(ww).wrapping_add(far.wrapping_mul(fw));
-        *o = (bulk.wrapping_add(1 << 23) >> 24) as u8;
+/// Pillow's 8.24 fixed-point box weights for a fractional radius: `ww`
+/// for each whole pixel of the window, `fw` for the two pixels at its ends.
+struct BoxWeights {
+    whole: usize,
+    ww: u32,
+    fw: u32,
+}
+
+impl BoxWeights {
+    fn new(radius: f32) -> Self {
+        let whole = radius as usize;
+        // Pillow: `(UINT32)(1 << 24) / (r * 2 + 1)` divides in float.
+        let ww = ((1u32 << 24) as f32 / (radius * 2.0 + 1.0)) as u32;
+        let fw = (1u32 << 24).wrapping_sub((whole as u32 * 2 + 1).wrapping_mul(ww)) / 2;
+        Self { whole, ww, fw }
+    }
+
+    /// `PASSES` passes of Pillow's `ImagingLineBoxBlur` along each line of
+    /// `lines` (RGB pixels, `len` per line), in place; `ext` is scratch.
+    fn blur_lines(&self, lines: &mut [u8], len: usize, ext: &mut Vec<u8>) {
+        let r = self.whole;
+        // Each line padded with its border pixels (r + 1 before, r + 2
+        // after): the window never leaves it, as Pillow's edge cases.
+        let pad = r + 1;
+        for line in lines.chunks_exact_mut(3 * len) {
+            for _ in 0..PASSES {
+                ext.clear();
+                for _ in 0..pad {
+                    ext.extend_from_slice(&line[..3]);
+                }
+                ext.extend_from_slice(line);
+                for _ in 0..pad + 1 {
+                    ext.extend_from_slice(&line[3 * (len - 1)..]);
+                }
+                self.pass(line, ext);
+            }
+        }
+    }
+
+    /// One pass: `out[x]` from the window of `ext` around `x + pad`.
+    fn pass(&self, out: &mut [u8], ext: &[u8]) {
+        let r = self.whole;
+        let pad = r + 1;
+        let px = |i: usize, c: usize| u32::from(ext[3 * i + c]);
+        for c in 0..3 {
+            // The window sum for pixel −1: positions −r−1 … r−1.
+            let mut acc: u32 = (0..2 * r + 1).map(|i| px(i, c)).sum();
+            for x in 0..out.len() / 3 {
+                // Positions x + r in, x − r − 1 out (offset by pad).
+                acc = acc.wrapping_add(px(x + pad + r, c)).wrapping_sub(px(x, c));
+                let far = px(x, c) + px(x + pad + r + 1, c);
+                let bulk = acc
+                    .wrapping_mul(self.ww)
+                    .wrapping_add(far.wrapping_mul(self.fw));
+                out[3 * x + c] = (bulk.wrapping_add(1 << 23) >> 24) as u8;
+            }
+        }
     }
 }
 
-/// `PASSES` box passes of fractional radius `radius` along every line of
-/// `lines` (`count` lines of `len` pixels, pixel `i` of line `l` at
-/// `l * line_stride + i * stride`, 3 channels each).
-fn blur_lines(
-    data: &mut [u8],
-    count: usize,
-    len: usize,
-    line_stride: usize,
-    stride: usize,
-    radius: f32,
-) {
-    let whole = radius as usize;
-    // Pillow: `(UINT32)(1 << 24) / (r * 2 + 1)` divides in float.
-    let ww = ((1u32 << 24) as f32 / (radius * 2.0 + 1.0)) as u32;
-    let fw = ((1u32 << 24).wrapping_sub((whole as u32 * 2 + 1).wrapping_mul(ww))) / 2;
-    let (mut line, mut out) = (vec![0u8; len], vec![0u8; len]);
-    for l in 0..count {
-        for c in 0..3 {
-            let index = |i: usize| l * line_stride + i * stride + c;
-            for (i, v) in line.iter_mut().enumerate() {
-                *v = data[index(i)];
-            }
-            for _ in 0..PASSES {
-                box_line(&mut out, &line, whole, ww, fw);
-                std::mem::swap(&mut line, &mut out);
-            }
-            for (i, v) in line.iter().enumerate() {
-                data[index(i)] = *v;
-            }
+/// `src` (`h` rows of `w` RGB pixels) transposed into `dst`.
+fn transpose(src: &[u8], dst: &mut [u8], w: usize, h: usize) {
+    for y in 0..h {
+        for x in 0..w {
+            let (from, to) = (3 * (y * w + x), 3 * (x * h + y));
+            dst[to..to + 3].copy_from_slice(&src[from..from + 3]);
         }
     }
 }
@@ -87,10 +105,15 @@ pub fn gaussian_blur(img: &mut RgbImage, radius: f32) {
     if r == 0.0 {
         return;
     }
+    let weights = BoxWeights::new(r);
+    let mut ext = Vec::with_capacity(3 * (w.max(h) + 2 * weights.whole + 3));
     let data: &mut [u8] = img;
-    // Rows, then columns (Pillow transposes and blurs rows again).
-    blur_lines(data, h, w, 3 * w, 3, r);
-    blur_lines(data, w, h, 3, 3 * w, r);
+    // Rows, then columns: Pillow transposes and blurs rows again.
+    weights.blur_lines(data, w, &mut ext);
+    let mut columns = vec![0u8; data.len()];
+    transpose(data, &mut columns, w, h);
+    weights.blur_lines(&mut columns, h, &mut ext);
+    transpose(&columns, data, h, w);
 }
 
 /// The official `GaussianBlur(p=0.5, radius_min=0.1, radius_max=2.0)`:

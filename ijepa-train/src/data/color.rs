@@ -30,22 +30,20 @@ fn blend(a: u8, b: u8, alpha: f32) -> u8 {
     (f32::from(a) + alpha * (i32::from(b) - i32::from(a)) as f32) as u8
 }
 
-/// Blends every byte of `img` with `degenerate(pixel)`, as
-/// `Image.blend(degenerate, img, factor)`.
-fn blend_with(img: &mut RgbImage, factor: f64, degenerate: impl Fn([u8; 3]) -> [u8; 3]) {
+/// `Image.blend(degenerate, img, factor)` for a constant degenerate grey
+/// `d`: a table of the 256 results.
+fn blend_constant(img: &mut RgbImage, d: u8, factor: f64) {
     // Pillow's `blend` takes a C double and passes a float.
     let alpha = factor as f32;
-    for px in img.pixels_mut() {
-        let d = degenerate(px.0);
-        for c in 0..3 {
-            px[c] = blend(d[c], px[c], alpha);
-        }
+    let table: [u8; 256] = std::array::from_fn(|x| blend(d, x as u8, alpha));
+    for v in img.iter_mut() {
+        *v = table[usize::from(*v)];
     }
 }
 
 /// `F.adjust_brightness`: blended with black.
 pub fn adjust_brightness(img: &mut RgbImage, factor: f64) {
-    blend_with(img, factor, |_| [0; 3]);
+    blend_constant(img, 0, factor);
 }
 
 /// `F.adjust_contrast`: blended with the image's mean grey level
@@ -59,12 +57,16 @@ pub fn adjust_contrast(img: &mut RgbImage, factor: f64) {
     } else {
         (sum as f64 / n as f64 + 0.5) as u8
     };
-    blend_with(img, factor, |_| [mean; 3]);
+    blend_constant(img, mean, factor);
 }
 
 /// `F.adjust_saturation`: blended with the pixel's own grey.
 pub fn adjust_saturation(img: &mut RgbImage, factor: f64) {
-    blend_with(img, factor, |px| [luma(px); 3]);
+    let alpha = factor as f32;
+    for px in img.pixels_mut() {
+        let grey = luma(px.0);
+        px.0 = px.0.map(|v| blend(grey, v, alpha));
+    }
 }
 
 /// `F.adjust_hue` for `factor` in `[-0.5, 0.5]`: RGB → Pillow's 8-bit HSV,
@@ -72,9 +74,10 @@ pub fn adjust_saturation(img: &mut RgbImage, factor: f64) {
 pub fn adjust_hue(img: &mut RgbImage, factor: f64) {
     // numpy: int32 truncates toward zero, astype(uint8) wraps.
     let shift = (factor * 255.0) as i32 as u8;
+    let tables = HsvTables::get();
     for px in img.pixels_mut() {
-        let [h, s, v] = rgb_to_hsv(px.0);
-        px.0 = hsv_to_rgb([h.wrapping_add(shift), s, v]);
+        let [h, s, v] = rgb_to_hsv(px.0, tables);
+        px.0 = hsv_to_rgb([h.wrapping_add(shift), s, v], tables);
     }
 }
 
@@ -85,53 +88,103 @@ pub fn to_grayscale(img: &mut RgbImage) {
     }
 }
 
+/// The divisions of Pillow's HSV conversions, each computed once with
+/// Pillow's arithmetic (a table lookup is the same value as the division).
+struct HsvTables {
+    /// `n / d` in float, at `d · 256 + n`.
+    quotient: Vec<f32>,
+    /// The saturation byte `(int)((d / max) · 255.0)`, at `max · 256 + d`.
+    saturation: Vec<u8>,
+    /// Per hue byte: the sector `floor(h · 6 / 255) mod 6` and its fraction
+    /// (float).
+    sector: Vec<(u8, f32)>,
+    /// Per saturation byte: `s / 255` as float.
+    fs: Vec<f32>,
+}
+
+impl HsvTables {
+    fn get() -> &'static Self {
+        static TABLES: std::sync::OnceLock<HsvTables> = std::sync::OnceLock::new();
+        TABLES.get_or_init(|| {
+            let quotient = (0..256 * 256)
+                .map(|i| f32::from((i % 256) as u8) / f32::from((i / 256) as u8))
+                .collect();
+            let saturation = (0..256 * 256)
+                .map(|i| {
+                    let s = f32::from((i % 256) as u8) / f32::from((i / 256) as u8);
+                    (f64::from(s) * 255.0) as i32
+                })
+                .map(|v| v.clamp(0, 255) as u8)
+                .collect();
+            let sector = (0..=255u8)
+                .map(|h| {
+                    let x = f64::from(h) * 6.0 / 255.0;
+                    // floor of a non-negative value.
+                    let i = x as i32;
+                    ((i % 6) as u8, (x - f64::from(i)) as f32)
+                })
+                .collect();
+            let fs = (0..=255u8).map(|s| (f64::from(s) / 255.0) as f32).collect();
+            Self {
+                quotient,
+                saturation,
+                sector,
+                fs,
+            }
+        })
+    }
+}
+
 /// Pillow's `rgb2hsv` (colorsys' formulas in 8 bits).
-fn rgb_to_hsv([r, g, b]: [u8; 3]) -> [u8; 3] {
+fn rgb_to_hsv([r, g, b]: [u8; 3], t: &HsvTables) -> [u8; 3] {
     let (maxc, minc) = (r.max(g).max(b), r.min(g).min(b));
     if maxc == minc {
         return [0, 0, maxc];
     }
-    let cr = f32::from(maxc - minc);
-    let s = cr / f32::from(maxc);
-    let rc = f32::from(maxc - r) / cr;
-    let gc = f32::from(maxc - g) / cr;
-    let bc = f32::from(maxc - b) / cr;
+    let cr = usize::from(maxc - minc);
+    let over_cr = |n: u8| t.quotient[cr * 256 + usize::from(maxc - n)];
     // The literals are C doubles: these sums run in double, stored as float.
     let h: f32 = if r == maxc {
-        bc - gc
+        over_cr(b) - over_cr(g)
     } else if g == maxc {
-        (2.0 + f64::from(rc) - f64::from(bc)) as f32
+        (2.0 + f64::from(over_cr(r)) - f64::from(over_cr(b))) as f32
     } else {
-        (4.0 + f64::from(gc) - f64::from(rc)) as f32
+        (4.0 + f64::from(over_cr(g)) - f64::from(over_cr(r))) as f32
     };
-    let h = ((f64::from(h) / 6.0 + 1.0) % 1.0) as f32;
-    let byte = |x: f64| (x as i32).clamp(0, 255) as u8;
-    [byte(f64::from(h) * 255.0), byte(f64::from(s) * 255.0), maxc]
+    // fmod(x, 1) of x in [5/6, 11/6]: exact, as the subtraction is.
+    let x = f64::from(h) / 6.0 + 1.0;
+    let h = if x >= 1.0 { x - 1.0 } else { x } as f32;
+    let hue = ((f64::from(h) * 255.0) as i32).clamp(0, 255) as u8;
+    [hue, t.saturation[usize::from(maxc) * 256 + cr], maxc]
 }
 
 /// Pillow's `hsv2rgb`.
-fn hsv_to_rgb([h, s, v]: [u8; 3]) -> [u8; 3] {
+fn hsv_to_rgb([h, s, v]: [u8; 3], t: &HsvTables) -> [u8; 3] {
     if s == 0 {
         return [v; 3];
     }
-    let sector = f64::from(h) * 6.0 / 255.0;
-    let i = sector.floor() as i32;
-    let f = (sector - f64::from(i)) as f32;
-    let fs = (f64::from(s) / 255.0) as f32;
+    let (i, f) = t.sector[usize::from(h)];
+    let fs = t.fs[usize::from(s)];
     let v64 = f64::from(v);
-    // C's round: halves away from zero, as Rust's.
-    let byte = |x: f64| (x.round() as i32).clamp(0, 255) as u8;
+    // C's `round` of a value in [0, 255]: halves up (the fraction is exact).
+    let byte = |x: f64| {
+        let whole = x as i32;
+        (whole + i32::from(x - f64::from(whole) >= 0.5)).clamp(0, 255) as u8
+    };
     let p = byte(v64 * (1.0 - f64::from(fs)));
     let q = byte(v64 * (1.0 - f64::from(fs * f)));
     let t = byte(v64 * (1.0 - f64::from(fs) * (1.0 - f64::from(f))));
-    match i % 6 {
-        0 => [v, t, p],
-        1 => [q, v, p],
-        2 => [p, v, t],
-        3 => [p, q, v],
-        4 => [t, p, v],
-        _ => [v, p, q],
-    }
+    // Per sector, which of (v, p, q, t) are red, green and blue.
+    const ORDER: [[usize; 3]; 6] = [
+        [0, 3, 1],
+        [2, 0, 1],
+        [1, 0, 3],
+        [1, 2, 0],
+        [3, 1, 0],
+        [0, 1, 2],
+    ];
+    let values = [v, p, q, t];
+    ORDER[usize::from(i)].map(|k| values[k])
 }
 
 /// The most colour-jitter strength accepted: torchvision requires the hue

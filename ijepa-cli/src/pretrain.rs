@@ -110,10 +110,9 @@ impl PretrainArgs {
         }
         if let Some(init) = &self.init {
             cfg.model.init = Some(init.clone());
-            let model_set = self
-                .sets
-                .iter()
-                .any(|s| s.starts_with("model.name") || s.starts_with("model.args"));
+            // `--set model.args.…` changes the source's arguments (e.g. its
+            // image size), applied below.
+            let model_set = self.sets.iter().any(|s| s.starts_with("model.name"));
             let chosen = self.model.is_some() || self.config.is_some() || self.resume || model_set;
             if !chosen {
                 if let Some((name, args)) = ijepa_train::init::named_model(init)? {

@@ -509,6 +509,28 @@ fn a_run_starts_from_pretrained_weights_and_takes_their_architecture() {
         "two steps changed the student"
     );
 
+    // At another image size: the source's architecture with the position
+    // table resampled as timm loads it (ijepa-train's init tests compare it
+    // with timm).
+    let resized = dir("init-84");
+    let out = pretrain(
+        &resized,
+        &[
+            &["--init", t, "--set", "model.args.img_size=84"][..],
+            &small,
+        ]
+        .concat(),
+        None,
+    );
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the run is at 84×84 px: position table resampled from 4×4 to 6×6 patches"),
+        "{err}"
+    );
+    let student = part(&resized.join("checkpoints/step-00000000"), "encoder");
+    assert_eq!(student["pos_embed"].dims(), [1, 36, 48]);
+
     // Another architecture is refused with both named.
     let out = pretrain(
         &dir("init-mismatch"),
@@ -526,7 +548,7 @@ fn a_run_starts_from_pretrained_weights_and_takes_their_architecture() {
             && err.contains("embed_dim: the run has 384, the weights 48"),
         "{err}"
     );
-    for d in [run, trained, again] {
+    for d in [run, trained, again, resized] {
         std::fs::remove_dir_all(d).unwrap();
     }
 }

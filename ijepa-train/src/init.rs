@@ -193,7 +193,60 @@ impl InitWeights {
         )
     }
 
-    /// Checks that these weights fit the run's encoder `run`.
+    /// Fits these weights to the run's encoder `run`: the same architecture
+    /// as is, or one that differs only in its image size. Then the position
+    /// table is resampled to the run's patch grid as timm does when it loads
+    /// pretrained weights at another size (`resample_abs_pos_embed`:
+    /// bicubic, antialiased, prefix rows kept), and the returned note says
+    /// so.
+    ///
+    /// # Errors
+    /// Another architecture (see [`Self::check`]), or another image size
+    /// for a training checkpoint, whose predictor is laid out for its own.
+    pub fn fit(&mut self, run: &VitConfig) -> Result<Option<String>> {
+        let mut resized = self.config.clone();
+        resized.image_size = run.image_size;
+        resized.fixed_pos_embed = run.fixed_pos_embed;
+        if self.config.image_size == run.image_size || &resized != run {
+            return self.check(run).map(|()| None);
+        }
+        let (old, new) = (self.config.grid_size(), run.grid_size());
+        let sizes = |c: &VitConfig| format!("{}×{} px", c.image_size.0, c.image_size.1);
+        if self.training.is_some() {
+            return Err(TrainError::Config(format!(
+                "{} was trained at {}, the run is at {}: a training checkpoint continues at its own image size (its predictor is laid out for its patch grid); set model.args.img_size to {}",
+                self.source.display(),
+                sizes(&self.config),
+                sizes(run),
+                self.config.image_size.0
+            )));
+        }
+        let mut note = format!(
+            "{} holds weights for {}, the run is at {}",
+            self.source.display(),
+            sizes(&self.config),
+            sizes(run)
+        );
+        if old != new {
+            if let Some(table) = self.student.get("pos_embed") {
+                let prefix = if self.config.no_embed_class {
+                    0
+                } else {
+                    self.config.num_prefix_tokens()
+                };
+                let table = ijepa_encoder::pos_embed::resample(table, prefix, old, new)?;
+                self.student.insert("pos_embed".into(), table);
+                note.push_str(&format!(
+                    ": position table resampled from {}×{} to {}×{} patches (bicubic, antialiased, as timm)",
+                    old.0, old.1, new.0, new.1
+                ));
+            }
+        }
+        self.config.image_size = run.image_size;
+        Ok(Some(note))
+    }
+
+    /// Checks that these weights fit the run's encoder `run` as they are.
     ///
     /// # Errors
     /// Another architecture: both are named, field by field.
@@ -221,8 +274,7 @@ impl InitWeights {
         Err(TrainError::Config(format!(
             "{} holds another encoder than the run's ({}); set the run's model to the \
              weights' architecture (model.name and model.args, e.g. --model and --set \
-             model.args.img_size=…); a different image size would need its position table \
-             resampled, which is not supported",
+             model.args.depth=…); only the image size may differ",
             self.source.display(),
             if differences.is_empty() {
                 format!("{run:?} vs {own:?}")
@@ -275,6 +327,78 @@ mod tests {
         );
         assert!(predictor.keys().all(|k| !k.starts_with("module.")));
         assert!(init.describe().contains("and its predictor"));
+    }
+
+    /// The fixture's architecture (trained at 56 px) at `img_size`.
+    fn timm_gap_at(img_size: usize) -> VitConfig {
+        use ijepa_encoder::registry::{self, Size};
+        let args = TimmArgs {
+            img_size: Some(Size::Square(img_size)),
+            embed_dim: Some(48),
+            depth: Some(2),
+            num_heads: Some(3),
+            num_classes: Some(0),
+            ..TimmArgs::default()
+        };
+        registry::resolve("vit_huge_patch14_gap_224", &args)
+            .unwrap()
+            .config
+    }
+
+    #[test]
+    fn another_image_size_resamples_the_position_table_as_timm_loads_it() {
+        // tests/fixtures/make_init_resampled.py: timm.create_model(...,
+        // pretrained=True, img_size=84) of the 56 px timm_gap weights.
+        let fx = candle_core::safetensors::load(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/init_resampled.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let run = timm_gap_at(84);
+        let mut init = InitWeights::load(&fixture("timm_gap"), Some(&run), &Device::Cpu).unwrap();
+        assert!(
+            init.check(&run).is_err(),
+            "as they are, the weights are 56 px"
+        );
+        let note = init.fit(&run).unwrap().unwrap();
+        assert!(
+            note.contains("56×56 px, the run is at 84×84 px")
+                && note.contains("resampled from 4×4 to 6×6 patches"),
+            "{note}"
+        );
+        init.check(&run).unwrap();
+        let max_abs = |a: &candle_core::Tensor, b: &candle_core::Tensor| -> f32 {
+            assert_eq!(a.dims(), b.dims());
+            let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+            d.max(0).unwrap().to_scalar().unwrap()
+        };
+        let table = max_abs(&init.student["pos_embed"], &fx["pos_embed"]);
+        assert!(table <= 1e-6, "position table off by {table}");
+        // The encoder the run starts from gives timm's features at 84 px.
+        let vit =
+            ijepa_encoder::VisionTransformer::from_weights(&run, init.student.clone()).unwrap();
+        let features = ijepa_encoder::TokenEncoder::forward(&vit, &fx["images"]).unwrap();
+        let err = max_abs(&features, &fx["features"]);
+        assert!(err <= 1e-4, "features off by {err}");
+
+        // A training checkpoint continues at its own size.
+        let official = VitConfig::from_timm_name("vit_tiny_patch16_224").unwrap();
+        let mut ck = InitWeights::load(
+            &fixture("official/official.pth.tar"),
+            Some(&official),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mut bigger = ck.config.clone();
+        bigger.image_size = (ck.config.image_size.0 * 2, ck.config.image_size.1 * 2);
+        let err = ck.fit(&bigger).unwrap_err().to_string();
+        assert!(err.contains("continues at its own image size"), "{err}");
+        // Another architecture is refused as before.
+        let mut init = InitWeights::load(&fixture("timm_gap"), None, &Device::Cpu).unwrap();
+        let mut deeper = timm_gap_at(84);
+        deeper.depth = 3;
+        let err = init.fit(&deeper).unwrap_err().to_string();
+        assert!(err.contains("depth: the run has 3, the weights 2"), "{err}");
     }
 
     #[test]

@@ -396,8 +396,8 @@ impl Trainer {
                     })?
                 }
                 (None, Some(spec)) => {
-                    let init = InitWeights::load(&spec, Some(&model_cfg.encoder), &device)?;
-                    init.check(&model_cfg.encoder)?;
+                    let mut init = InitWeights::load(&spec, Some(&model_cfg.encoder), &device)?;
+                    notes.extend(init.fit(&model_cfg.encoder)?);
                     notes.push(init.describe());
                     init.into_model(model_cfg)
                         .map_err(|e| TrainError::Config(format!("model.init {spec}: {e}")))?

@@ -1,8 +1,9 @@
 //! Data-parallel pretraining under `mpirun` (the `mpi` feature; `.ci/run`
 //! installs Open MPI and runs these): 2 ranks train what one process trains
 //! at the same global batch, 1 rank is bit-identical to one process, a
-//! killed rank ends the job and `--resume` continues it exactly, and
-//! accumulation composes with ranks.
+//! killed rank ends the job and `--resume` continues it exactly,
+//! accumulation composes with ranks, and the unreadable images of every
+//! rank's share are in the summary and the checkpoint.
 //!
 //! Tolerance between 2 ranks and 1 process (the order of float additions
 //! differs): every tensor of the checkpoint within 1e-5 of its largest
@@ -332,6 +333,64 @@ fn accumulation_composes_with_ranks() {
         assert!(d <= 1e-5, "{file}: {name} differs by {d:e} of its scale");
     }
     for d in [one, two] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// The names in a checkpoint's `skipped` list, sorted.
+fn skipped(run: &Path, step: u64) -> Vec<String> {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(step_file(run, step, "state.json")).unwrap())
+            .unwrap();
+    let mut names: Vec<String> = state["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[0].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_ranks_unreadable_images_are_in_the_summary_and_the_checkpoint() {
+    use image::{Rgb, RgbImage};
+    let data = dir("bad-data");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 0..12u32 {
+        let img = RgbImage::from_fn(40, 40, |x, y| Rgb([(x * 6 + i) as u8, (y * 6) as u8, 90]));
+        img.save(data.join(format!("{i:02}.png"))).unwrap();
+    }
+    for i in 0..4 {
+        std::fs::write(data.join(format!("bad{i}.jpg")), b"\xff\xd8 not a jpeg").unwrap();
+    }
+    let path: &'static str = Box::leak(data.display().to_string().into_boxed_str());
+    // One epoch (2 steps): each rank meets only its own share's files.
+    let args = tiny(&["--data", path, "--max-steps", "2"]);
+    let (one, two) = (dir("bad-one"), dir("bad-two"));
+    let single = ok(&mut direct(bin(), &one, &args));
+    let job = ok(&mut mpirun(2, &two, &args));
+    let expected = skipped(&one, 2);
+    assert!(expected.len() >= 2, "{expected:?}");
+    // Rank 1 met some of them itself: they are still rank 0's to report.
+    let log = String::from_utf8_lossy(&job.stderr);
+    assert!(
+        log.contains("note: rank 1: skipped unreadable image"),
+        "{log}"
+    );
+    assert_eq!(skipped(&two, 2), expected);
+    let summary = |out: &Output| -> String {
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        let at = log
+            .find("unreadable images (their places")
+            .unwrap_or_else(|| panic!("{log}"));
+        let start = log[..at].rfind('\n').map_or(0, |i| i + 1);
+        let mut lines: Vec<&str> = log[start..].lines().take(1 + expected.len()).collect();
+        lines.sort();
+        lines.join("\n")
+    };
+    assert_eq!(summary(&job), summary(&single));
+    for d in [data, one, two] {
         let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -111,6 +111,56 @@ impl Collective for SingleProcess {
     }
 }
 
+/// Every rank's `value`, in rank order, on every rank: each rank's JSON
+/// travels as bytes in its own span of one buffer that the ranks sum (the
+/// only collective the trait needs). For small values (lists of names).
+///
+/// # Errors
+/// A collective error, or more than 16 MiB of JSON in all (bytes travel
+/// as `f32`, exact up to 2^24 positions).
+pub fn all_gather_json<T>(c: &dyn Collective, value: &T) -> Result<Vec<T>>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let bad = |e: serde_json::Error| TrainError::Collective(format!("gathering values: {e}"));
+    let mine = serde_json::to_vec(value).map_err(bad)?;
+    let (rank, ranks) = (c.rank(), c.world_size());
+    const LIMIT: usize = 1 << 24;
+    let mut lengths = vec![0f32; ranks];
+    lengths[rank] = mine.len().min(LIMIT) as f32;
+    let lengths = Tensor::from_vec(lengths, ranks, &Device::Cpu)?;
+    let lengths = c.all_reduce_sum(&[lengths])?[0].to_vec1::<f32>()?;
+    let lengths: Vec<usize> = lengths.iter().map(|&l| l as usize).collect();
+    let total: usize = lengths.iter().sum();
+    if total >= LIMIT {
+        return Err(TrainError::Collective(format!(
+            "gathering {total} bytes of JSON from {ranks} ranks: at most {LIMIT} are sent this way"
+        )));
+    }
+    let start: usize = lengths[..rank].iter().sum();
+    let mut bytes = vec![0f32; total];
+    for (slot, b) in bytes[start..start + mine.len()].iter_mut().zip(&mine) {
+        *slot = f32::from(*b);
+    }
+    // Every rank knows the total: all skip an empty exchange together.
+    let bytes = if total == 0 {
+        bytes
+    } else {
+        let bytes = Tensor::from_vec(bytes, total, &Device::Cpu)?;
+        c.all_reduce_sum(&[bytes])?[0].to_vec1::<f32>()?
+    };
+    let bytes: Vec<u8> = bytes.iter().map(|&b| b as u8).collect();
+    let mut at = 0;
+    lengths
+        .iter()
+        .map(|&n| {
+            let part = &bytes[at..at + n];
+            at += n;
+            serde_json::from_slice(part).map_err(bad)
+        })
+        .collect()
+}
+
 /// `map` as rank `root` holds it, on every rank (names in sorted order;
 /// every rank holds the same names and shapes). The identity for one
 /// process.
@@ -249,6 +299,69 @@ mod tests {
         assert_eq!(back[0].dims(), &[2, 2]);
         assert_eq!(back[1].dtype(), DType::F64);
         assert_eq!(back[1].to_vec1::<f64>().unwrap(), vec![5.0]);
+    }
+
+    /// Rank `rank` of `ranks` whose sums add what the other ranks would
+    /// send (their values given up front, one call at a time).
+    struct Fake {
+        rank: usize,
+        ranks: usize,
+        others: std::cell::RefCell<Vec<Vec<f32>>>,
+    }
+
+    impl Collective for Fake {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn world_size(&self) -> usize {
+            self.ranks
+        }
+        fn all_reduce_sum(&self, tensors: &[Tensor]) -> Result<Vec<Tensor>> {
+            let mine = tensors[0].to_vec1::<f32>()?;
+            let theirs = self.others.borrow_mut().remove(0);
+            let sum: Vec<f32> = mine.iter().zip(&theirs).map(|(a, b)| a + b).collect();
+            Ok(vec![Tensor::from_vec(sum, mine.len(), &Device::Cpu)?])
+        }
+        fn broadcast(&self, tensors: &[Tensor], _root: usize) -> Result<Vec<Tensor>> {
+            Ok(tensors.to_vec())
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_ranks_value_arrives_in_rank_order() {
+        let values = [
+            vec!["a.jpg".to_string()],
+            vec![],
+            vec!["b\n\"c\".png".into(), "é".into()],
+        ];
+        let json: Vec<Vec<u8>> = values
+            .iter()
+            .map(|v| serde_json::to_vec(v).unwrap())
+            .collect();
+        let lengths: Vec<usize> = json.iter().map(Vec::len).collect();
+        let total: usize = lengths.iter().sum();
+        // What ranks 0 and 2 contribute to rank 1's two sums.
+        let mut lens = vec![0f32; 3];
+        let mut bytes = vec![0f32; total];
+        for r in [0, 2] {
+            lens[r] = lengths[r] as f32;
+            let start: usize = lengths[..r].iter().sum();
+            for (i, b) in json[r].iter().enumerate() {
+                bytes[start + i] = f32::from(*b);
+            }
+        }
+        let fake = Fake {
+            rank: 1,
+            ranks: 3,
+            others: std::cell::RefCell::new(vec![lens, bytes]),
+        };
+        let all = all_gather_json(&fake, &values[1]).unwrap();
+        assert_eq!(all, values);
+        let one = all_gather_json(&SingleProcess, &values[2]).unwrap();
+        assert_eq!(one, vec![values[2].clone()]);
     }
 
     #[test]

@@ -667,6 +667,7 @@ impl Trainer {
         if !self.is_checkpointed() {
             self.save_checkpoint(metrics.as_ref(), observer)?;
         }
+        self.gather_skipped()?;
         self.step.collective().barrier()?;
         let checkpoint = self.last_checkpoint.clone().unwrap_or_default();
         Ok(Summary {
@@ -712,6 +713,24 @@ impl Trainer {
         Ok(crate::probe::knn(&xt, &yt, &xv, &yv, 20, 0.07)?.top1)
     }
 
+    /// Every rank's unreadable images, merged in rank order (each name
+    /// once), on every rank: the checkpoint and the summary name them all,
+    /// not rank 0's share only.
+    fn gather_skipped(&mut self) -> Result<()> {
+        let c = self.step.collective();
+        if c.world_size() == 1 {
+            return Ok(());
+        }
+        let all = crate::collective::all_gather_json(c, &self.skipped)?;
+        let mut seen = std::collections::HashSet::new();
+        self.skipped = all
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| seen.insert(name.clone()))
+            .collect();
+        Ok(())
+    }
+
     /// Whether the current state is the newest checkpoint.
     fn is_checkpointed(&self) -> bool {
         self.last_checkpoint.as_ref() == Some(&checkpoint::path_of(&self.run_dir, self.steps))
@@ -724,6 +743,8 @@ impl Trainer {
         metrics: Option<&MetricsLog>,
         observer: &mut dyn Observer,
     ) -> Result<()> {
+        // Every rank checkpoints at the same steps: the list is gathered here.
+        self.gather_skipped()?;
         let Some(metrics) = metrics else {
             self.last_checkpoint = Some(checkpoint::path_of(&self.run_dir, self.steps));
             return Ok(());

@@ -531,6 +531,26 @@ fn a_run_starts_from_pretrained_weights_and_takes_their_architecture() {
     let student = part(&resized.join("checkpoints/step-00000000"), "encoder");
     assert_eq!(student["pos_embed"].dims(), [1, 36, 48]);
 
+    // Under the seed recipe the weights stay as they are, and the log says
+    // where stable-pretraining's IJEPA would differ.
+    let seeded = dir("init-seed");
+    let out = pretrain(
+        &seeded,
+        &[&["--init", t, "--set", "model.recipe=seed"][..], &small].concat(),
+        None,
+    );
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("IJEPA would also divide every block's"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_equal_maps(
+        &part(&seeded.join("checkpoints/step-00000000"), "encoder"),
+        &file,
+        "seed student",
+    );
+
     // Another architecture is refused with both named.
     let out = pretrain(
         &dir("init-mismatch"),
@@ -548,7 +568,7 @@ fn a_run_starts_from_pretrained_weights_and_takes_their_architecture() {
             && err.contains("embed_dim: the run has 384, the weights 48"),
         "{err}"
     );
-    for d in [run, trained, again, resized] {
+    for d in [run, trained, again, resized, seeded] {
         std::fs::remove_dir_all(d).unwrap();
     }
 }

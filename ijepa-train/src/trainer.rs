@@ -399,6 +399,15 @@ impl Trainer {
                     let mut init = InitWeights::load(&spec, Some(&model_cfg.encoder), &device)?;
                     notes.extend(init.fit(&model_cfg.encoder)?);
                     notes.push(init.describe());
+                    if model_cfg.recipe == crate::model::Recipe::Seed {
+                        notes.push(
+                            "seed recipe from weights: stable-pretraining's IJEPA would also divide every block's \
+                             attn.proj and mlp.fc2 weights of the pretrained encoder by sqrt(2 (layer + 1)) \
+                             (its _fix_init_weight, an initialisation's rescale); ijepa-rs starts from the \
+                             weights as they are"
+                                .into(),
+                        );
+                    }
                     init.into_model(model_cfg)
                         .map_err(|e| TrainError::Config(format!("model.init {spec}: {e}")))?
                 }

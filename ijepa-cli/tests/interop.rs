@@ -9,6 +9,10 @@ use std::process::{Command, Output};
 mod hub_server;
 mod support;
 
+/// The stand-in hub repository: the timm_gap fixture under the name of the
+/// pretrained weights `vit_huge_patch14_gap_224` defaults to.
+const REPO: &str = "timm/vit_huge_patch14_gap_224.in1k_ijepa";
+
 fn encoder_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../ijepa-encoder/tests/fixtures")
@@ -46,9 +50,9 @@ fn download_fills_the_cache_that_inspect_then_reads_offline() {
             )
         })
         .collect();
-    let (endpoint, server) = hub_server::serve("test-org/tiny-ijepa", files, 5);
+    let (endpoint, server) = hub_server::serve(REPO, files, 5);
     let out = Command::new(env!("CARGO_BIN_EXE_ijepa-cli"))
-        .args(["download", "test-org/tiny-ijepa", "--revision", "main"])
+        .args(["download", REPO, "--revision", "main"])
         .env("HF_ENDPOINT", &endpoint)
         .env("HF_HUB_CACHE", &cache)
         .output()
@@ -58,7 +62,7 @@ fn download_fills_the_cache_that_inspect_then_reads_offline() {
     assert_eq!(
         snapshot,
         cache
-            .join("models--test-org--tiny-ijepa/snapshots")
+            .join("models--timm--vit_huge_patch14_gap_224.in1k_ijepa/snapshots")
             .join(hub_server::COMMIT)
     );
     for f in ["config.json", "model.safetensors"] {
@@ -69,11 +73,75 @@ fn download_fills_the_cache_that_inspect_then_reads_offline() {
     }
     // Offline, from the cache only (the server is gone).
     let out = cli(
-        &["inspect", "hf-hub:test-org/tiny-ijepa", "--json"],
+        &["inspect", &format!("hf-hub:{REPO}"), "--json"],
         &[("HF_HUB_CACHE", &cache), ("HF_HUB_OFFLINE", Path::new("1"))],
     );
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["layout"], "timm");
+    // Pretraining starts from it offline: by name (`--init hf-hub:…`, the
+    // architecture from its config.json) and as the seed's `pretrained=True`
+    // (`model.pretrained`: the name's default tag, `.in1k_ijepa`).
+    let offline = [
+        ("HF_HUB_CACHE", cache.as_path()),
+        ("HF_HUB_OFFLINE", Path::new("1")),
+    ];
+    let file = candle_core::safetensors::load(
+        encoder_fixture("timm_gap").join("model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let small = [
+        "--set",
+        "mask.min_keep=0",
+        "--set",
+        "data.synthetic_images=8",
+        "--batch-size",
+        "4",
+        "--no-probe",
+        "--max-steps",
+        "0",
+    ];
+    let init = format!("hf-hub:{REPO}");
+    let by_name: Vec<&str> = [&["--init", init.as_str()][..], &small].concat();
+    let pretrained: Vec<&str> = [
+        &[
+            "--model",
+            "vit_huge_patch14_gap_224",
+            "--set",
+            "model.pretrained=true",
+            "--set",
+            "model.args.img_size=56",
+            "--set",
+            "model.args.embed_dim=48",
+            "--set",
+            "model.args.depth=2",
+            "--set",
+            "model.args.num_heads=3",
+        ][..],
+        &small,
+    ]
+    .concat();
+    for (what, args) in [("--init hf-hub", by_name), ("model.pretrained", pretrained)] {
+        let run = cache.join(format!("run-{}", what.len()));
+        let mut full = vec!["pretrain", "--out", run.to_str().unwrap()];
+        full.extend(args);
+        let out = cli(&full, &offline);
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ck = run.join("checkpoints/step-00000000/model.safetensors");
+        let saved = candle_core::safetensors::load(&ck, &candle_core::Device::Cpu).unwrap();
+        for (name, t) in &file {
+            for part in ["encoder", "target_encoder"] {
+                let ours = &saved[&format!("{part}.{name}")];
+                let same = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                    == t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                assert!(same, "{what}: {part}.{name} is not the hub file's");
+            }
+        }
+    }
     // An unknown repository is an error naming it.
     let out = cli(
         &["download", "test-org/missing"],

@@ -90,17 +90,7 @@ fn download_fills_the_cache_that_inspect_then_reads_offline() {
         &candle_core::Device::Cpu,
     )
     .unwrap();
-    let small = [
-        "--set",
-        "mask.min_keep=0",
-        "--set",
-        "data.synthetic_images=8",
-        "--batch-size",
-        "4",
-        "--no-probe",
-        "--max-steps",
-        "0",
-    ];
+    let small = support::INIT_RUN;
     let init = format!("hf-hub:{REPO}");
     let by_name: Vec<&str> = [&["--init", init.as_str()][..], &small].concat();
     let pretrained: Vec<&str> = [

@@ -450,18 +450,7 @@ fn assert_equal_maps(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>, w
 fn a_run_starts_from_pretrained_weights_and_takes_their_architecture() {
     let timm = fixture("timm_gap");
     let t = timm.to_str().unwrap();
-    // The fixture's 4 × 4 grid: blocks of one patch must be keepable.
-    let small = [
-        "--set",
-        "mask.min_keep=0",
-        "--set",
-        "data.synthetic_images=8",
-        "--batch-size",
-        "4",
-        "--no-probe",
-        "--max-steps",
-        "0",
-    ];
+    let small = support::INIT_RUN;
     // timm weights: student and teacher are the file's, bit for bit; the
     // architecture is the one its config.json names.
     let run = dir("init-timm");

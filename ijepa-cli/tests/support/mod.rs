@@ -24,6 +24,21 @@ pub const TINY_MODEL: &[&str] = &[
     "model.predictor_depth=1",
 ];
 
+/// `pretrain` arguments of a run that only starts from the timm_gap
+/// fixture's weights (4 × 4 patches: blocks of one patch must be keepable)
+/// and writes its step-0 checkpoint.
+pub const INIT_RUN: &[&str] = &[
+    "--set",
+    "mask.min_keep=0",
+    "--set",
+    "data.synthetic_images=8",
+    "--batch-size",
+    "4",
+    "--no-probe",
+    "--max-steps",
+    "0",
+];
+
 /// Calls `each(name, dtype, a's bytes, b's bytes)` for every tensor of two
 /// safetensors files, after checking they hold the same names, dtypes and
 /// shapes.

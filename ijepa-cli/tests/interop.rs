@@ -92,7 +92,7 @@ fn download_fills_the_cache_that_inspect_then_reads_offline() {
     .unwrap();
     let small = support::INIT_RUN;
     let init = format!("hf-hub:{REPO}");
-    let by_name: Vec<&str> = [&["--init", init.as_str()][..], &small].concat();
+    let by_name: Vec<&str> = [&["--init", init.as_str()][..], small].concat();
     let pretrained: Vec<&str> = [
         &[
             "--model",
@@ -108,7 +108,7 @@ fn download_fills_the_cache_that_inspect_then_reads_offline() {
             "--set",
             "model.args.num_heads=3",
         ][..],
-        &small,
+        small,
     ]
     .concat();
     for (what, args) in [("--init hf-hub", by_name), ("model.pretrained", pretrained)] {

@@ -454,7 +454,7 @@ fn a_run_starts_from_pretrained_weights_and_takes_their_architecture() {
     // timm weights: student and teacher are the file's, bit for bit; the
     // architecture is the one its config.json names.
     let run = dir("init-timm");
-    let out = pretrain(&run, &[&["--init", t][..], &small].concat(), None);
+    let out = pretrain(&run, &[&["--init", t][..], small].concat(), None);
     ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model vit_huge_patch14_gap_224"), "{err}");
@@ -481,7 +481,7 @@ fn a_run_starts_from_pretrained_weights_and_takes_their_architecture() {
     let again = dir("init-run");
     let out = pretrain(
         &again,
-        &[&["--init", trained.to_str().unwrap()][..], &small].concat(),
+        &[&["--init", trained.to_str().unwrap()][..], small].concat(),
         None,
     );
     ok(&out);
@@ -504,11 +504,7 @@ fn a_run_starts_from_pretrained_weights_and_takes_their_architecture() {
     let resized = dir("init-84");
     let out = pretrain(
         &resized,
-        &[
-            &["--init", t, "--set", "model.args.img_size=84"][..],
-            &small,
-        ]
-        .concat(),
+        &[&["--init", t, "--set", "model.args.img_size=84"][..], small].concat(),
         None,
     );
     ok(&out);
@@ -525,7 +521,7 @@ fn a_run_starts_from_pretrained_weights_and_takes_their_architecture() {
     let seeded = dir("init-seed");
     let out = pretrain(
         &seeded,
-        &[&["--init", t, "--set", "model.recipe=seed"][..], &small].concat(),
+        &[&["--init", t, "--set", "model.recipe=seed"][..], small].concat(),
         None,
     );
     ok(&out);
@@ -545,7 +541,7 @@ fn a_run_starts_from_pretrained_weights_and_takes_their_architecture() {
         &dir("init-mismatch"),
         &[
             &["--init", t, "--model", "vit_small_patch16_224"][..],
-            &small,
+            small,
         ]
         .concat(),
         None,

@@ -4,16 +4,17 @@ use ijepa_encoder::WeightMap;
 
 use crate::error::{Result, TrainError};
 
-/// `teacher ← m·teacher + (1 − m)·student` for every tensor. The student's
-/// values are read detached: the teacher never enters an autograd graph.
-/// On the CPU the teacher's storage is written in place (one pass per
-/// tensor, `kernels/ema.rs`), so every tensor sharing it sees the new
-/// values; elsewhere the map's values are replaced. Both compute the same
-/// bits.
+/// `teacher ← m·teacher + (1 − m)·student` for every tensor, written into
+/// the teacher's own storage, so every tensor sharing it (the teacher
+/// network built over these tensors) sees the new values without being
+/// rebuilt. The student's values are read detached: the teacher never
+/// enters an autograd graph. Contiguous f32 tensors on the CPU take one
+/// pass (`kernels/ema.rs`); others compose the same bits and copy them in.
 ///
 /// # Errors
-/// A key of the teacher that the student lacks (the two must be twins), or
-/// of another shape.
+/// A key of the teacher that the student lacks (the two must be twins), of
+/// another shape, or a teacher tensor that is not contiguous (the model
+/// keeps contiguous copies).
 pub fn ema_update(teacher: &mut WeightMap, student: &WeightMap, momentum: f64) -> Result<()> {
     for (name, t) in teacher.iter_mut() {
         let s = student
@@ -29,7 +30,10 @@ pub fn ema_update(teacher: &mut WeightMap, student: &WeightMap, momentum: f64) -
         if crate::kernels::fusable(&[t, s]) {
             crate::kernels::ema::update(t, s, momentum)?;
         } else {
-            *t = ((&*t * momentum)? + (s.detach() * (1.0 - momentum))?)?;
+            let new = ((&*t * momentum)? + (s.detach() * (1.0 - momentum))?)?;
+            // Views of the whole storage: 0-d tensors too.
+            t.flatten_all()?
+                .slice_set(&new.flatten_all()?.contiguous()?, 0, 0)?;
         }
     }
     Ok(())
@@ -93,6 +97,23 @@ mod tests {
         )]);
         let err = ema_update(&mut fused, &wrong, 0.5).unwrap_err().to_string();
         assert!(err.contains("[250, 400]") && err.contains("[3]"), "{err}");
+
+        // Where the kernel does not apply (here f64), the composition is
+        // written in place as well.
+        let (t64, s64) = (
+            t0.to_dtype(candle_core::DType::F64).unwrap(),
+            s0.to_dtype(candle_core::DType::F64).unwrap(),
+        );
+        let student = WeightMap::from([("w".to_string(), s64.clone())]);
+        let mut other = WeightMap::from([("w".to_string(), t64.copy().unwrap())]);
+        let shared = other["w"].clone();
+        ema_update(&mut other, &student, 0.996).unwrap();
+        let composed = ((&t64 * 0.996).unwrap() + (&s64 * (1.0 - 0.996)).unwrap()).unwrap();
+        let bits64 = |t: &Tensor| -> Vec<u64> {
+            let v = t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        assert_eq!(bits64(&shared), bits64(&composed));
     }
 
     #[test]

@@ -328,10 +328,11 @@ impl IJepa {
         let sampler = config.sampler()?;
         let student_vars = to_varmap(&encoder)?;
         let student = VisionTransformer::from_varmap(&config.encoder, &student_vars)?;
-        // Copies, not shared storage: the optimizer updates the student in place.
+        // Copies, not shared storage: the optimizer updates the student in
+        // place, the EMA the teacher (which needs them contiguous).
         let teacher_weights: WeightMap = encoder
             .iter()
-            .map(|(k, t)| Ok((k.clone(), t.copy()?)))
+            .map(|(k, t)| Ok((k.clone(), t.detach().force_contiguous()?)))
             .collect::<Result<_>>()?;
         let teacher = VisionTransformer::from_weights(&config.encoder, teacher_weights.clone())?;
         let predictor_vars = to_varmap(&predictor)?;
@@ -366,6 +367,11 @@ impl IJepa {
         predictor: WeightMap,
     ) -> Result<Self> {
         let mut model = Self::from_weights(config, student, predictor)?;
+        // Own contiguous copies: the EMA writes into them in place.
+        let teacher: WeightMap = teacher
+            .into_iter()
+            .map(|(k, t)| Ok((k, t.detach().force_contiguous()?)))
+            .collect::<Result<_>>()?;
         model.teacher = VisionTransformer::from_weights(&model.config.encoder, teacher.clone())?;
         model.teacher_weights = teacher;
         Ok(model)
@@ -517,10 +523,9 @@ impl IJepa {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect();
-        ema_update(&mut self.teacher_weights, &student, momentum)?;
-        self.teacher =
-            VisionTransformer::from_weights(&self.config.encoder, self.teacher_weights.clone())?;
-        Ok(())
+        // In place: `self.teacher` is built over these tensors and sees the
+        // new values (no rebuild, no re-check per step).
+        ema_update(&mut self.teacher_weights, &student, momentum)
     }
 
     /// Masks for global batch `batch_index` (from the configured sampler).

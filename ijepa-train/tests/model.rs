@@ -2,6 +2,7 @@
 //! trainable variable and never the teacher; eval mode; EMA; determinism.
 
 use candle_core::{Device, Tensor};
+use ijepa_encoder::TokenEncoder;
 use ijepa_train::model::{EmbeddingSource, IJepa, IJepaConfig, Recipe};
 use ijepa_train::optim::AdamW;
 
@@ -148,6 +149,22 @@ fn a_training_step_moves_the_teacher_by_one_minus_momentum() {
     let err = max_abs_diff(after, &expected);
     assert!(err < 1e-7, "{err}");
     assert!(max_abs_diff(after, &before) > 0.0);
+
+    // Updated in place, never rebuilt: the teacher network gives what a
+    // network built afresh from the updated weights gives, to the bit.
+    let x = images();
+    let ours = model.teacher().forward(&x).unwrap();
+    let copies = model
+        .teacher_weights()
+        .iter()
+        .map(|(k, t)| (k.clone(), t.copy().unwrap()))
+        .collect();
+    let fresh = ijepa_encoder::VisionTransformer::from_weights(&model.config().encoder, copies)
+        .unwrap()
+        .forward(&x)
+        .unwrap();
+    assert_eq!(max_abs_diff(&ours, &fresh), 0.0);
+    assert!(max_abs_diff(&ours, &model.student().forward(&x).unwrap()) > 0.0);
 }
 
 #[test]

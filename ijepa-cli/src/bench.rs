@@ -314,7 +314,7 @@ fn bench_config(
     // The benchmarks' masks are fixed (`fixed_batch`): the sampler the model
     // builds is never used, so the smallest grids need not fit its min_keep.
     let mut cfg = ijepa_train::model::IJepaConfig::new(encoder.config);
-    cfg.min_keep = 1;
+    cfg.mask.min_keep = 1;
     cfg.predictor_embed_dim = predictor_embed_dim;
     cfg.predictor_depth = predictor_depth;
     Ok(cfg)

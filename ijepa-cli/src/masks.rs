@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use ijepa_masking::{
-    Grid, MaskBatch, MaskSampler, MultiBlock, MultiBlockConfig, SeedMasking, SeedMaskingConfig,
-};
+use ijepa_masking::{Grid, MaskBatch, MaskConfig, MaskSampler};
 use serde::Serialize;
 
 /// Which masking recipe to sample.
@@ -18,6 +16,15 @@ pub enum Recipe {
     Official,
     /// stable-pretraining's `IJEPAMasking` variant.
     Seed,
+}
+
+impl From<Recipe> for ijepa_train::model::Recipe {
+    fn from(r: Recipe) -> Self {
+        match r {
+            Recipe::Official => Self::Official,
+            Recipe::Seed => Self::Seed,
+        }
+    }
 }
 
 /// Options of `ijepa-cli masks`.
@@ -129,42 +136,25 @@ fn parse_range(s: &str) -> std::result::Result<(f64, f64), String> {
 }
 
 fn sampler(args: &MasksArgs, grid: Grid) -> Result<Box<dyn MaskSampler>> {
-    Ok(match args.recipe {
-        Recipe::Official => {
-            let d = MultiBlockConfig::default();
-            Box::new(MultiBlock::new(
-                grid,
-                MultiBlockConfig {
-                    num_targets: args.num_targets.unwrap_or(d.num_targets),
-                    target_scale: args.target_scale.unwrap_or(d.target_scale),
-                    context_scale: args.context_scale.unwrap_or(d.context_scale),
-                    min_keep: args.min_keep.unwrap_or(d.min_keep),
-                    official_compat: args.official_compat,
-                    seed: args.seed,
-                    ..d
-                },
-            )?)
+    if args.recipe == Recipe::Seed {
+        for (set, flag) in [
+            (args.official_compat, "--official-compat"),
+            (args.min_keep.is_some(), "--min-keep"),
+        ] {
+            anyhow::ensure!(!set, "{flag} applies to --recipe official only");
         }
-        Recipe::Seed => {
-            for (set, flag) in [
-                (args.official_compat, "--official-compat"),
-                (args.min_keep.is_some(), "--min-keep"),
-            ] {
-                anyhow::ensure!(!set, "{flag} applies to --recipe official only");
-            }
-            let d = SeedMaskingConfig::default();
-            Box::new(SeedMasking::new(
-                grid,
-                SeedMaskingConfig {
-                    num_targets: args.num_targets.unwrap_or(d.num_targets),
-                    target_scale: args.target_scale.unwrap_or(d.target_scale),
-                    context_scale: args.context_scale.unwrap_or(d.context_scale),
-                    seed: args.seed,
-                    ..d
-                },
-            )?)
-        }
-    })
+    }
+    let d = MaskConfig::default();
+    let config = MaskConfig {
+        num_targets: args.num_targets.unwrap_or(d.num_targets),
+        target_scale: args.target_scale.unwrap_or(d.target_scale),
+        context_scale: args.context_scale.unwrap_or(d.context_scale),
+        min_keep: args.min_keep.unwrap_or(d.min_keep),
+        official_compat: args.official_compat,
+        ..d
+    };
+    let recipe = ijepa_train::model::Recipe::from(args.recipe);
+    Ok(config.build(grid, recipe.sampler_kind(), args.seed)?)
 }
 
 /// Runs `ijepa-cli masks`.

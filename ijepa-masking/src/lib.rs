@@ -3,8 +3,8 @@
 //! I-JEPA trains an encoder to predict, from a large *context* block of an
 //! image, the representations of several *target* blocks. This crate draws
 //! those blocks on a patch grid and returns them as sorted index lists, ready
-//! to become `[B, K]` index tensors. It depends on `rand` only — no tensor
-//! library — so video or audio JEPA variants can reuse it on their own grids
+//! to become `[B, K]` index tensors. It depends on `rand` (and `serde` for
+//! its settings) only — no tensor library — so video or audio JEPA variants can reuse it on their own grids
 //! (rank 3, `T×H×W`).
 //!
 //! Two recipes:
@@ -17,6 +17,9 @@
 //!
 //! Both implement [`MaskSampler`], the seam at which a trainer accepts any
 //! masking strategy; [`FullContext`] is the evaluation-mode sampler.
+//! [`MaskConfig`] is the settings a user writes (ijepa-rs's TOML `[mask]`
+//! section as is), with the paper's defaults written once, built into
+//! either sampler by [`MaskConfig::build`].
 //!
 //! # Example
 //!
@@ -42,6 +45,7 @@
 #![warn(missing_docs)]
 
 mod bitset;
+mod config;
 mod error;
 mod grid;
 mod multiblock;
@@ -52,6 +56,7 @@ mod seed;
 mod shape;
 mod subset;
 
+pub use config::{MaskConfig, SamplerKind};
 pub use error::MaskingError;
 pub use grid::{Block, BlockShape, Grid};
 pub use multiblock::{MultiBlock, MultiBlockConfig};

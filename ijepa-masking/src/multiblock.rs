@@ -54,17 +54,20 @@ pub struct MultiBlockConfig {
 }
 
 impl Default for MultiBlockConfig {
+    /// [`MaskConfig`](crate::MaskConfig)'s defaults, one context, whole
+    /// frames on 3-D grids, seed 0.
     fn default() -> Self {
+        let m = crate::MaskConfig::default();
         Self {
-            num_targets: 4,
-            target_scale: (0.15, 0.2),
-            target_aspect_ratio: (0.75, 1.5),
+            num_targets: m.num_targets,
+            target_scale: m.target_scale,
+            target_aspect_ratio: m.target_aspect_ratio,
             num_contexts: 1,
-            context_scale: (0.85, 1.0),
+            context_scale: m.context_scale,
             temporal_scale: (1.0, 1.0),
-            min_keep: 10,
-            allow_overlap: false,
-            official_compat: false,
+            min_keep: m.min_keep,
+            allow_overlap: m.allow_overlap,
+            official_compat: m.official_compat,
             seed: 0,
         }
     }

@@ -39,12 +39,15 @@ pub struct SeedMaskingConfig {
 }
 
 impl Default for SeedMaskingConfig {
+    /// [`MaskConfig`](crate::MaskConfig)'s defaults (also `IJEPA`'s), whole
+    /// frames on 3-D grids, no target overlap, seed 0.
     fn default() -> Self {
+        let m = crate::MaskConfig::default();
         Self {
-            num_targets: 4,
-            target_scale: (0.15, 0.2),
-            target_aspect_ratio: (0.75, 1.5),
-            context_scale: (0.85, 1.0),
+            num_targets: m.num_targets,
+            target_scale: m.target_scale,
+            target_aspect_ratio: m.target_aspect_ratio,
+            context_scale: m.context_scale,
             temporal_scale: (1.0, 1.0),
             allow_target_overlap: false,
             seed: 0,

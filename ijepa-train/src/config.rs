@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use ijepa_encoder::registry::{self, Size, TimmArgs};
 use ijepa_encoder::VitConfig;
-use ijepa_masking::{MaskSampler, MultiBlockConfig};
+use ijepa_masking::{MaskConfig, MaskSampler};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{ColorDistortion, DataError, TrainTransform};
@@ -85,8 +85,8 @@ pub struct TrainConfig {
     pub model: ModelSection,
     /// Images and augmentation.
     pub data: DataSection,
-    /// Context and target masks.
-    pub mask: MaskSection,
+    /// Context and target masks ([`MaskConfig`]: the paper's by default).
+    pub mask: MaskConfig,
     /// Optimizer and schedules.
     pub optim: OptimSection,
     /// Run directory, seed, checkpoints, logging.
@@ -298,43 +298,6 @@ impl DataSection {
     }
 }
 
-/// Context and target masks (the paper's values are the defaults).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MaskSection {
-    /// Target blocks per image (4).
-    pub num_targets: usize,
-    /// Fraction of the patches in each target block (0.15 – 0.2).
-    pub target_scale: (f64, f64),
-    /// Target block aspect ratio (0.75 – 1.5).
-    pub target_aspect_ratio: (f64, f64),
-    /// Context block scale (0.85 – 1.0) — for the seed recipe, the kept
-    /// fraction of the non-target patches.
-    pub context_scale: (f64, f64),
-    /// Fewest context patches a mask may keep (10).
-    pub min_keep: usize,
-    /// Let the context overlap the targets (off).
-    pub allow_overlap: bool,
-    /// Reproduce the official sampler's two biases (last row/column never
-    /// masked, contexts cut to their lowest indices) instead of the fix.
-    pub official_compat: bool,
-}
-
-impl Default for MaskSection {
-    fn default() -> Self {
-        let official = MultiBlockConfig::default();
-        Self {
-            num_targets: official.num_targets,
-            target_scale: official.target_scale,
-            target_aspect_ratio: official.target_aspect_ratio,
-            context_scale: official.context_scale,
-            min_keep: official.min_keep,
-            allow_overlap: official.allow_overlap,
-            official_compat: official.official_compat,
-        }
-    }
-}
-
 /// AdamW and the schedules of DESIGN §4.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -376,7 +339,7 @@ impl Default for OptimSection {
             final_lr: 1e-6,
             weight_decay: 0.04,
             final_weight_decay: 0.4,
-            ema: (0.996, 1.0),
+            ema: crate::ema::MOMENTUM,
             ipe_scale: 1.0,
             grad_clip: None,
             accumulate: 1,
@@ -611,13 +574,7 @@ impl TrainConfig {
             .model
             .predictor_depth
             .unwrap_or((enc.depth / 2).clamp(2, 12));
-        cfg.num_targets = self.mask.num_targets;
-        cfg.target_scale = self.mask.target_scale;
-        cfg.target_aspect_ratio = self.mask.target_aspect_ratio;
-        cfg.context_scale = self.mask.context_scale;
-        cfg.min_keep = self.mask.min_keep;
-        cfg.allow_overlap = self.mask.allow_overlap;
-        cfg.official_compat = self.mask.official_compat;
+        cfg.mask = self.mask.clone();
         cfg.ema_decay_start = self.optim.ema.0;
         cfg.ema_decay_end = self.optim.ema.1;
         cfg.recipe = self.model.recipe;
@@ -777,6 +734,27 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mask_and_ema_defaults_have_one_home() {
+        // The [mask] section is ijepa-masking's MaskConfig itself, and the
+        // model's configuration takes it and the EMA momentum as they are.
+        let cfg = TrainConfig::default();
+        assert_eq!(cfg.mask, MaskConfig::default());
+        assert_eq!(cfg.optim.ema, crate::ema::MOMENTUM);
+        let model = cfg.ijepa().unwrap();
+        assert_eq!(model.mask, MaskConfig::default());
+        assert_eq!(
+            (model.ema_decay_start, model.ema_decay_end),
+            crate::ema::MOMENTUM
+        );
+        let bare = IJepaConfig::new(model.encoder.clone());
+        assert_eq!(bare.mask, MaskConfig::default());
+        assert_eq!(
+            (bare.ema_decay_start, bare.ema_decay_end),
+            crate::ema::MOMENTUM
+        );
+    }
 
     #[test]
     fn the_default_is_valid_and_round_trips_through_toml() {

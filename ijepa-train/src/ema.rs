@@ -39,6 +39,10 @@ pub fn ema_update(teacher: &mut WeightMap, student: &WeightMap, momentum: f64) -
     Ok(())
 }
 
+/// The EMA momentum's start and end: the paper's (every published config)
+/// and stable-pretraining's `ema_decay_start` / `ema_decay_end`.
+pub const MOMENTUM: (f64, f64) = (0.996, 1.0);
+
 /// Official schedule, linear per step: `m_i = start + i·(end − start)/span`,
 /// `i` counting optimizer steps from 0, `span = iterations/epoch · epochs ·
 /// ipe_scale` as a float (7.5 for 2 · 3 · 1.25: the official generator does

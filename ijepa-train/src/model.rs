@@ -9,10 +9,7 @@ use ijepa_encoder::init::{init_weights, InitOptions, Scheme};
 use ijepa_encoder::precision::{autocast, Precision};
 use ijepa_encoder::weights::to_varmap;
 use ijepa_encoder::{TokenEncoder, VisionTransformer, VitConfig, WeightMap};
-use ijepa_masking::{
-    Grid, MaskBatch, MaskSampler, MultiBlock, MultiBlockConfig, Range, SeedMasking,
-    SeedMaskingConfig,
-};
+use ijepa_masking::{Grid, MaskBatch, MaskConfig, MaskSampler, SamplerKind};
 use ijepa_predictor::{Predictor, PredictorConfig};
 
 use crate::ema::ema_update;
@@ -28,6 +25,16 @@ pub enum Recipe {
     Official,
     /// stable-pretraining's `IJEPA`.
     Seed,
+}
+
+impl Recipe {
+    /// The mask sampler of this recipe (the one place a recipe picks it).
+    pub fn sampler_kind(self) -> SamplerKind {
+        match self {
+            Self::Official => SamplerKind::MultiBlock,
+            Self::Seed => SamplerKind::Seed,
+        }
+    }
 }
 
 /// Which encoder provides [`IJepaOutput::embedding`] in training mode.
@@ -63,21 +70,8 @@ pub struct IJepaConfig {
     pub predictor_embed_dim: usize,
     /// Predictor blocks.
     pub predictor_depth: usize,
-    /// Target blocks per image.
-    pub num_targets: usize,
-    /// Fraction of patches per target block.
-    pub target_scale: Range,
-    /// Aspect ratio of target blocks.
-    pub target_aspect_ratio: Range,
-    /// Context block scale (official) or kept fraction of non-target
-    /// patches (seed).
-    pub context_scale: Range,
-    /// Fewest context patches a mask may keep (official sampler).
-    pub min_keep: usize,
-    /// Let the context overlap the targets (official sampler).
-    pub allow_overlap: bool,
-    /// Reproduce the official sampler's two biases instead of the fix.
-    pub official_compat: bool,
+    /// The masks (the paper's by default).
+    pub mask: MaskConfig,
     /// EMA momentum at the start of training.
     pub ema_decay_start: f64,
     /// EMA momentum at the end of training.
@@ -98,20 +92,13 @@ impl IJepaConfig {
     /// embedding becomes the fixed sin-cos table of the official code.
     pub fn new(mut encoder: VitConfig) -> Self {
         encoder.fixed_pos_embed = true;
-        let masks = MultiBlockConfig::default(); // the paper's
         Self {
             encoder,
             predictor_embed_dim: 384,
             predictor_depth: 6,
-            num_targets: masks.num_targets,
-            target_scale: masks.target_scale,
-            target_aspect_ratio: masks.target_aspect_ratio,
-            context_scale: masks.context_scale,
-            min_keep: masks.min_keep,
-            allow_overlap: masks.allow_overlap,
-            official_compat: masks.official_compat,
-            ema_decay_start: 0.996,
-            ema_decay_end: 1.0,
+            mask: MaskConfig::default(),
+            ema_decay_start: crate::ema::MOMENTUM.0,
+            ema_decay_end: crate::ema::MOMENTUM.1,
             recipe: Recipe::Official,
             seed: 0,
         }
@@ -201,33 +188,9 @@ impl IJepaConfig {
     pub fn sampler(&self) -> Result<Box<dyn MaskSampler>> {
         let (h, w) = self.encoder.grid_size();
         let grid = Grid::new_2d(h, w)?;
-        Ok(match self.recipe {
-            Recipe::Official => Box::new(MultiBlock::new(
-                grid,
-                MultiBlockConfig {
-                    num_targets: self.num_targets,
-                    target_scale: self.target_scale,
-                    target_aspect_ratio: self.target_aspect_ratio,
-                    context_scale: self.context_scale,
-                    min_keep: self.min_keep,
-                    allow_overlap: self.allow_overlap,
-                    official_compat: self.official_compat,
-                    seed: self.seed,
-                    ..MultiBlockConfig::default()
-                },
-            )?),
-            Recipe::Seed => Box::new(SeedMasking::new(
-                grid,
-                SeedMaskingConfig {
-                    num_targets: self.num_targets,
-                    target_scale: self.target_scale,
-                    target_aspect_ratio: self.target_aspect_ratio,
-                    context_scale: self.context_scale,
-                    seed: self.seed,
-                    ..SeedMaskingConfig::default()
-                },
-            )?),
-        })
+        Ok(self
+            .mask
+            .build(grid, self.recipe.sampler_kind(), self.seed)?)
     }
 }
 

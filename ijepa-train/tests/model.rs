@@ -21,7 +21,7 @@ fn config(recipe: Recipe) -> IJepaConfig {
     cfg.encoder.mlp_hidden_dim = 192;
     cfg.predictor_embed_dim = 96;
     cfg.predictor_depth = 2;
-    cfg.target_scale = (0.15, 0.25); // 4×4 grid: blocks of 2–4 patches
+    cfg.mask.target_scale = (0.15, 0.25); // 4×4 grid: blocks of 2–4 patches
     cfg.recipe = recipe;
     cfg.seed = 5;
     cfg
@@ -37,7 +37,7 @@ fn relaxed(recipe: Recipe) -> IJepaConfig {
     let mut cfg = config(recipe);
     if recipe == Recipe::Official {
         cfg.encoder.image_size = (224, 224);
-        cfg.target_scale = (0.15, 0.2);
+        cfg.mask.target_scale = (0.15, 0.2);
     }
     cfg
 }

@@ -44,10 +44,10 @@ fn config() -> IJepaConfig {
     let mut cfg = IJepaConfig::new(VitConfig::ijepa((48, 48), 8, 48, 2, 3, 192, 1e-6));
     cfg.predictor_embed_dim = 24;
     cfg.predictor_depth = 1;
-    cfg.num_targets = 4;
+    cfg.mask.num_targets = 4;
     // The masks come from the fixture; a sampler here could draw 2×2
     // targets, which min_keep 4 (the script's) refuses up front.
-    cfg.min_keep = 3;
+    cfg.mask.min_keep = 3;
     cfg
 }
 

@@ -513,10 +513,22 @@ fn median(mut times: Vec<f64>) -> f64 {
     times[times.len() / 2]
 }
 
+/// The job's processes for a benchmark on `device`, its notes printed by
+/// rank 0.
+fn job(device: &str) -> Result<Box<dyn ijepa_train::collective::Collective>> {
+    let (host, notes) = ijepa_train::collective::processes()?;
+    if host.is_writer() {
+        for n in &notes {
+            eprintln!("note: {n}");
+        }
+    }
+    Ok(ijepa_train::collective::for_device(host, device)?)
+}
+
 fn all_reduce(args: &AllReduceArgs) -> Result<()> {
     use ijepa_train::model::IJepa;
     anyhow::ensure!(args.iters > 0, "--iters must be at least 1");
-    let processes = crate::pretrain::for_device(crate::pretrain::processes()?, &args.device)?;
+    let processes = job(&args.device)?;
     let device = args
         .device
         .parse::<DeviceSpec>()?
@@ -615,7 +627,7 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
         args.batch > 0 && args.iters > 0,
         "--batch and --iters must be at least 1"
     );
-    let processes = crate::pretrain::for_device(crate::pretrain::processes()?, &args.on.device)?;
+    let processes = job(&args.on.device)?;
     let ranks = processes.world_size();
     anyhow::ensure!(
         args.batch.is_multiple_of(ranks),

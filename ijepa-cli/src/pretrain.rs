@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ijepa_encoder::init::init_weights;
 use ijepa_encoder::VisionTransformer;
-use ijepa_train::collective::Collective;
+use ijepa_train::collective;
 use ijepa_train::metrics::{StepMetrics, Throughput};
 use ijepa_train::trainer::{Observer, RunInfo, Trainer};
 use ijepa_train::{TrainConfig, TrainError};
@@ -272,63 +272,6 @@ impl Observer for Progress {
     }
 }
 
-/// The processes this run trains on: with the `mpi` feature, an MPI job
-/// (a process started without a launcher is a job of one) whose processes
-/// share this machine's cores; without it, one process, refusing a
-/// multi-process launch it cannot serve.
-pub(crate) fn processes() -> Result<Box<dyn Collective>> {
-    #[cfg(feature = "mpi")]
-    {
-        let mpi = ijepa_train::collective::mpi::Mpi::init(collective_timeout()?)?;
-        if let Some(n) = ijepa_train::collective::threads_per_process(mpi.local_size()) {
-            // Before any thread pool starts: candle and rayon read it once.
-            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-            if mpi.rank() == 0 {
-                eprintln!(
-                    "note: {} processes on this machine: {n} thread{} each (set RAYON_NUM_THREADS to choose)",
-                    mpi.local_size(),
-                    if n == 1 { "" } else { "s" }
-                );
-            }
-        }
-        Ok(Box::new(mpi))
-    }
-    #[cfg(not(feature = "mpi"))]
-    {
-        ijepa_train::collective::refuse_unserved_launch()?;
-        Ok(Box::new(ijepa_train::collective::SingleProcess))
-    }
-}
-
-/// How long one collective may wait for the other ranks
-/// (`IJEPA_MPI_TIMEOUT_S`, whole seconds).
-#[cfg(any(feature = "mpi", feature = "nccl"))]
-fn collective_timeout() -> Result<std::time::Duration> {
-    match std::env::var("IJEPA_MPI_TIMEOUT_S") {
-        Ok(v) => Ok(std::time::Duration::from_secs(v.parse().with_context(
-            || format!("IJEPA_MPI_TIMEOUT_S={v}: expected whole seconds"),
-        )?)),
-        Err(_) => Ok(ijepa_train::collective::DEFAULT_TIMEOUT),
-    }
-}
-
-/// The collective a run on `device` exchanges gradients through: with the
-/// `nccl` feature, a CUDA job of several processes sums on the GPUs (NCCL,
-/// its id sent over `host`), and so does a single process when `IJEPA_NCCL=1`
-/// (a 1-rank communicator: the check that NCCL works on a machine with one
-/// GPU); otherwise `host`.
-pub(crate) fn for_device(host: Box<dyn Collective>, device: &str) -> Result<Box<dyn Collective>> {
-    #[cfg(feature = "nccl")]
-    if device.starts_with("cuda")
-        && (host.world_size() > 1 || std::env::var_os("IJEPA_NCCL").is_some_and(|v| v == "1"))
-    {
-        let nccl = ijepa_train::collective::nccl::Nccl::init(host, collective_timeout()?)?;
-        return Ok(Box::new(nccl));
-    }
-    let _ = device;
-    Ok(host)
-}
-
 /// What ranks other than 0 print: their own notices (unreadable files of
 /// their shares), marked with the rank; progress is rank 0's.
 struct RankNotes(usize);
@@ -341,9 +284,14 @@ impl Observer for RankNotes {
 
 /// Runs `ijepa-cli pretrain`.
 pub fn run(args: &PretrainArgs) -> Result<()> {
-    let processes = processes()?;
+    let (processes, bootstrap_notes) = collective::processes()?;
     let (rank, ranks) = (processes.rank(), processes.world_size());
     let writer = processes.is_writer();
+    if writer {
+        for n in &bootstrap_notes {
+            eprintln!("note: {n}");
+        }
+    }
     let (cfg, notes) = args.resolve(ranks)?;
     if args.print_config {
         cfg.validate()?;
@@ -358,7 +306,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         }
     }
     let stop = Stop::install(writer)?;
-    let processes = for_device(processes, &cfg.run.device)?;
+    let processes = collective::for_device(processes, &cfg.run.device)?;
     // Validates (after comparing a resumed run with its own configuration).
     let mut trainer = Trainer::with_collective(cfg.clone(), processes)?;
     if writer {

@@ -213,6 +213,71 @@ pub fn refuse_unserved_launch() -> Result<()> {
     }
 }
 
+/// The processes a job runs on, and notes for rank 0 to print: with the
+/// `mpi` feature, an MPI job (a process started without a launcher is a job
+/// of one) whose processes share this machine's cores — `RAYON_NUM_THREADS`
+/// is set for this process before any thread pool starts, unless the user
+/// chose it; without the feature, one process, refusing a multi-process
+/// launch it cannot serve. `IJEPA_MPI_TIMEOUT_S` (whole seconds) bounds each
+/// collective's wait ([`DEFAULT_TIMEOUT`] otherwise).
+///
+/// # Errors
+/// MPI that cannot start, a malformed `IJEPA_MPI_TIMEOUT_S`, or a launch of
+/// several processes in a build without `mpi`.
+pub fn processes() -> Result<(Box<dyn Collective>, Vec<String>)> {
+    #[cfg(feature = "mpi")]
+    {
+        let mpi = mpi::Mpi::init(timeout()?)?;
+        let mut notes = vec![];
+        if let Some(n) = threads_per_process(mpi.local_size()) {
+            // Before any thread pool starts: candle and rayon read it once.
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            notes.push(format!(
+                "{} processes on this machine: {n} thread{} each (set RAYON_NUM_THREADS to choose)",
+                mpi.local_size(),
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+        Ok((Box::new(mpi), notes))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        refuse_unserved_launch()?;
+        Ok((Box::new(SingleProcess), vec![]))
+    }
+}
+
+/// How long one collective may wait for the other ranks:
+/// `IJEPA_MPI_TIMEOUT_S` (whole seconds), else [`DEFAULT_TIMEOUT`].
+#[cfg(any(feature = "mpi", feature = "nccl"))]
+fn timeout() -> Result<std::time::Duration> {
+    match std::env::var("IJEPA_MPI_TIMEOUT_S") {
+        Ok(v) => v.parse().map(std::time::Duration::from_secs).map_err(|_| {
+            TrainError::Collective(format!("IJEPA_MPI_TIMEOUT_S={v}: expected whole seconds"))
+        }),
+        Err(_) => Ok(DEFAULT_TIMEOUT),
+    }
+}
+
+/// The collective a run on `device` exchanges gradients through: with the
+/// `nccl` feature, a CUDA job of several processes sums on the GPUs (NCCL,
+/// its id sent over `host`), and so does a single process when
+/// `IJEPA_NCCL=1` (a 1-rank communicator: the check that NCCL works on a
+/// machine with one GPU); otherwise `host`.
+///
+/// # Errors
+/// NCCL that cannot start.
+pub fn for_device(host: Box<dyn Collective>, device: &str) -> Result<Box<dyn Collective>> {
+    #[cfg(feature = "nccl")]
+    if device.starts_with("cuda")
+        && (host.world_size() > 1 || std::env::var_os("IJEPA_NCCL").is_some_and(|v| v == "1"))
+    {
+        return Ok(Box::new(nccl::Nccl::init(host, timeout()?)?));
+    }
+    let _ = device;
+    Ok(host)
+}
+
 /// Threads each of `local` processes on this machine should use when the
 /// user has not chosen (`RAYON_NUM_THREADS` unset): the machine's cores
 /// shared equally, at least one. `None` for one process, or when chosen.

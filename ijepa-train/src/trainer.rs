@@ -676,6 +676,8 @@ impl Trainer {
         if !self.is_checkpointed() {
             self.save_checkpoint(metrics.as_ref(), observer)?;
         }
+        // Again for the summary: an interrupted accumulation group may have
+        // met unreadable images after the last checkpoint.
         self.gather_skipped()?;
         self.step.collective().barrier()?;
         let checkpoint = self.last_checkpoint.clone().unwrap_or_default();

@@ -211,19 +211,16 @@ pub struct JitterDraw {
 impl JitterDraw {
     /// Applies the adjustments in order, as `ColorJitter.forward`.
     pub fn apply(&self, img: &mut RgbImage) {
-        for op in self.order {
-            match (
-                op,
-                self.brightness,
-                self.contrast,
-                self.saturation,
-                self.hue,
-            ) {
-                (0, Some(f), ..) => adjust_brightness(img, f),
-                (1, _, Some(f), ..) => adjust_contrast(img, f),
-                (2, _, _, Some(f), _) => adjust_saturation(img, f),
-                (3, .., Some(f)) => adjust_hue(img, f),
-                _ => {}
+        let adjust: [fn(&mut RgbImage, f64); 4] = [
+            adjust_brightness,
+            adjust_contrast,
+            adjust_saturation,
+            adjust_hue,
+        ];
+        let factors = [self.brightness, self.contrast, self.saturation, self.hue];
+        for op in self.order.map(usize::from) {
+            if let Some(Some(f)) = factors.get(op) {
+                adjust[op](img, *f);
             }
         }
     }

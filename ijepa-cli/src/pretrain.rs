@@ -173,7 +173,7 @@ impl Progress {
     fn say(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => collective::say(line),
         }
     }
 }
@@ -249,10 +249,10 @@ impl Observer for Progress {
                 || m.step == self.stop_step
                 || m.knn_top1.is_some() =>
             {
-                eprintln!(
+                collective::say(&format!(
                     "epoch {} itr {} step {}/{}  {line}  ctx {} tgt {}  eta {left}",
                     m.epoch, m.itr, m.step, self.stop_step, m.context_tokens, m.target_tokens
-                )
+                ))
             }
             None => {}
         }
@@ -263,7 +263,7 @@ impl Observer for Progress {
 
     fn checkpoint(&mut self, path: &Path) {
         if self.bar.is_none() {
-            eprintln!("checkpoint {}", path.display());
+            collective::say(&format!("checkpoint {}", path.display()));
         }
     }
 
@@ -278,7 +278,7 @@ struct RankNotes(usize);
 
 impl Observer for RankNotes {
     fn message(&mut self, text: &str) {
-        eprintln!("note: rank {}: {text}", self.0);
+        collective::say(&format!("note: rank {}: {text}", self.0));
     }
 }
 
@@ -289,7 +289,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     let writer = processes.is_writer();
     if writer {
         for n in &bootstrap_notes {
-            eprintln!("note: {n}");
+            collective::say(&format!("note: {n}"));
         }
     }
     let (cfg, notes) = args.resolve(ranks)?;
@@ -302,7 +302,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     }
     if writer {
         for n in &notes {
-            eprintln!("note: {n}");
+            collective::say(&format!("note: {n}"));
         }
     }
     let stop = Stop::install(writer)?;
@@ -311,20 +311,20 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     let mut trainer = Trainer::with_collective(cfg.clone(), processes)?;
     if writer {
         let toml = cfg.to_toml()?;
-        eprintln!(
+        collective::say(&format!(
             "# resolved configuration (saved as {})",
             cfg.run.out.join("config.toml").display()
-        );
+        ));
         for line in toml.lines() {
-            eprintln!("  {line}");
+            collective::say(&format!("  {line}"));
         }
         if ranks > 1 {
-            eprintln!(
+            collective::say(&format!(
                 "data-parallel: {ranks} processes, each preparing and training on {} of every batch of {}; rank 0 writes {}",
                 cfg.data.batch_size / ranks,
                 cfg.data.batch_size,
                 cfg.run.out.display()
-            );
+            ));
         }
     }
     if !writer {
@@ -360,7 +360,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
     if let Some(bar) = &progress.bar {
         bar.finish();
     }
-    eprintln!(
+    collective::say(&format!(
         "{} after {} steps ({} images, {:.0} s of training): final loss {}; checkpoint {}",
         if summary.interrupted {
             "stopped"
@@ -374,14 +374,14 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             .final_loss
             .map_or_else(|| "- (no step run)".to_string(), |l| format!("{l:.4}")),
         summary.checkpoint.display()
-    );
+    ));
     if !summary.skipped.is_empty() {
-        eprintln!(
+        collective::say(&format!(
             "{} unreadable images (their places in the batches went to readable ones):",
             summary.skipped.len()
-        );
+        ));
         for (name, reason) in &summary.skipped {
-            eprintln!("  {name}: {reason}");
+            collective::say(&format!("  {name}: {reason}"));
         }
     }
     if stop.signalled() {
@@ -393,10 +393,10 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
         return Ok(());
     }
     if cfg.data.path.is_some() {
-        eprintln!(
+        collective::say(&format!(
             "probe: run `ijepa-cli probe --weights {}` on a labelled folder",
             cfg.run.out.display()
-        );
+        ));
         return Ok(());
     }
     probe(&trainer, &cfg, &stop)
@@ -453,7 +453,7 @@ impl Stop {
                 std::thread::sleep(std::time::Duration::from_millis(50));
                 if watched.load(Ordering::SeqCst) {
                     let name = signal_name(seen.load(Ordering::SeqCst));
-                    eprintln!("\n{name}: finishing the step and writing a checkpoint (a second signal quits at once)");
+                    collective::say(&format!("\n{name}: finishing the step and writing a checkpoint (a second signal quits at once)"));
                     return;
                 }
             })
@@ -472,7 +472,11 @@ impl Stop {
         if sig != 0 {
             use std::io::Write;
             let _ = std::io::stdout().flush();
-            eprintln!("exiting with status {} ({})", 128 + sig, signal_name(sig));
+            collective::say(&format!(
+                "exiting with status {} ({})",
+                128 + sig,
+                signal_name(sig)
+            ));
             std::process::exit(128 + sig as i32);
         }
     }
@@ -509,10 +513,10 @@ fn probe(trainer: &Trainer, cfg: &TrainConfig, stop: &Stop) -> Result<()> {
     stop.exit_if_signalled();
     let pixels = scores(None)?;
     stop.exit_if_signalled();
-    eprintln!(
+    collective::say(&format!(
         "probes on held-out synthetic shapes (mean-pooled features; {train} train / {test} test images, 8 classes, chance 12.5 %), {:.0} s:",
         started.elapsed().as_secs_f64()
-    );
+    ));
     println!("                               k-NN top-1   linear top-1");
     for (name, s) in [
         ("I-JEPA target encoder", target),

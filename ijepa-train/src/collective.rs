@@ -291,6 +291,21 @@ pub fn threads_per_process(local: usize) -> Option<usize> {
 
 /// Host buffers for backends that move values through host memory.
 #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+/// Writes `line` and its newline to stderr in one `write`.
+///
+/// `eprintln!` writes a formatted line piece by piece, and the processes of a
+/// job share one stderr through `mpirun`: their pieces interleave mid-line. One
+/// write of a line under the pipe's atomic size (`PIPE_BUF`, 4 KiB on Linux)
+/// arrives whole.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut whole = String::with_capacity(line.len() + 1);
+    whole.push_str(line);
+    whole.push('\n');
+    // Nothing useful is left to do when stderr is gone.
+    let _ = std::io::stderr().lock().write_all(whole.as_bytes());
+}
+
 pub(crate) mod host {
     use super::*;
 

@@ -123,7 +123,7 @@ impl Collective for Mpi {
     }
 
     fn abort(&self, message: &str, code: i32) -> ! {
-        eprintln!("error: rank {}: {message}", self.rank);
+        super::say(&format!("error: rank {}: {message}", self.rank));
         self.world.abort(code)
     }
 }

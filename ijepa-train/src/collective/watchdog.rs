@@ -71,11 +71,11 @@ fn watch(state: &WatchState, rank: usize, timeout: Duration) {
             Wait::On { since, what } => {
                 let waited = since.elapsed();
                 if waited >= timeout {
-                    eprintln!(
+                    super::say(&format!(
                         "error: rank {rank}: the {what} has waited {} s for the other processes of the job \
                          (IJEPA_MPI_TIMEOUT_S); one of them has stopped — see its error. Ending this process",
                         waited.as_secs()
-                    );
+                    ));
                     std::process::exit(1);
                 }
                 w = state

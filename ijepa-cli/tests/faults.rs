@@ -4,7 +4,7 @@
 //! - `kill -9` at pseudo-random moments (checkpoints and pruning every step,
 //!   so kills land inside writes), resumed until done: the result is
 //!   bit-identical to an uninterrupted run. CI runs 4 kills; the long form
-//!   (`cargo test -p ijepa-cli --test faults -- --ignored`) runs 25.
+//!   (`cargo test -p ijepa-cli --test integration faults:: -- --ignored`) runs 25.
 //! - ENOSPC while writing a checkpoint (a small tmpfs; needs root): a clear
 //!   error, the previous checkpoint intact, no debris after retries, and the
 //!   run completes bit-identically once there is space.
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod support;
+use crate::support;
 
 /// A tiny run whose every step writes a checkpoint and prunes one.
 fn tiny() -> Vec<&'static str> {

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 #[path = "../../ijepa-encoder/tests/support/hub_server.rs"]
 mod hub_server;
-mod support;
+use crate::support;
 
 /// The stand-in hub repository: the timm_gap fixture under the name of the
 /// pretrained weights `vit_huge_patch14_gap_224` defaults to.

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor};
 
-mod support;
+use crate::support;
 
 /// A tiny run: 12×12 patch grid, 2 blocks, 3 epochs of 4 steps, flips,
 /// colour distortion and blur on, gradient clipping on (every branch of the

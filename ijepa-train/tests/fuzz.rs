@@ -13,7 +13,7 @@
 //! before it. proptest shrinks a failing input.
 //!
 //! CI runs `IJEPA_FUZZ_CASES` cases per parser (default 1,000); the long
-//! form (`cargo test --release -p ijepa-train --test fuzz -- --ignored`)
+//! form (`cargo test --release -p ijepa-train --test integration fuzz:: -- --ignored`)
 //! runs 100,000 per parser.
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -20,7 +20,7 @@ use ijepa_encoder::registry::{self, Size, TimmArgs};
 use ijepa_train::init::InitWeights;
 use ijepa_train::model::{EmbeddingSource, IJepa, IJepaConfig, Recipe};
 
-mod support;
+use crate::support;
 
 /// The configuration of the fixture's run, as a user writes it: the timm
 /// name and `timm.create_model`'s arguments, the seed recipe.

@@ -15,7 +15,7 @@ use ijepa_train::ema::ema_update;
 use ijepa_train::loss::objective;
 use ijepa_train::optim::AdamW;
 
-mod support;
+use crate::support;
 
 // Continuing an official run, in this binary (one link for the parity tests).
 #[path = "parity/official_run.rs"]

@@ -1,8 +1,9 @@
 //! Basic layers whose every operation has a backward pass.
 //!
 //! candle's fused `layer_norm` has no backward and silently drops gradients
-//! (DESIGN §6); it is not used. Linear, LayerNorm, softmax and GELU run as
-//! our fused kernels, which have a backward ([`crate::kernels`]): on the CPU
+//! (`tests/gradients.rs` checks that every parameter receives one); it is
+//! not used. Linear, LayerNorm, softmax and GELU run as our fused kernels,
+//! which have a backward ([`crate::kernels`]): on the CPU
 //! in f32, on a GPU (the `cuda` feature) LayerNorm, softmax, GELU and the
 //! bias add; other devices, dtypes and autocast scopes use differentiable
 //! compositions.

@@ -298,7 +298,8 @@ impl DataSection {
     }
 }
 
-/// AdamW and the schedules of DESIGN §4.
+/// AdamW and the learning-rate, weight-decay and EMA schedules of the
+/// official recipe (see [`crate::schedule`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimSection {

@@ -2,7 +2,7 @@
 //! Linear, the attention core.
 //!
 //! candle 0.11.1 computes `gelu_erf` one element at a time through libm and
-//! its fused softmax has no backward (DESIGN §6); on a ViT forward these two
+//! its fused `softmax_last_dim` has no backward; on a ViT forward these two
 //! cost as much as all the matrix products. These kernels run on all cores
 //! (rayon), in loops the compiler vectorises (AVX-512, else AVX2/FMA, when
 //! the CPU has them, chosen at run time), with a polynomial `exp` and the

@@ -450,10 +450,12 @@ impl IJepa {
         &self.predictor
     }
 
-    /// Every trainable variable, named `encoder.*` / `predictor.*`, sorted.
-    /// Not among them: the fixed sin-cos tables, and class and register
-    /// tokens, which I-JEPA does not encode (they keep their initial
-    /// values, as in stable-pretraining, where they receive no gradient).
+    /// Every trainable variable — every one that reaches the loss — named
+    /// `encoder.*` / `predictor.*`, sorted. Not among them: the fixed
+    /// sin-cos tables; class and register tokens, which I-JEPA does not
+    /// encode; and `fc_norm` (timm's `_gap` models), which only the pooled
+    /// output applies. They keep their initial values, as in
+    /// stable-pretraining, where they receive no gradient.
     pub fn trainable_vars(&self) -> Vec<(String, Var)> {
         let fixed_pos = self.config.encoder.fixed_pos_embed;
         let mut out = vec![];
@@ -467,6 +469,8 @@ impl IJepa {
                     .filter(|(k, _)| match k.as_str() {
                         "pos_embed" => !fixed_pos,
                         "predictor_pos_embed" | "cls_token" | "reg_token" => false,
+                        // The pooled output's norm: patch tokens never reach it.
+                        k if k.starts_with("fc_norm.") => false,
                         _ => true,
                     })
                     .map(|(k, v)| (format!("{prefix}.{k}"), v.clone())),

@@ -289,8 +289,6 @@ pub fn threads_per_process(local: usize) -> Option<usize> {
     Some((cores / local).max(1))
 }
 
-/// Host buffers for backends that move values through host memory.
-#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
 /// Writes `line` and its newline to stderr in one `write`.
 ///
 /// `eprintln!` writes a formatted line piece by piece, and the processes of a
@@ -306,6 +304,8 @@ pub fn say(line: &str) {
     let _ = std::io::stderr().lock().write_all(whole.as_bytes());
 }
 
+/// Host buffers for backends that move values through host memory.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
 pub(crate) mod host {
     use super::*;
 

@@ -519,7 +519,7 @@ fn job(device: &str) -> Result<Box<dyn ijepa_train::collective::Collective>> {
     let (host, notes) = ijepa_train::collective::processes()?;
     if host.is_writer() {
         for n in &notes {
-            eprintln!("note: {n}");
+            ijepa_train::collective::say(&format!("note: {n}"));
         }
     }
     Ok(ijepa_train::collective::for_device(host, device)?)

@@ -142,7 +142,7 @@ impl InitWeights {
                 let predictor: WeightMap = weights::read_pytorch(reader, Some("predictor"), &path)?
                     .into_iter()
                     .map(|(k, t)| {
-                        let k = k.strip_prefix("module.").map(str::to_string).unwrap_or(k);
+                        let k = weights::without_ddp_prefix(&k).to_string();
                         Ok((k, t.to_device(device)?))
                     })
                     .collect::<Result<_>>()?;

@@ -231,7 +231,7 @@ fn official_params(root: &PyValue) -> std::result::Result<Vec<(String, Vec<usize
             .ok_or_else(|| format!("no {key:?} state dict in it"))?;
         for (k, v) in dict.pairs() {
             if let (Some(k), PyValue::Tensor(t)) = (k.as_str(), v) {
-                let k = k.strip_prefix("module.").unwrap_or(k);
+                let k = ijepa_encoder::weights::without_ddp_prefix(k);
                 out.push((format!("{prefix}.{k}"), t.shape.clone()));
             }
         }

@@ -478,6 +478,13 @@ pub fn parse_safetensors(bytes: &[u8], origin: &Path) -> Result<WeightMap> {
     })
 }
 
+/// A state-dict key without the `module.` prefix that PyTorch's
+/// `DistributedDataParallel` puts on every parameter (the official I-JEPA
+/// checkpoints have it): the one place it is removed.
+pub fn without_ddp_prefix(key: &str) -> &str {
+    key.strip_prefix("module.").unwrap_or(key)
+}
+
 /// The tensors of a PyTorch checkpoint (`torch.save`'s zip format, read
 /// from `origin`): those of the saved dictionary's entry `key`, or of the
 /// whole object (a bare state dict) when `None`, on the CPU. Read as data;

@@ -28,12 +28,7 @@ pub(super) fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
     }
     let weights: WeightMap = tensors
         .into_iter()
-        .map(|(k, t)| {
-            (
-                k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
-                t,
-            )
-        })
+        .map(|(k, t)| (super::without_ddp_prefix(&k).to_string(), t))
         .collect();
     let config =
         infer_config(&weights, opts.num_heads, opts.model.as_deref()).map_err(|reason| {

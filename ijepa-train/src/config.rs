@@ -340,7 +340,7 @@ impl Default for OptimSection {
             final_lr: 1e-6,
             weight_decay: 0.04,
             final_weight_decay: 0.4,
-            ema: crate::ema::MOMENTUM,
+            ema: crate::schedule::MOMENTUM,
             ipe_scale: 1.0,
             grad_clip: None,
             accumulate: 1,
@@ -742,18 +742,18 @@ mod tests {
         // model's configuration takes it and the EMA momentum as they are.
         let cfg = TrainConfig::default();
         assert_eq!(cfg.mask, MaskConfig::default());
-        assert_eq!(cfg.optim.ema, crate::ema::MOMENTUM);
+        assert_eq!(cfg.optim.ema, crate::schedule::MOMENTUM);
         let model = cfg.ijepa().unwrap();
         assert_eq!(model.mask, MaskConfig::default());
         assert_eq!(
             (model.ema_decay_start, model.ema_decay_end),
-            crate::ema::MOMENTUM
+            crate::schedule::MOMENTUM
         );
         let bare = IJepaConfig::new(model.encoder.clone());
         assert_eq!(bare.mask, MaskConfig::default());
         assert_eq!(
             (bare.ema_decay_start, bare.ema_decay_end),
-            crate::ema::MOMENTUM
+            crate::schedule::MOMENTUM
         );
     }
 

@@ -1,4 +1,5 @@
-//! The EMA teacher: its update and the two momentum schedules.
+//! The EMA teacher's update (its momentum schedules are in
+//! [`crate::schedule`]).
 
 use ijepa_encoder::WeightMap;
 
@@ -37,31 +38,6 @@ pub fn ema_update(teacher: &mut WeightMap, student: &WeightMap, momentum: f64) -
         }
     }
     Ok(())
-}
-
-/// The EMA momentum's start and end: the paper's (every published config)
-/// and stable-pretraining's `ema_decay_start` / `ema_decay_end`.
-pub const MOMENTUM: (f64, f64) = (0.996, 1.0);
-
-/// Official schedule, linear per step: `m_i = start + i·(end − start)/span`,
-/// `i` counting optimizer steps from 0, `span = iterations/epoch · epochs ·
-/// ipe_scale` as a float (7.5 for 2 · 3 · 1.25: the official generator does
-/// not round it).
-pub fn linear_momentum(start: f64, end: f64, step: u64, span: f64) -> f64 {
-    if span <= 0.0 {
-        return end;
-    }
-    start + step as f64 * (end - start) / span
-}
-
-/// stable-pretraining's schedule, cosine per epoch:
-/// `m = end − (end − start)·(cos(π·epoch/epochs) + 1)/2`.
-pub fn cosine_momentum(start: f64, end: f64, epoch: u64, epochs: u64) -> f64 {
-    if epochs == 0 {
-        return end;
-    }
-    let c = (std::f64::consts::PI * epoch as f64 / epochs as f64).cos();
-    end - (end - start) * (c + 1.0) / 2.0
 }
 
 #[cfg(test)]
@@ -118,17 +94,5 @@ mod tests {
             v.iter().map(|x| x.to_bits()).collect()
         };
         assert_eq!(bits64(&shared), bits64(&composed));
-    }
-
-    #[test]
-    fn schedules_hit_their_closed_forms() {
-        assert_eq!(linear_momentum(0.996, 1.0, 0, 1000.0), 0.996);
-        assert!((linear_momentum(0.996, 1.0, 250, 1000.0) - 0.997).abs() < 1e-15);
-        assert_eq!(linear_momentum(0.996, 1.0, 1000, 1000.0), 1.0);
-        // The official generator at ipe 2, 3 epochs, ipe_scale 1.25: i / 7.5.
-        assert!((linear_momentum(0.996, 1.0, 3, 7.5) - (0.996 + 3.0 * 0.004 / 7.5)).abs() < 1e-15);
-        assert_eq!(cosine_momentum(0.996, 1.0, 0, 100), 0.996);
-        assert!((cosine_momentum(0.996, 1.0, 50, 100) - 0.998).abs() < 1e-15);
-        assert!((cosine_momentum(0.996, 1.0, 100, 100) - 1.0).abs() < 1e-15);
     }
 }

@@ -2,6 +2,7 @@
 //! API that mirrors stable-pretraining's `IJEPA`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -14,7 +15,8 @@ use ijepa_predictor::{Predictor, PredictorConfig};
 
 use crate::ema::ema_update;
 use crate::error::{Result, TrainError};
-use crate::loss::objective;
+use crate::loss::Objective;
+use crate::schedule::Momentum;
 
 /// Which I-JEPA recipe: masks, predictor and initialisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -97,25 +99,22 @@ impl IJepaConfig {
             predictor_embed_dim: 384,
             predictor_depth: 6,
             mask: MaskConfig::default(),
-            ema_decay_start: crate::ema::MOMENTUM.0,
-            ema_decay_end: crate::ema::MOMENTUM.1,
+            ema_decay_start: crate::schedule::MOMENTUM.0,
+            ema_decay_end: crate::schedule::MOMENTUM.1,
             recipe: Recipe::Official,
             seed: 0,
         }
     }
 
-    /// The EMA momentum for the teacher update after optimizer step `step`
-    /// (from 0, of a schedule spanning `span` steps) in epoch `epoch` (of
-    /// `epochs`): linear per step for the official recipe, cosine per epoch
-    /// for the seed's, from `ema_decay_start` to `ema_decay_end`.
-    pub fn ema_momentum(&self, step: u64, span: f64, epoch: u64, epochs: u64) -> f64 {
+    /// The EMA momentum schedule of a run of `epochs` epochs whose
+    /// schedules span `span` optimizer steps (unrounded): linear per step
+    /// for the official recipe, cosine per epoch for the seed's, from
+    /// `ema_decay_start` to `ema_decay_end`.
+    pub fn momentum(&self, span: f64, epochs: u64) -> Momentum {
+        let (start, end) = (self.ema_decay_start, self.ema_decay_end);
         match self.recipe {
-            Recipe::Official => {
-                crate::ema::linear_momentum(self.ema_decay_start, self.ema_decay_end, step, span)
-            }
-            Recipe::Seed => {
-                crate::ema::cosine_momentum(self.ema_decay_start, self.ema_decay_end, epoch, epochs)
-            }
+            Recipe::Official => Momentum::PerStep { start, end, span },
+            Recipe::Seed => Momentum::PerEpoch { start, end, epochs },
         }
     }
 
@@ -243,7 +242,7 @@ pub struct IJepaOutput {
 /// ```
 pub struct IJepa {
     config: IJepaConfig,
-    sampler: Box<dyn MaskSampler>,
+    sampler: Arc<dyn MaskSampler>,
     student_vars: VarMap,
     student: VisionTransformer,
     teacher_weights: WeightMap,
@@ -288,7 +287,7 @@ impl IJepa {
         predictor: WeightMap,
     ) -> Result<Self> {
         let config = config.checked()?;
-        let sampler = config.sampler()?;
+        let sampler: Arc<dyn MaskSampler> = Arc::from(config.sampler()?);
         let student_vars = to_varmap(&encoder)?;
         let student = VisionTransformer::from_varmap(&config.encoder, &student_vars)?;
         // Copies, not shared storage: the optimizer updates the student in
@@ -341,8 +340,7 @@ impl IJepa {
     }
 
     /// The same model (student, teacher, predictor, precision, mode) with
-    /// its weights copied to `device`; the mask sampler is the
-    /// configuration's again.
+    /// its weights copied to `device`, drawing from the same mask sampler.
     ///
     /// # Errors
     /// A device that cannot take the weights.
@@ -361,6 +359,7 @@ impl IJepa {
         )?;
         model.precision = self.precision;
         model.training = self.training;
+        model.sampler = self.sampler.clone();
         Ok(model)
     }
 
@@ -387,8 +386,14 @@ impl IJepa {
                 "the sampler draws on a {g} grid, the encoder has {h}x{w} patches"
             )));
         }
-        self.sampler = sampler;
+        self.sampler = Arc::from(sampler);
         Ok(self)
+    }
+
+    /// The mask sampler [`IJepa::forward`] draws from (shared: a trainer's
+    /// loader draws the same masks from it).
+    pub fn sampler(&self) -> Arc<dyn MaskSampler> {
+        self.sampler.clone()
     }
 
     /// Runs the forwards at `precision`: [`Precision::Bf16`] is PyTorch's
@@ -530,7 +535,31 @@ impl IJepa {
         self.forward_with_masks(images, &to_tensor(context)?, &targets, source)
     }
 
-    /// One training forward with explicit masks: context indices `(B, K_ctx)`
+    /// The objective on explicit masks — context indices `(B, K_ctx)` and
+    /// target masks `(B, K_tgt)` (`u32`) — at the model's precision: what a
+    /// training step differentiates ([`crate::step::TrainStep`] calls it).
+    ///
+    /// # Errors
+    /// Masks or images that do not fit the model.
+    pub fn objective(
+        &self,
+        images: &Tensor,
+        context_idx: &Tensor,
+        targets: &[Tensor],
+    ) -> Result<Objective> {
+        let _scope = autocast(self.precision);
+        crate::loss::objective(
+            &self.student,
+            &self.teacher,
+            &self.predictor,
+            images,
+            context_idx,
+            targets,
+        )
+    }
+
+    /// One training forward with explicit masks (stable-pretraining's
+    /// output around [`IJepa::objective`]): context indices `(B, K_ctx)`
     /// and target masks `(B, K_tgt)` (`u32`).
     pub fn forward_with_masks(
         &self,
@@ -539,18 +568,13 @@ impl IJepa {
         targets: &[Tensor],
         source: EmbeddingSource,
     ) -> Result<IJepaOutput> {
-        let _scope = autocast(self.precision);
-        let out = objective(
-            &self.student,
-            &self.teacher,
-            &self.predictor,
-            images,
-            context_idx,
-            targets,
-        )?;
+        let out = self.objective(images, context_idx, targets)?;
         let embedding = match source {
             EmbeddingSource::Teacher => out.teacher_tokens,
-            EmbeddingSource::Student => self.student.forward_patches(images, None)?,
+            EmbeddingSource::Student => {
+                let _scope = autocast(self.precision);
+                self.student.forward_patches(images, None)?
+            }
         };
         Ok(IJepaOutput {
             loss: out.loss,

@@ -58,12 +58,7 @@ pub fn gradients(model: &IJepa, batch: &StepBatch) -> Result<Gradients> {
         .unwrap_or(Device::Cpu);
     batch.check(model.num_patches())?;
     let batch = batch.to_device(&device)?;
-    let out = model.forward_with_masks(
-        batch.images(),
-        batch.context(),
-        batch.targets(),
-        crate::model::EmbeddingSource::Teacher,
-    )?;
+    let out = model.objective(batch.images(), batch.context(), batch.targets())?;
     let store = out.loss.backward()?;
     let loss = out.loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
     let grads = model

@@ -1,7 +1,8 @@
-//! The official learning-rate and weight-decay schedules
-//! (facebookresearch/ijepa `WarmupCosineSchedule`, `CosineWDSchedule`).
+//! The schedules of a run: the official learning rate and weight decay
+//! (facebookresearch/ijepa `WarmupCosineSchedule`, `CosineWDSchedule`) and
+//! the EMA teacher's momentum of either recipe.
 //!
-//! Both count optimizer steps; the official code increments its counter
+//! The first two count optimizer steps; the official code increments its counter
 //! before computing a value, so the first update uses step 1. Past
 //! `total_steps` the values stay at their final ones (the official formulas
 //! would wrap around the cosine).
@@ -65,6 +66,59 @@ impl CosineWeightDecay {
     }
 }
 
+/// The EMA momentum's start and end: the paper's (every published config)
+/// and stable-pretraining's `ema_decay_start` / `ema_decay_end`.
+pub const MOMENTUM: (f64, f64) = (0.996, 1.0);
+
+/// The EMA teacher's momentum over a run, from `start` to `end`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Momentum {
+    /// The official schedule, linear per step: `m_i = start + i·(end −
+    /// start)/span`, `i` counting optimizer steps from 0, `span =
+    /// iterations/epoch · epochs · ipe_scale` as a float (7.5 for 2 · 3 ·
+    /// 1.25: the official generator does not round it).
+    PerStep {
+        /// Momentum at step 0.
+        start: f64,
+        /// Momentum at step `span`.
+        end: f64,
+        /// Steps of the schedule (unrounded).
+        span: f64,
+    },
+    /// stable-pretraining's schedule, cosine per epoch: `m = end − (end −
+    /// start)·(cos(π·epoch/epochs) + 1)/2`.
+    PerEpoch {
+        /// Momentum in epoch 0.
+        start: f64,
+        /// Momentum in epoch `epochs`.
+        end: f64,
+        /// Epochs of the run.
+        epochs: u64,
+    },
+}
+
+impl Momentum {
+    /// The momentum of the teacher update after optimizer step `step`
+    /// (from 0), taken in epoch `epoch`.
+    pub fn at(&self, step: u64, epoch: u64) -> f64 {
+        match *self {
+            Self::PerStep { start, end, span } => {
+                if span <= 0.0 {
+                    return end;
+                }
+                start + step as f64 * (end - start) / span
+            }
+            Self::PerEpoch { start, end, epochs } => {
+                if epochs == 0 {
+                    return end;
+                }
+                let c = (std::f64::consts::PI * epoch as f64 / epochs as f64).cos();
+                end - (end - start) * (c + 1.0) / 2.0
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +160,33 @@ mod tests {
         // A quarter in: 0.4 + (0.04 − 0.4)·(1 + cos(π/4))/2.
         let expected = 0.4 + (0.04 - 0.4) * 0.5 * (1.0 + std::f64::consts::FRAC_PI_4.cos());
         assert!((s.at(250) - expected).abs() < 1e-15);
+    }
+
+    #[test]
+    fn momentum_schedules_hit_their_closed_forms() {
+        let linear = |step, span| {
+            Momentum::PerStep {
+                start: 0.996,
+                end: 1.0,
+                span,
+            }
+            .at(step, 0)
+        };
+        assert_eq!(linear(0, 1000.0), 0.996);
+        assert!((linear(250, 1000.0) - 0.997).abs() < 1e-15);
+        assert_eq!(linear(1000, 1000.0), 1.0);
+        // The official generator at ipe 2, 3 epochs, ipe_scale 1.25: i / 7.5.
+        assert!((linear(3, 7.5) - (0.996 + 3.0 * 0.004 / 7.5)).abs() < 1e-15);
+        let cosine = |epoch| {
+            Momentum::PerEpoch {
+                start: 0.996,
+                end: 1.0,
+                epochs: 100,
+            }
+            .at(7, epoch)
+        };
+        assert_eq!(cosine(0), 0.996);
+        assert!((cosine(50) - 0.998).abs() < 1e-15);
+        assert!((cosine(100) - 1.0).abs() < 1e-15);
     }
 }

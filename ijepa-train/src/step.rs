@@ -19,7 +19,7 @@ use ijepa_masking::{IndexBatch, MaskBatch};
 
 use crate::collective::Collective;
 use crate::error::{Result, TrainError};
-use crate::model::{EmbeddingSource, IJepa};
+use crate::model::IJepa;
 use crate::optim::AdamW;
 
 /// One micro-batch on the model's device: images and their masks.
@@ -357,12 +357,9 @@ impl TrainStep {
     /// A model error.
     pub fn backward(&self, batch: &StepBatch) -> Result<(Tensor, GradStore)> {
         batch.check(self.model.num_patches())?;
-        let out = self.model.forward_with_masks(
-            &batch.images,
-            &batch.context,
-            &batch.targets,
-            EmbeddingSource::Teacher,
-        )?;
+        let out = self
+            .model
+            .objective(&batch.images, &batch.context, &batch.targets)?;
         let grads = out.loss.backward()?;
         Ok((out.loss.detach(), grads))
     }

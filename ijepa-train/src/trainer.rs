@@ -25,7 +25,7 @@ use crate::metrics::{MetricsLog, StepMetrics};
 use crate::model::IJepa;
 use crate::official_checkpoint::OfficialCheckpoint;
 use crate::run_lock::RunLock;
-use crate::schedule::{CosineWeightDecay, WarmupCosine};
+use crate::schedule::{CosineWeightDecay, Momentum, WarmupCosine};
 use crate::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
 
 /// What a run is about to do, told to the [`Observer`] once.
@@ -105,6 +105,7 @@ pub struct Trainer {
     step: TrainStep,
     lr: WarmupCosine,
     wd: CosineWeightDecay,
+    momentum: Momentum,
     source: Arc<ImageSource>,
     bad_images: Arc<BadImages>,
     sampler: Arc<dyn MaskSampler>,
@@ -359,8 +360,9 @@ impl Trainer {
             total_steps,
         };
         let transform = config.data.transform((h, w))?;
-        let sampler: Arc<dyn MaskSampler> = Arc::from(config.sampler()?);
         let model_cfg = config.ijepa()?;
+        let momentum =
+            model_cfg.momentum(o.ipe_scale * (o.epochs * steps_per_epoch) as f64, o.epochs);
         // An official run continued: only while this directory has no
         // checkpoint of its own (after its first, --resume continues that).
         let official = match (&resume, &config.run.resume_from) {
@@ -420,6 +422,8 @@ impl Trainer {
             Some(ck) => Some(broadcast_map(collective.as_ref(), &ck.optimizer, 0)?),
             None => None,
         };
+        // The loader draws the masks from the model's own sampler.
+        let sampler = model.sampler();
         let mut step = TrainStep::new(model, o.weight_decay, o.grad_clip, collective);
         if let (Some(ck), Some(state)) = (&resume, &optimizer_state) {
             let adam_step = ck.state.optimizer_step.unwrap_or(ck.state.step);
@@ -434,6 +438,7 @@ impl Trainer {
             step,
             lr,
             wd,
+            momentum,
             source: Arc::new(source),
             bad_images: Arc::new(BadImages::default()),
             sampler,
@@ -515,11 +520,6 @@ impl Trainer {
     /// × epochs × ipe_scale`, not rounded (the official generator divides by
     /// it as a float, where the learning-rate schedule's `T_max` is `int()`
     /// of it).
-    fn momentum_span(&self) -> f64 {
-        let o = &self.config.optim;
-        o.ipe_scale * (o.epochs * self.steps_per_epoch) as f64
-    }
-
     /// The step the run stops after: `run.max_steps`, at most the schedules'
     /// total.
     fn stop_step(&self) -> u64 {
@@ -868,12 +868,7 @@ impl Trainer {
         let hyper = StepHyper {
             lr: self.lr.at(step),
             weight_decay: self.wd.at(step),
-            momentum: self.model().config().ema_momentum(
-                step - 1,
-                self.momentum_span(),
-                epoch,
-                self.config.optim.epochs,
-            ),
+            momentum: self.momentum.at(step - 1, epoch),
         };
         let report = match self.step.run(&inputs, hyper)? {
             StepOutcome::Applied(report) => report,

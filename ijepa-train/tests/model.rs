@@ -256,7 +256,7 @@ fn any_sampler_plugs_in_and_a_wrong_grid_is_refused() {
 #[test]
 fn ema_momentum_follows_the_recipe() {
     let official = config(Recipe::Official);
-    assert!((official.ema_momentum(500, 1000.0, 0, 1) - 0.998).abs() < 1e-12);
+    assert!((official.momentum(1000.0, 1).at(500, 0) - 0.998).abs() < 1e-12);
     let seed = config(Recipe::Seed);
-    assert!((seed.ema_momentum(0, 1.0, 5, 10) - 0.998).abs() < 1e-12);
+    assert!((seed.momentum(1.0, 10).at(0, 5) - 0.998).abs() < 1e-12);
 }

@@ -114,6 +114,7 @@ fn epoch_two_of_an_official_run_continued_here_ends_where_the_official_code_ende
         final_wd: 0.4,
         total_steps: total,
     };
+    let momentum = cfg.momentum(IPE_SCALE * (EPOCHS * STEPS_PER_EPOCH) as f64, EPOCHS);
     let fx = candle_core::safetensors::load(fixture("epoch2.safetensors"), &cpu).unwrap();
     for i in 0..STEPS_PER_EPOCH {
         // As train.py resumes: the schedules at epoch × iterations per epoch.
@@ -121,12 +122,7 @@ fn epoch_two_of_an_official_run_continued_here_ends_where_the_official_code_ende
         let hyper = StepHyper {
             lr: lr.at(global),
             weight_decay: wd.at(global),
-            momentum: cfg.ema_momentum(
-                global - 1,
-                IPE_SCALE * (EPOCHS * STEPS_PER_EPOCH) as f64,
-                start.epoch,
-                EPOCHS,
-            ),
+            momentum: momentum.at(global - 1, start.epoch),
         };
         for (name, ours, theirs) in [
             ("lr", hyper.lr, scalar(&fx, &format!("lr.{i}"))),

@@ -763,8 +763,8 @@ fn forward(args: &ForwardArgs) -> Result<()> {
 /// One pass over the folder through the training loader (one epoch).
 fn data(args: &DataArgs) -> Result<()> {
     use ijepa_masking::{Grid, MultiBlock, MultiBlockConfig};
-    use ijepa_train::config::DataSection;
     use ijepa_train::data::{ImageSource, Loader, LoaderConfig, Position};
+    use ijepa_train::run::config::DataSection;
     use std::sync::Arc;
     let source = Arc::new(ImageSource::open(&args.data)?);
     let grid = Grid::new_2d(args.size / 16, args.size / 16)?;

@@ -58,12 +58,12 @@ pub fn open_device(spec: &str) -> Result<Device> {
 pub fn load_encoder(spec: &str, model: Option<&str>, which: Which) -> Result<LoadedEncoder> {
     let device = Device::Cpu;
     let local = PathBuf::from(spec);
-    if let Some((ck, note)) = ijepa_train::checkpoint::find(&local)? {
+    if let Some((ck, note)) = ijepa_train::run::checkpoint::find(&local)? {
         if let Some(note) = note {
             eprintln!("note: {note}");
         }
         let (config, weights, train) =
-            ijepa_train::checkpoint::load_encoder(&ck, which == Which::Target, &device)
+            ijepa_train::run::checkpoint::load_encoder(&ck, which == Which::Target, &device)
                 .with_context(|| format!("loading ijepa-rs checkpoint {}", ck.display()))?;
         let mut data = DataConfig::imagenet(config.image_size);
         (data.mean, data.std) = (train.data.mean, train.data.std);

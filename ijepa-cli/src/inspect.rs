@@ -66,7 +66,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     let (count, params, dtypes) = totals(&enc.weights);
     report["encoder"] = json!({"tensors": count, "parameters": params, "dtypes": dtypes});
     if enc.layout == "ijepa-rs" {
-        let ck = ijepa_train::checkpoint::load(&enc.path, &candle_core::Device::Cpu)?;
+        let ck = ijepa_train::run::checkpoint::load(&enc.path, &candle_core::Device::Cpu)?;
         let parts: BTreeMap<&str, _> = [
             ("encoder", totals(&ck.encoder)),
             ("target_encoder", totals(&ck.target_encoder)),

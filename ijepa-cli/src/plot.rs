@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use ijepa_train::plot::Scale;
+use ijepa_train::report::plot::Scale;
 
 /// Options of `ijepa-cli plot`.
 #[derive(Debug, Args)]
@@ -18,14 +18,14 @@ pub struct PlotArgs {
 
 /// Runs `ijepa-cli plot`.
 pub fn run(args: &PlotArgs) -> Result<()> {
-    let rows = ijepa_train::metrics::read_rows(&args.run)?;
+    let rows = ijepa_train::report::metrics::read_rows(&args.run)?;
     anyhow::ensure!(
         !rows.is_empty(),
         "{}: no steps logged yet",
         args.run.join("metrics.csv").display()
     );
     let scale = if args.log { Scale::Log } else { Scale::Linear };
-    ijepa_train::plot::draw(&rows, &args.run, scale)?;
+    ijepa_train::report::plot::draw(&rows, &args.run, scale)?;
     for f in ["loss.png", "loss.svg", "metrics.png", "metrics.svg"] {
         println!("{}", args.run.join(f).display());
     }

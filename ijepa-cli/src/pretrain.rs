@@ -11,8 +11,8 @@ use clap::Args;
 use ijepa_encoder::init::init_weights;
 use ijepa_encoder::VisionTransformer;
 use ijepa_train::collective;
-use ijepa_train::metrics::{StepMetrics, Throughput};
-use ijepa_train::trainer::{Observer, RunInfo, Trainer};
+use ijepa_train::report::metrics::{StepMetrics, Throughput};
+use ijepa_train::run::trainer::{Observer, RunInfo, Trainer};
 use ijepa_train::{TrainConfig, TrainError};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -115,7 +115,7 @@ impl PretrainArgs {
             let model_set = self.sets.iter().any(|s| s.starts_with("model.name"));
             let chosen = self.model.is_some() || self.config.is_some() || self.resume || model_set;
             if !chosen {
-                if let Some((name, args)) = ijepa_train::init::named_model(init)? {
+                if let Some((name, args)) = ijepa_train::run::init::named_model(init)? {
                     notes.push(format!(
                         "model {name} (and its arguments) from the --init weights"
                     ));

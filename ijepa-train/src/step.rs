@@ -4,7 +4,7 @@
 //!
 //! [`TrainStep`] owns what a step changes (the model and its optimizer)
 //! and the [`Collective`] it exchanges gradients through. The trainer
-//! ([`crate::trainer`]) keeps the loop, the schedules, checkpoints and
+//! ([`crate::run::trainer`]) keeps the loop, the schedules, checkpoints and
 //! metrics around it; `ijepa-cli bench train` times this same step.
 //!
 //! A step that is not finite — its loss, its gradient norm or the weights

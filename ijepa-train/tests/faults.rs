@@ -9,8 +9,8 @@ use std::sync::atomic::AtomicBool;
 use candle_core::{Device, Tensor};
 use ijepa_train::collective::{Collective, SingleProcess};
 use ijepa_train::model::{IJepa, IJepaConfig};
+use ijepa_train::run::trainer::Trainer;
 use ijepa_train::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
-use ijepa_train::trainer::Trainer;
 use ijepa_train::{TrainConfig, TrainError};
 
 /// A one-process collective that turns one gradient element into NaN on
@@ -196,8 +196,9 @@ fn a_refused_step_stops_the_run_and_the_last_good_state_is_checkpointed() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().all(|n| !n.contains("00000003")), "{names:?}");
-    let ck = ijepa_train::checkpoint::load(&dir.join("checkpoints/step-00000002"), &Device::Cpu)
-        .expect("the last good checkpoint loads (it is checked finite)");
+    let ck =
+        ijepa_train::run::checkpoint::load(&dir.join("checkpoints/step-00000002"), &Device::Cpu)
+            .expect("the last good checkpoint loads (it is checked finite)");
     assert_eq!(ck.state.step, 2);
     let csv = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "header and steps 1-2:\n{csv}");
@@ -209,8 +210,8 @@ fn a_checkpoint_with_a_nan_is_never_written_and_never_resumed() {
     let dir = std::env::temp_dir().join(format!("ijepa-faults-{}-nan-ck", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (cfg, _) = tiny_run("unused");
-    let state = ijepa_train::checkpoint::CheckpointState {
-        format: ijepa_train::checkpoint::FORMAT.into(),
+    let state = ijepa_train::run::checkpoint::CheckpointState {
+        format: ijepa_train::run::checkpoint::FORMAT.into(),
         step: 1,
         position: Default::default(),
         steps_per_epoch: 1,
@@ -235,7 +236,7 @@ fn a_checkpoint_with_a_nan_is_never_written_and_never_resumed() {
         Tensor::new(&[1f32, f32::INFINITY], &Device::Cpu).unwrap(),
     );
     let empty = ijepa_encoder::WeightMap::new();
-    let err = ijepa_train::checkpoint::save(
+    let err = ijepa_train::run::checkpoint::save(
         &dir,
         [
             ("encoder", &w),
@@ -252,7 +253,7 @@ fn a_checkpoint_with_a_nan_is_never_written_and_never_resumed() {
         err.contains("encoder.x") && err.contains("NaN or infinite"),
         "{err}"
     );
-    assert!(ijepa_train::checkpoint::list(&dir).unwrap().is_empty());
+    assert!(ijepa_train::run::checkpoint::list(&dir).unwrap().is_empty());
     assert!(!dir.join("checkpoints/latest").exists());
     let leftovers: Vec<_> = std::fs::read_dir(dir.join("checkpoints"))
         .unwrap()
@@ -262,7 +263,7 @@ fn a_checkpoint_with_a_nan_is_never_written_and_never_resumed() {
     // A checkpoint poisoned on disk (not by us) is refused when read.
     let mut finite = ijepa_encoder::WeightMap::new();
     finite.insert("x".into(), Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap());
-    let path = ijepa_train::checkpoint::save(
+    let path = ijepa_train::run::checkpoint::save(
         &dir,
         [
             ("encoder", &finite),
@@ -274,14 +275,14 @@ fn a_checkpoint_with_a_nan_is_never_written_and_never_resumed() {
         3,
     )
     .unwrap();
-    ijepa_train::checkpoint::load(&path, &Device::Cpu).unwrap();
+    ijepa_train::run::checkpoint::load(&path, &Device::Cpu).unwrap();
     ijepa_encoder::output::write_safetensors(
         &path.join("model.safetensors"),
         [("encoder.x", &w["x"])],
         None,
     )
     .unwrap();
-    let err = ijepa_train::checkpoint::load(&path, &Device::Cpu)
+    let err = ijepa_train::run::checkpoint::load(&path, &Device::Cpu)
         .unwrap_err()
         .to_string();
     // The recorded checksum sees the change first...
@@ -296,7 +297,7 @@ fn a_checkpoint_with_a_nan_is_never_written_and_never_resumed() {
         serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
     json.as_object_mut().unwrap().remove("files");
     std::fs::write(&state_path, serde_json::to_vec(&json).unwrap()).unwrap();
-    let err = ijepa_train::checkpoint::load(&path, &Device::Cpu)
+    let err = ijepa_train::run::checkpoint::load(&path, &Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(

@@ -439,7 +439,7 @@ fn yaml_config(cases: u32) {
     )];
     fuzz("official YAML", &corpus, 1 << 16, cases, |b| {
         if let Ok(text) = std::str::from_utf8(b) {
-            if let Ok((cfg, _)) = ijepa_train::official::from_yaml_str(text, 1) {
+            if let Ok((cfg, _)) = ijepa_train::run::official::from_yaml_str(text, 1) {
                 let _ = cfg.validate();
             }
         }
@@ -563,7 +563,7 @@ fn official_checkpoint(cases: u32) {
     let run = ijepa_encoder::VitConfig::from_timm_name("vit_tiny_patch16_224").unwrap();
     fuzz("official checkpoint", &[pkl], 1 << 20, cases, |b| {
         std::fs::write(&path, with_pickle(&archive, b)).unwrap();
-        let _ = ijepa_train::official_checkpoint::OfficialCheckpoint::load(
+        let _ = ijepa_train::run::official_checkpoint::OfficialCheckpoint::load(
             &path,
             Some(&run),
             &candle_core::Device::Cpu,

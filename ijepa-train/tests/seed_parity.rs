@@ -17,8 +17,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use ijepa_encoder::registry::{self, Size, TimmArgs};
-use ijepa_train::init::InitWeights;
 use ijepa_train::model::{EmbeddingSource, IJepa, IJepaConfig, Recipe};
+use ijepa_train::run::init::InitWeights;
 
 use crate::support;
 

@@ -21,7 +21,7 @@ use ijepa_encoder::{VitConfig, WeightMap};
 use ijepa_masking::{IndexBatch, MaskBatch};
 use ijepa_train::collective::SingleProcess;
 use ijepa_train::model::{IJepa, IJepaConfig};
-use ijepa_train::official_checkpoint::OfficialCheckpoint;
+use ijepa_train::run::official_checkpoint::OfficialCheckpoint;
 use ijepa_train::schedule::{CosineWeightDecay, WarmupCosine};
 use ijepa_train::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
 

@@ -39,9 +39,9 @@ use candle_core::{Device, Tensor};
 use ijepa_encoder::WeightMap;
 use serde::{Deserialize, Serialize};
 
-use crate::config::TrainConfig;
 use crate::data::Position;
 use crate::error::{io, Result, TrainError};
+use crate::run::config::TrainConfig;
 
 /// Format tag written into every `state.json`.
 pub const FORMAT: &str = "ijepa-rs checkpoint v2";
@@ -95,7 +95,7 @@ pub struct CheckpointState {
     pub files: Option<std::collections::BTreeMap<String, FileSum>>,
     /// AdamW's own step count where it is not `step`: a run continued from
     /// an official checkpoint whose epochs were longer or shorter than this
-    /// run's ([`crate::official_checkpoint`]).
+    /// run's ([`crate::run::official_checkpoint`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimizer_step: Option<u64>,
 }

@@ -11,20 +11,20 @@ use ijepa_encoder::device::DeviceSpec;
 use ijepa_encoder::precision::Precision;
 use ijepa_masking::MaskSampler;
 
-use crate::checkpoint::{self, CheckpointState, FORMAT};
 use crate::collective::{broadcast_map, Collective, SingleProcess};
-use crate::config::TrainConfig;
 use crate::data::loader::batches_per_epoch;
 use crate::data::{
     BadImages, Batch, ImageFolder, ImageSource, Loader, LoaderConfig, Position, Shard,
     SyntheticShapes, TrainTransform,
 };
 use crate::error::{io, Result, TrainError};
-use crate::init::InitWeights;
-use crate::metrics::{MetricsLog, StepMetrics};
 use crate::model::IJepa;
-use crate::official_checkpoint::OfficialCheckpoint;
-use crate::run_lock::RunLock;
+use crate::report::metrics::{MetricsLog, StepMetrics};
+use crate::run::checkpoint::{self, CheckpointState, FORMAT};
+use crate::run::config::TrainConfig;
+use crate::run::init::InitWeights;
+use crate::run::official_checkpoint::OfficialCheckpoint;
+use crate::run::run_lock::RunLock;
 use crate::schedule::{CosineWeightDecay, Momentum, WarmupCosine};
 use crate::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
 
@@ -89,7 +89,7 @@ pub struct Summary {
 /// A training run.
 ///
 /// ```no_run
-/// use ijepa_train::{trainer::Trainer, TrainConfig};
+/// use ijepa_train::{run::trainer::Trainer, TrainConfig};
 ///
 /// let mut cfg = TrainConfig::default(); // small ViT, synthetic shapes
 /// cfg.run.out = "runs/demo".into();
@@ -756,10 +756,13 @@ impl Trainer {
     ) -> Result<()> {
         // Every rank checkpoints at the same steps: the list is gathered here.
         self.gather_skipped()?;
+        // Only the writer (rank 0) keeps the metrics log.
         let Some(metrics) = metrics else {
             self.last_checkpoint = Some(checkpoint::path_of(&self.run_dir, self.steps));
             return Ok(());
         };
+        #[cfg(not(feature = "plots"))]
+        let _ = metrics;
         let last = self.last.clone();
         let state = CheckpointState {
             format: FORMAT.into(),
@@ -802,7 +805,12 @@ impl Trainer {
             &state,
             self.config.run.keep_checkpoints,
         )?;
-        crate::plot::draw(metrics.rows(), &self.run_dir, crate::plot::Scale::Linear)?;
+        #[cfg(feature = "plots")]
+        crate::report::plot::draw(
+            metrics.rows(),
+            &self.run_dir,
+            crate::report::plot::Scale::Linear,
+        )?;
         observer.checkpoint(&path);
         self.last_checkpoint = Some(path);
         Ok(())

@@ -18,7 +18,7 @@
 //! | `mask.*` | `mask.*` (`enc_mask_scale` → `context_scale`, `pred_mask_scale` → `target_scale`, `aspect_ratio` → `target_aspect_ratio`, `num_pred_masks` → `num_targets`; `num_enc_masks` must be 1); the official sampler's biases are reproduced (`official_compat`) |
 //! | `meta.pred_depth`, `meta.pred_emb_dim` | `model.predictor_depth`, `model.predictor_embed_dim` |
 //! | `meta.load_checkpoint` | `run.resume` (from `run.out`) |
-//! | `meta.read_checkpoint` | with `load_checkpoint`: `run.resume_from` = `logging.folder` joined with it (the official checkpoint whose run this one continues; see [`crate::official_checkpoint`]); without: no effect, as in the official code |
+//! | `meta.read_checkpoint` | with `load_checkpoint`: `run.resume_from` = `logging.folder` joined with it (the official checkpoint whose run this one continues; see [`crate::run::official_checkpoint`]); without: no effect, as in the official code |
 //! | `meta.use_bfloat16` | `run.precision = "bf16"` |
 //! | `meta.copy_data` | no effect (a copy to the FAIR cluster's local disk) |
 //! | `optimization.*` | `optim.*` (`warmup` → `warmup_epochs`) |
@@ -31,8 +31,8 @@ use serde::Deserialize;
 
 use ijepa_encoder::registry::{self, Size, TimmArgs};
 
-use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
+use crate::run::config::TrainConfig;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,7 +269,7 @@ mod tests {
     use super::*;
 
     /// The fields and values of the official `configs/in1k_vith14_ep300.yaml`.
-    const VITH14: &str = include_str!("../tests/fixtures/official_vith14_ep300.yaml");
+    const VITH14: &str = include_str!("../../tests/fixtures/official_vith14_ep300.yaml");
 
     #[test]
     fn the_official_vith14_config_maps_field_by_field() {

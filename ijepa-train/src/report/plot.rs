@@ -14,7 +14,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::error::{Result, TrainError};
-use crate::metrics::StepMetrics;
+use crate::report::metrics::StepMetrics;
 
 /// How the loss axis is scaled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,7 +26,7 @@ pub enum Scale {
     Log,
 }
 
-const FONT: &[u8] = include_bytes!("../assets/plot-font.ttf");
+const FONT: &[u8] = include_bytes!("../../assets/plot-font.ttf");
 const FAMILY: &str = "sans-serif";
 const LOSS_SIZE: (u32, u32) = (1000, 560);
 const PANELS_SIZE: (u32, u32) = (1500, 820);

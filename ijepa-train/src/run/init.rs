@@ -12,7 +12,7 @@
 //! run's: a source of another shape is refused with both named.
 //!
 //! ```no_run
-//! use ijepa_train::init::InitWeights;
+//! use ijepa_train::run::init::InitWeights;
 //!
 //! let spec = "hf-hub:timm/vit_huge_patch14_gap_224.in1k_ijepa";
 //! let init = InitWeights::load(spec, None, &candle_core::Device::Cpu)?;
@@ -28,8 +28,8 @@ use ijepa_encoder::registry::TimmArgs;
 use ijepa_encoder::weights::{self, Branch, LoadOptions, WeightLayout};
 use ijepa_encoder::{VitConfig, WeightMap};
 
-use crate::checkpoint;
 use crate::error::{Result, TrainError};
+use crate::run::checkpoint;
 
 /// The weights a run starts from.
 #[derive(Debug, Clone)]
@@ -414,7 +414,7 @@ mod tests {
             pretrained_spec("vit_huge_patch14_gap_224").unwrap(),
             "hf-hub:timm/vit_huge_patch14_gap_224.in1k_ijepa"
         );
-        let mut model = crate::config::ModelSection {
+        let mut model = crate::run::config::ModelSection {
             init: Some("x".into()),
             pretrained: true,
             ..Default::default()

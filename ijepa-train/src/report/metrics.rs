@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{io, Result};
-use crate::tensorboard::EventWriter;
+use crate::report::tensorboard::EventWriter;
 
 /// One optimizer step, as logged.
 #[derive(Debug, Clone, PartialEq)]

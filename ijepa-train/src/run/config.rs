@@ -4,11 +4,11 @@
 //! keys are errors. [`TrainConfig::default`] is the built-in demonstration
 //! run (a small ViT on the synthetic garments, about 10 minutes on two CPU
 //! cores); the paper's values are given beside each field, and
-//! [`crate::official`] maps the official facebookresearch/ijepa YAML files
+//! [`crate::run::official`] maps the official facebookresearch/ijepa YAML files
 //! onto this tree.
 //!
 //! ```
-//! use ijepa_train::config::TrainConfig;
+//! use ijepa_train::run::config::TrainConfig;
 //!
 //! let mut cfg = TrainConfig::from_toml_str("[optim]\nepochs = 3\n")?;
 //! cfg.set("data.batch_size=16")?;
@@ -157,7 +157,7 @@ pub struct ModelSection {
     #[serde(with = "optional")]
     pub predictor_depth: Option<usize>,
     /// Weights a new run starts from instead of random ones (see
-    /// [`crate::init`]): a timm or Hugging Face folder, a `.safetensors`
+    /// [`crate::run::init`]): a timm or Hugging Face folder, a `.safetensors`
     /// file, `hf-hub:org/name[@revision]`, an official `.pth.tar`, an
     /// ijepa-rs run or checkpoint. Their architecture must be `name` with
     /// `args`. Unused on resume (the checkpoint is the state).
@@ -182,7 +182,7 @@ impl ModelSection {
                 "model.init = {init:?} and model.pretrained = true name two starting points: keep one"
             ))),
             (Some(init), false) => Ok(Some(init.clone())),
-            (None, true) => Ok(Some(crate::init::pretrained_spec(&self.name)?)),
+            (None, true) => Ok(Some(crate::run::init::pretrained_spec(&self.name)?)),
             (None, false) => Ok(None),
         }
     }
@@ -379,7 +379,7 @@ pub struct RunSection {
     /// An official facebookresearch/ijepa training checkpoint (`.pth.tar`,
     /// as its `train.py` saves them) whose run this one continues: its
     /// encoder, target encoder, predictor, AdamW moments and step, from the
-    /// epoch after the one it saved ([`crate::official_checkpoint`]). Read
+    /// epoch after the one it saved ([`crate::run::official_checkpoint`]). Read
     /// only while the run directory has no checkpoint of its own; once it
     /// has, `resume` continues from that.
     #[serde(with = "optional")]
@@ -418,7 +418,7 @@ impl TrainConfig {
         let bad = |e: toml::de::Error| TrainError::Config(e.to_string());
         let mut table: toml::Table = toml::from_str(text).map_err(bad)?;
         let note = match table.get_mut("model").and_then(toml::Value::as_table_mut) {
-            Some(model) => crate::legacy::upgrade_model(model)?,
+            Some(model) => crate::run::legacy::upgrade_model(model)?,
             None => None,
         };
         Ok((table.try_into().map_err(bad)?, note))
@@ -438,7 +438,7 @@ impl TrainConfig {
     }
 
     /// Reads a configuration file: TOML, or an official facebookresearch/ijepa
-    /// YAML file (`.yaml`/`.yml`, see [`crate::official`]) for a job of
+    /// YAML file (`.yaml`/`.yml`, see [`crate::run::official`]) for a job of
     /// `processes` processes (its batch size is per process). Returns the
     /// configuration and notes on official fields that have no effect here.
     ///
@@ -455,7 +455,7 @@ impl TrainConfig {
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
         if is_yaml {
-            crate::official::from_yaml_str(&text, processes).map_err(named)
+            crate::run::official::from_yaml_str(&text, processes).map_err(named)
         } else {
             let (cfg, note) = Self::from_toml_noting(&text).map_err(named)?;
             Ok((cfg, note.into_iter().collect()))

@@ -20,7 +20,7 @@
 //! at the checkpoint's step.
 //!
 //! ```no_run
-//! use ijepa_train::official_checkpoint::OfficialCheckpoint;
+//! use ijepa_train::run::official_checkpoint::OfficialCheckpoint;
 //!
 //! let path = std::path::Path::new("jepa-latest.pth.tar");
 //! let run = ijepa_encoder::VitConfig::from_timm_name("vit_huge_patch14_gap_224")?;
@@ -37,8 +37,8 @@ use ijepa_encoder::weights::{PyValue, TorchFile};
 use ijepa_encoder::WeightMap;
 
 use crate::error::{Result, TrainError};
-use crate::init::InitWeights;
 use crate::optim::AdamW;
+use crate::run::init::InitWeights;
 
 /// What an official checkpoint gives a run that continues it.
 #[derive(Debug)]

@@ -171,7 +171,9 @@ pub struct ModelSection {
 
 impl ModelSection {
     /// The weights a new run starts from: `init`, or with `pretrained` the
-    /// architecture's default pretrained weights; `None` for random ones.
+    /// architecture's default pretrained weights on the Hugging Face hub
+    /// (`hf-hub:timm/{architecture}.{tag}`, as `timm.create_model(model,
+    /// pretrained=True)` picks them); `None` for random ones.
     ///
     /// # Errors
     /// Both `init` and `pretrained` set, or `pretrained` for an architecture
@@ -182,7 +184,10 @@ impl ModelSection {
                 "model.init = {init:?} and model.pretrained = true name two starting points: keep one"
             ))),
             (Some(init), false) => Ok(Some(init.clone())),
-            (None, true) => Ok(Some(crate::run::init::pretrained_spec(&self.name)?)),
+            (None, true) => Ok(Some(format!(
+                "hf-hub:{}",
+                ijepa_encoder::registry::pretrained_id(&self.name)?
+            ))),
             (None, false) => Ok(None),
         }
     }

@@ -48,18 +48,6 @@ pub struct InitWeights {
     pub training: Option<(WeightMap, WeightMap)>,
 }
 
-/// The hub name of `model`'s default pretrained weights on the Hugging Face
-/// hub (`hf-hub:timm/{architecture}.{tag}`), as `timm.create_model(model,
-/// pretrained=True)` picks them.
-///
-/// # Errors
-/// An architecture timm does not register, or one without pretrained
-/// weights.
-pub fn pretrained_spec(model: &str) -> Result<String> {
-    let id = ijepa_encoder::registry::pretrained_id(model)?;
-    Ok(format!("hf-hub:{id}"))
-}
-
 /// The model a source names — a timm `config.json`'s `architecture` and
 /// `model_args`, or an ijepa-rs run's `model.name` and `model.args` — for a
 /// run that takes its architecture from the weights it starts from. `None`
@@ -410,11 +398,8 @@ mod tests {
             named_model(&fixture("official/official.pth.tar")).unwrap(),
             None
         );
-        assert_eq!(
-            pretrained_spec("vit_huge_patch14_gap_224").unwrap(),
-            "hf-hub:timm/vit_huge_patch14_gap_224.in1k_ijepa"
-        );
         let mut model = crate::run::config::ModelSection {
+            name: "vit_huge_patch14_gap_224".into(),
             init: Some("x".into()),
             pretrained: true,
             ..Default::default()
@@ -422,10 +407,9 @@ mod tests {
         let err = model.init_spec().unwrap_err().to_string();
         assert!(err.contains("two starting points"), "{err}");
         model.init = None;
-        assert!(model
-            .init_spec()
-            .unwrap()
-            .unwrap()
-            .starts_with("hf-hub:timm/vit_tiny_patch16_224."));
+        assert_eq!(
+            model.init_spec().unwrap().unwrap(),
+            "hf-hub:timm/vit_huge_patch14_gap_224.in1k_ijepa"
+        );
     }
 }

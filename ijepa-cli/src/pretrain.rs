@@ -12,6 +12,7 @@ use ijepa_encoder::init::init_weights;
 use ijepa_encoder::VisionTransformer;
 use ijepa_train::collective;
 use ijepa_train::report::metrics::{StepMetrics, Throughput};
+use ijepa_train::run::layers::ConfigLayers;
 use ijepa_train::run::trainer::{Observer, RunInfo, Trainer};
 use ijepa_train::{TrainConfig, TrainError};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -79,80 +80,24 @@ pub struct PretrainArgs {
 }
 
 impl PretrainArgs {
-    /// The configuration for a job of `processes`: base (file, the run's
-    /// own on `--resume`, or the default), then the flags, then every
-    /// `--set`.
-    fn resolve(&self, processes: usize) -> Result<(TrainConfig, Vec<String>)> {
-        let out = self.out.clone();
-        let (mut cfg, mut notes) = match (&self.config, self.resume) {
-            (Some(path), _) => TrainConfig::from_file(path, processes)?,
-            (None, true) => {
-                let dir = out
-                    .clone()
-                    .unwrap_or_else(|| TrainConfig::default().run.out);
-                let path = dir.join("config.toml");
-                anyhow::ensure!(
-                    path.is_file(),
-                    "--resume: {} not found; is {} a run directory?",
-                    path.display(),
-                    dir.display()
-                );
-                TrainConfig::from_file(&path, processes)?
-            }
-            (None, false) => (TrainConfig::default(), vec![]),
-        };
-        if let Some(d) = &self.data {
-            cfg.data.path = Some(d.clone());
+    /// The flags as configuration layers (file, options, overrides).
+    fn layers(&self) -> ConfigLayers {
+        ConfigLayers {
+            file: self.config.clone(),
+            resume: self.resume,
+            out: self.out.clone(),
+            data: self.data.clone(),
+            init: self.init.clone(),
+            model: self.model.clone(),
+            resume_from: self.resume_from.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            max_steps: self.max_steps,
+            device: self.device.clone(),
+            no_probe: self.no_probe,
+            sets: self.sets.clone(),
         }
-        if let Some(m) = &self.model {
-            cfg.model.name = m.clone();
-            cfg.model.args = Default::default();
-        }
-        if let Some(init) = &self.init {
-            cfg.model.init = Some(init.clone());
-            // `--set model.args.…` changes the source's arguments (e.g. its
-            // image size), applied below.
-            let model_set = self.sets.iter().any(|s| s.starts_with("model.name"));
-            let chosen = self.model.is_some() || self.config.is_some() || self.resume || model_set;
-            if !chosen {
-                if let Some((name, args)) = ijepa_train::run::init::named_model(init)? {
-                    notes.push(format!(
-                        "model {name} (and its arguments) from the --init weights"
-                    ));
-                    cfg.model.name = name;
-                    cfg.model.args = args;
-                }
-            }
-        }
-        if let Some(o) = out {
-            cfg.run.out = o;
-        }
-        if let Some(p) = &self.resume_from {
-            cfg.run.resume_from = Some(p.clone());
-        }
-        if let Some(e) = self.epochs {
-            cfg.optim.epochs = e;
-        }
-        if let Some(b) = self.batch_size {
-            cfg.data.batch_size = b;
-        }
-        if let Some(s) = self.seed {
-            cfg.run.seed = s;
-        }
-        if let Some(m) = self.max_steps {
-            cfg.run.max_steps = Some(m);
-        }
-        if let Some(d) = &self.device {
-            cfg.run.device = d.clone();
-        }
-        if self.no_probe {
-            cfg.probe.at_end = false;
-        }
-        for s in &self.sets {
-            cfg.set(s)?;
-        }
-        cfg.run.resume = self.resume || cfg.run.resume;
-        Ok((cfg, notes))
     }
 }
 
@@ -292,7 +237,7 @@ pub fn run(args: &PretrainArgs) -> Result<()> {
             collective::say(&format!("note: {n}"));
         }
     }
-    let (cfg, notes) = args.resolve(ranks)?;
+    let (cfg, notes) = args.layers().resolve(ranks)?;
     if args.print_config {
         cfg.validate()?;
         if writer {

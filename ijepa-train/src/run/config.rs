@@ -17,7 +17,7 @@
 //! # Ok::<(), ijepa_train::TrainError>(())
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ijepa_encoder::registry::{self, Size, TimmArgs};
 use ijepa_encoder::VitConfig;
@@ -25,7 +25,7 @@ use ijepa_masking::{MaskConfig, MaskSampler};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{ColorDistortion, DataError, TrainTransform};
-use crate::error::{io, Result, TrainError};
+use crate::error::{Result, TrainError};
 use crate::model::{IJepaConfig, Recipe};
 
 /// Optional fields in TOML: unset is written `""` (TOML has no null), so a
@@ -419,7 +419,7 @@ impl TrainConfig {
 
     /// [`TrainConfig::from_toml_str`], with a note when the text is an
     /// ijepa-rs 0.1 configuration (its model section is translated).
-    fn from_toml_noting(text: &str) -> Result<(Self, Option<String>)> {
+    pub(crate) fn from_toml_noting(text: &str) -> Result<(Self, Option<String>)> {
         let bad = |e: toml::de::Error| TrainError::Config(e.to_string());
         let mut table: toml::Table = toml::from_str(text).map_err(bad)?;
         let note = match table.get_mut("model").and_then(toml::Value::as_table_mut) {
@@ -440,31 +440,6 @@ impl TrainConfig {
         )
         .map_err(|e| TrainError::Config(e.to_string()))?;
         Self::from_toml_str(&text)
-    }
-
-    /// Reads a configuration file: TOML, or an official facebookresearch/ijepa
-    /// YAML file (`.yaml`/`.yml`, see [`crate::run::official`]) for a job of
-    /// `processes` processes (its batch size is per process). Returns the
-    /// configuration and notes on official fields that have no effect here.
-    ///
-    /// # Errors
-    /// An unreadable file, or one that does not parse (named with the path).
-    pub fn from_file(path: &Path, processes: usize) -> Result<(Self, Vec<String>)> {
-        let text = std::fs::read_to_string(path).map_err(io(path))?;
-        let named = |e: TrainError| match e {
-            TrainError::Config(m) => TrainError::Config(format!("{}: {m}", path.display())),
-            other => other,
-        };
-        let is_yaml = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
-        if is_yaml {
-            crate::run::official::from_yaml_str(&text, processes).map_err(named)
-        } else {
-            let (cfg, note) = Self::from_toml_noting(&text).map_err(named)?;
-            Ok((cfg, note.into_iter().collect()))
-        }
     }
 
     /// The configuration as TOML (every field, defaults included).
@@ -845,18 +820,6 @@ mod tests {
                 "{err}"
             );
         }
-    }
-
-    #[test]
-    fn a_file_error_names_the_file_once() {
-        let dir = std::env::temp_dir().join(format!("ijepa-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("bad.toml");
-        std::fs::write(&path, "[optim]\nlr = \"fast\"\n").unwrap();
-        let err = TrainConfig::from_file(&path, 1).unwrap_err().to_string();
-        assert_eq!(err.matches("configuration:").count(), 1, "{err}");
-        assert!(err.contains("bad.toml"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -153,7 +153,7 @@ fn yes() -> bool {
 /// Hyper-parameters of a Vision Transformer in timm's layout: every
 /// `VisionTransformer` argument that changes what it computes.
 ///
-/// Names resolve through timm's registry ([`crate::registry`]); every field
+/// Names resolve through timm's registry ([`VitConfig::from_timm_name`]); every field
 /// can then be changed.
 ///
 /// ```
@@ -238,17 +238,6 @@ pub struct VitConfig {
 }
 
 impl VitConfig {
-    /// The configuration timm builds for a registered name such as
-    /// `vit_small_patch16_224` or `vit_huge_patch14_gap_224.in1k_ijepa`
-    /// (see [`crate::registry::resolve`] for keyword arguments).
-    ///
-    /// # Errors
-    /// A name timm does not register, or an architecture using a feature
-    /// this crate does not implement (named).
-    pub fn from_timm_name(name: &str) -> Result<Self> {
-        Ok(crate::registry::resolve(name, &Default::default())?.config)
-    }
-
     /// The official I-JEPA encoder of these sizes (facebookresearch/ijepa's
     /// `VisionTransformer`, also Hugging Face's `IJepaModel`): no class or
     /// register token, qkv and projection biases, exact GELU, a final norm

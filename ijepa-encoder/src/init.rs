@@ -5,7 +5,7 @@
 //! the same seed gives the same weights on every run and platform, whatever
 //! order tensors are created in. What a tensor is (a Linear weight, a
 //! bias, a norm, a token, a table) is read off its name and shape in the
-//! layout the constructors record ([`crate::weights::record_layout`]), so
+//! layout the constructors record ([`crate::layout::record_layout`]), so
 //! the layout is written once.
 
 use candle_core::{Device, Tensor};
@@ -15,7 +15,8 @@ use rand_distr::{Distribution, Normal};
 
 use crate::config::VitConfig;
 use crate::error::Result;
-use crate::{pos_embed, WeightMap};
+use crate::layout::WeightMap;
+use crate::pos_embed;
 
 /// How Linear and patch-projection weights (and their biases) are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -195,7 +196,7 @@ pub fn init_layout(
 /// A configuration that does not validate.
 pub fn init_weights(cfg: &VitConfig, opts: &InitOptions, device: &Device) -> Result<WeightMap> {
     cfg.validate()?;
-    let layout = crate::weights::expected_shapes(cfg)?;
+    let layout = crate::VisionTransformer::layout(cfg)?;
     let normal =
         |name: &str, n: usize, std: f64| trunc_normal(n, std, &mut tensor_rng(opts.seed, name));
     let glu_gate = opts.scheme == Scheme::Timm && cfg.mlp == crate::config::MlpKind::Glu;

@@ -46,6 +46,7 @@ pub mod hub;
 pub mod indices;
 pub mod init;
 pub mod kernels;
+pub mod layout;
 mod nn;
 pub mod output;
 mod patch_embed;
@@ -61,18 +62,7 @@ pub use config::{
     MAX_REGISTERS, MAX_WIDTH,
 };
 pub use error::{EncoderError, Result};
+pub use layout::{dtype_device, WeightMap};
 pub use nn::{LayerNorm, Linear};
 pub use patch_embed::PatchEmbed;
 pub use vit::{TokenEncoder, VisionTransformer};
-
-/// Named tensors, in timm's key layout.
-pub type WeightMap = std::collections::HashMap<String, candle_core::Tensor>;
-
-/// The dtype and device of the tensors of `weights` (f32 on the CPU when
-/// there is none), for building a model over them.
-pub fn dtype_device(weights: &WeightMap) -> (candle_core::DType, candle_core::Device) {
-    match weights.values().next() {
-        Some(t) => (t.dtype(), t.device().clone()),
-        None => (candle_core::DType::F32, candle_core::Device::Cpu),
-    }
-}

@@ -30,6 +30,19 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::config::{Activation, MlpKind, Pool, PosEmbed, VitConfig};
 use crate::error::{EncoderError, Result};
 
+impl VitConfig {
+    /// The configuration timm builds for a registered name such as
+    /// `vit_small_patch16_224` or `vit_huge_patch14_gap_224.in1k_ijepa`
+    /// (see [`resolve`] for keyword arguments).
+    ///
+    /// # Errors
+    /// A name timm does not register, or an architecture using a feature
+    /// this crate does not implement (named).
+    pub fn from_timm_name(name: &str) -> Result<Self> {
+        Ok(resolve(name, &Default::default())?.config)
+    }
+}
+
 /// `None` when absent, `Some(None)` for an explicit `null`.
 fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,

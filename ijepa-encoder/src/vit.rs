@@ -1,11 +1,15 @@
 //! The Vision Transformer and the token-encoder trait.
 
+use std::collections::BTreeSet;
+use std::path::Path;
+
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::block::{Block, BlockConfig};
 use crate::config::{PosEmbed, VitConfig};
 use crate::error::{EncoderError, Result};
+use crate::layout::{dtype_device, record_layout, Layout, WeightMap};
 use crate::nn::LayerNorm;
 use crate::patch_embed::PatchEmbed;
 use crate::pos_embed;
@@ -137,26 +141,71 @@ impl VisionTransformer {
 
     /// Builds the model from a map of tensors in timm's layout (checked first:
     /// missing, unexpected and mis-shaped keys are all reported at once).
-    pub fn from_weights(config: &VitConfig, weights: crate::WeightMap) -> Result<Self> {
-        crate::weights::check(config, &weights, std::path::Path::new("<weights>"))?;
-        let (dtype, device) = crate::dtype_device(&weights);
+    pub fn from_weights(config: &VitConfig, weights: WeightMap) -> Result<Self> {
+        Self::check_weights(config, &weights, std::path::Path::new("<weights>"))?;
+        let (dtype, device) = dtype_device(&weights);
         Self::new(config, VarBuilder::from_tensors(weights, dtype, &device))
     }
 
     /// Builds a trainable model over the variables of `varmap` (see
-    /// [`crate::weights::to_varmap`]); missing or mis-shaped variables are
+    /// [`crate::layout::to_varmap`]); missing or mis-shaped variables are
     /// reported as for a weight file.
     pub fn from_varmap(config: &VitConfig, varmap: &candle_nn::VarMap) -> Result<Self> {
-        let weights: crate::WeightMap = varmap
+        let weights: WeightMap = varmap
             .data()
             .lock()
             .expect("VarMap lock")
             .iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect();
-        crate::weights::check(config, &weights, std::path::Path::new("<variables>"))?;
-        let (dtype, device) = crate::dtype_device(&weights);
+        Self::check_weights(config, &weights, std::path::Path::new("<variables>"))?;
+        let (dtype, device) = dtype_device(&weights);
         Self::new(config, VarBuilder::from_varmap(varmap, dtype, &device))
+    }
+
+    /// Every tensor the architecture reads, with its shape, in timm's names
+    /// (recorded from [`VisionTransformer::new`]): the key layout.
+    ///
+    /// # Errors
+    /// A configuration that does not validate.
+    pub fn layout(cfg: &VitConfig) -> Result<Layout> {
+        record_layout(|vb| Self::new(cfg, vb))
+    }
+
+    /// Checks `weights` against `cfg`: every missing key, unexpected key and
+    /// shape mismatch is reported in one error naming `origin`.
+    ///
+    /// # Errors
+    /// [`EncoderError::Weights`], naming each difference.
+    pub fn check_weights(cfg: &VitConfig, weights: &WeightMap, origin: &Path) -> Result<()> {
+        let expected = Self::layout(cfg)?;
+        let expected_keys: BTreeSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
+        let mut missing = vec![];
+        let mut mismatched = vec![];
+        for (key, shape) in &expected {
+            match weights.get(key) {
+                None => missing.push(key.clone()),
+                Some(t) if t.dims() != shape.as_slice() => {
+                    mismatched.push((key.clone(), t.dims().to_vec(), shape.clone()))
+                }
+                Some(_) => {}
+            }
+        }
+        let mut unexpected: Vec<String> = weights
+            .keys()
+            .filter(|k| !expected_keys.contains(k.as_str()))
+            .cloned()
+            .collect();
+        unexpected.sort();
+        if missing.is_empty() && unexpected.is_empty() && mismatched.is_empty() {
+            return Ok(());
+        }
+        Err(EncoderError::Weights {
+            path: origin.to_path_buf(),
+            missing,
+            unexpected,
+            mismatched,
+        })
     }
 
     /// The configuration.

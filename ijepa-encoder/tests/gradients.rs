@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use ijepa_encoder::init::{init_weights, InitOptions};
-use ijepa_encoder::weights::to_varmap;
+use ijepa_encoder::layout::to_varmap;
 use ijepa_encoder::{Activation, Pool, PosEmbed, TokenEncoder, VisionTransformer, VitConfig};
 
 fn configs() -> Vec<(&'static str, VitConfig)> {

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use ijepa_encoder::registry::{self, TimmArgs};
-use ijepa_encoder::weights::expected_shapes;
-use ijepa_encoder::{Activation, VitConfig};
+
+use ijepa_encoder::{Activation, VisionTransformer, VitConfig};
 
 /// timm's state dict of an architecture, without what an encoder leaves
 /// out (classifier head, attention-pool head).
@@ -32,7 +32,10 @@ fn timm_state(arch: &registry::Architecture) -> BTreeMap<String, Vec<usize>> {
 }
 
 fn ours(cfg: &VitConfig) -> BTreeMap<String, Vec<usize>> {
-    expected_shapes(cfg).unwrap().into_iter().collect()
+    VisionTransformer::layout(cfg)
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 #[test]

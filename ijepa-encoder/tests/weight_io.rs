@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use ijepa_encoder::weights::{check, load, save_timm, LoadOptions, WeightLayout};
-use ijepa_encoder::{EncoderError, TokenEncoder};
+use ijepa_encoder::weights::{load, save_timm, LoadOptions, WeightLayout};
+use ijepa_encoder::{EncoderError, TokenEncoder, VisionTransformer};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -32,7 +32,8 @@ fn a_weight_error_lists_every_problem() {
         "cls_token".into(),
         Tensor::zeros((1, 2, 48), candle_core::DType::F32, &Device::Cpu).unwrap(),
     );
-    let err = check(&loaded.config, &w, Path::new("model.safetensors")).unwrap_err();
+    let err = VisionTransformer::check_weights(&loaded.config, &w, Path::new("model.safetensors"))
+        .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, EncoderError::Weights { .. }));
     for needle in [

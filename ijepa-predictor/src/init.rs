@@ -2,7 +2,7 @@
 
 use candle_core::Device;
 use ijepa_encoder::init::{init_layout, tensor_rng, trunc_normal, InitOptions};
-use ijepa_encoder::weights::record_layout;
+use ijepa_encoder::layout::record_layout;
 use ijepa_encoder::{pos_embed, Result, WeightMap};
 
 use crate::{Predictor, PredictorConfig};

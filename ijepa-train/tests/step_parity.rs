@@ -8,7 +8,7 @@
 //! gradient 1e-4 max abs, weights after the step 1e-5 max abs.
 
 use candle_core::{Device, Tensor, Var};
-use ijepa_encoder::weights::to_varmap;
+use ijepa_encoder::layout::to_varmap;
 use ijepa_encoder::{VisionTransformer, VitConfig, WeightMap};
 use ijepa_predictor::{Predictor, PredictorConfig};
 use ijepa_train::ema::ema_update;

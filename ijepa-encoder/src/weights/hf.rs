@@ -16,7 +16,7 @@ use super::{
 };
 use crate::config::VitConfig;
 use crate::error::{EncoderError, Result};
-use crate::WeightMap;
+use crate::layout::WeightMap;
 
 pub(super) fn load(
     weights_path: &Path,
@@ -231,7 +231,7 @@ fn to_timm(raw: WeightMap) -> Result<WeightMap> {
 /// layer scale, `fc_norm`, a non-square image, no qkv bias), weights that do
 /// not fit `cfg`, or a file that cannot be written.
 pub fn save_hf(dir: &Path, cfg: &VitConfig, data: &DataConfig, weights: &WeightMap) -> Result<()> {
-    super::check(cfg, weights, dir)?;
+    crate::VisionTransformer::check_weights(cfg, weights, dir)?;
     let unsupported = [
         (cfg.class_token, "a class token"),
         (cfg.reg_tokens > 0, "register tokens"),

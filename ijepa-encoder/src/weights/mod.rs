@@ -13,7 +13,6 @@ mod pickle;
 mod pth;
 mod timm;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
@@ -22,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::VitConfig;
 use crate::error::{EncoderError, Result};
+use crate::layout::WeightMap;
 use crate::vit::VisionTransformer;
-use crate::WeightMap;
 
 pub use hf::save_hf;
 pub use pth::{PyTensor, PyValue, TorchFile};
@@ -138,7 +137,7 @@ pub struct LoadedWeights {
 impl LoadedWeights {
     /// Builds a frozen encoder from these weights.
     pub fn build(&self) -> Result<VisionTransformer> {
-        let (dtype, device) = crate::dtype_device(&self.weights);
+        let (dtype, device) = crate::layout::dtype_device(&self.weights);
         VisionTransformer::new(
             &self.config,
             VarBuilder::from_tensors(self.weights.clone(), dtype, &device),
@@ -203,7 +202,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
     for t in loaded.weights.values_mut() {
         *t = t.to_device(&opts.device)?.to_dtype(opts.dtype)?;
     }
-    check(&loaded.config, &loaded.weights, &loaded.source)?;
+    VisionTransformer::check_weights(&loaded.config, &loaded.weights, &loaded.source)?;
     let bad = non_finite(&loaded.weights)?;
     if !bad.is_empty() {
         return Err(EncoderError::ConfigFile {
@@ -502,119 +501,6 @@ pub fn read_pytorch(
     pth::read_tensors(file, key).map_err(|reason| EncoderError::UnknownLayout {
         path: origin.to_path_buf(),
         reason,
-    })
-}
-
-/// Variables holding a copy of every tensor of `weights`, for training: a
-/// model built over them with [`VisionTransformer::from_varmap`] records
-/// gradients for all of them (except a fixed position embedding).
-pub fn to_varmap(weights: &WeightMap) -> Result<candle_nn::VarMap> {
-    let varmap = candle_nn::VarMap::new();
-    {
-        let mut vars = varmap
-            .data()
-            .lock()
-            .expect("a fresh VarMap is not poisoned");
-        for (name, t) in weights {
-            vars.insert(name.clone(), candle_core::Var::from_tensor(t)?);
-        }
-    }
-    Ok(varmap)
-}
-
-/// What a constructor reads from its `VarBuilder`: names and shapes. The
-/// tensors it gets are broadcast zeros (no memory), so any architecture can
-/// be recorded.
-#[derive(Default)]
-struct Recorder(std::sync::Arc<std::sync::Mutex<Layout>>);
-
-/// Tensor names and shapes, in the order a constructor reads them.
-pub type Layout = Vec<(String, Vec<usize>)>;
-
-impl candle_nn::var_builder::SimpleBackend for Recorder {
-    fn get(
-        &self,
-        s: candle_core::Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<candle_core::Tensor> {
-        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        seen.push((name.to_string(), s.dims().to_vec()));
-        candle_core::Tensor::zeros((), dtype, dev)?.broadcast_as(s)
-    }
-
-    fn get_unchecked(
-        &self,
-        name: &str,
-        _: DType,
-        _: &Device,
-    ) -> candle_core::Result<candle_core::Tensor> {
-        candle_core::bail!("{name}: a shape is needed to record a tensor")
-    }
-
-    fn contains_tensor(&self, _: &str) -> bool {
-        true
-    }
-}
-
-/// Every tensor `build` reads from a `VarBuilder`, with its shape, in the
-/// order read: the key layout, stated once — by the constructors.
-///
-/// # Errors
-/// What `build` returns.
-pub fn record_layout<T>(build: impl FnOnce(VarBuilder) -> Result<T>) -> Result<Layout> {
-    let seen = std::sync::Arc::default();
-    let vb = VarBuilder::from_backend(
-        Box::new(Recorder(std::sync::Arc::clone(&seen))),
-        DType::F32,
-        Device::Cpu,
-    );
-    build(vb)?;
-    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(seen)
-}
-
-/// Every tensor the architecture reads, with its shape, in timm's names
-/// (recorded from [`VisionTransformer::new`]).
-///
-/// # Errors
-/// A configuration that does not validate.
-pub fn expected_shapes(cfg: &VitConfig) -> Result<Layout> {
-    record_layout(|vb| VisionTransformer::new(cfg, vb))
-}
-
-/// Checks `weights` against `cfg`: every missing key, unexpected key and
-/// shape mismatch is reported in one error naming `path`.
-pub fn check(cfg: &VitConfig, weights: &WeightMap, path: &Path) -> Result<()> {
-    let expected = expected_shapes(cfg)?;
-    let expected_keys: BTreeSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
-    let mut missing = vec![];
-    let mut mismatched = vec![];
-    for (key, shape) in &expected {
-        match weights.get(key) {
-            None => missing.push(key.clone()),
-            Some(t) if t.dims() != shape.as_slice() => {
-                mismatched.push((key.clone(), t.dims().to_vec(), shape.clone()))
-            }
-            Some(_) => {}
-        }
-    }
-    let mut unexpected: Vec<String> = weights
-        .keys()
-        .filter(|k| !expected_keys.contains(k.as_str()))
-        .cloned()
-        .collect();
-    unexpected.sort();
-    if missing.is_empty() && unexpected.is_empty() && mismatched.is_empty() {
-        return Ok(());
-    }
-    Err(EncoderError::Weights {
-        path: path.to_path_buf(),
-        missing,
-        unexpected,
-        mismatched,
     })
 }
 

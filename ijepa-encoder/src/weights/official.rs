@@ -7,8 +7,8 @@ use std::path::Path;
 use super::{DataConfig, LoadOptions, LoadedWeights, WeightLayout};
 use crate::config::VitConfig;
 use crate::error::{EncoderError, Result};
+use crate::layout::WeightMap;
 use crate::weights::Branch;
-use crate::WeightMap;
 
 pub(super) fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedWeights> {
     let key = match opts.branch {

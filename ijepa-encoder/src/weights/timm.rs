@@ -14,8 +14,8 @@ use super::{
 };
 use crate::config::VitConfig;
 use crate::error::{EncoderError, Result};
+use crate::layout::WeightMap;
 use crate::registry::{self, TagConfig, TimmArgs};
-use crate::WeightMap;
 
 pub(super) fn load(
     weights_path: &Path,
@@ -158,7 +158,7 @@ pub fn save_timm(
     data: &DataConfig,
     weights: &WeightMap,
 ) -> Result<()> {
-    super::check(cfg, weights, dir)?;
+    crate::VisionTransformer::check_weights(cfg, weights, dir)?;
     std::fs::create_dir_all(dir).map_err(|error| EncoderError::Io {
         path: dir.to_path_buf(),
         error,

@@ -566,7 +566,11 @@ pub fn load_encoder(
     } else {
         ck.encoder
     };
-    ijepa_encoder::weights::check(&cfg, &weights, &checkpoint.join("model.safetensors"))?;
+    ijepa_encoder::VisionTransformer::check_weights(
+        &cfg,
+        &weights,
+        &checkpoint.join("model.safetensors"),
+    )?;
     Ok((cfg, weights, ck.state.config))
 }
 

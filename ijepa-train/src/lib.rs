@@ -4,13 +4,19 @@
 //! reports are modules of their own.
 //!
 //! **The step**
-//! - [`model`]: [`model::IJepa`] — student, EMA teacher and predictor with
-//!   stable-pretraining's API (forward returning loss, embedding,
-//!   predictions, targets; eval mode; teacher or student embeddings);
+//! - [`jepa`]: [`jepa::Jepa`] — student, EMA teacher, predictor and masks
+//!   over any [`TokenEncoder`](ijepa_encoder::TokenEncoder) and
+//!   [`TargetPredictor`](ijepa_predictor::TargetPredictor): what the step
+//!   trains (`examples/custom_encoder.rs` trains an encoder of its own);
+//! - [`model`]: [`model::IJepa`] — our ViT and predictor in those parts, as
+//!   a recipe configures them, with stable-pretraining's API (forward
+//!   returning loss, embedding, predictions, targets; eval mode; teacher or
+//!   student embeddings);
 //! - [`loss`]: the objective — student on the context, predictor on every
 //!   target mask, teacher targets (LayerNorm without affine), smooth-L1 —
 //!   generic over the encoder and predictor traits;
-//! - [`step`]: one training step as one unit ([`step::TrainStep`]);
+//! - [`step`]: one training step as one unit ([`step::TrainStep`], over any
+//!   [`step::Trainable`] model);
 //! - [`optim`]: AdamW with parameter groups and inspectable state;
 //! - [`ema`]: the teacher's in-place EMA update;
 //! - [`schedule`]: the official warm-up + cosine learning rate, the
@@ -49,6 +55,7 @@ pub mod collective;
 pub mod data;
 pub mod ema;
 mod error;
+pub mod jepa;
 mod kernels;
 pub mod loss;
 pub mod model;

@@ -1,20 +1,19 @@
 //! The I-JEPA model: student encoder, EMA teacher and predictor, with an
 //! API that mirrors stable-pretraining's `IJEPA`.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
 use ijepa_encoder::init::{init_weights, InitOptions, Scheme};
-use ijepa_encoder::layout::to_varmap;
 use ijepa_encoder::precision::{autocast, Precision};
 use ijepa_encoder::{TokenEncoder, VisionTransformer, VitConfig, WeightMap};
 use ijepa_masking::{Grid, MaskBatch, MaskConfig, MaskSampler, SamplerKind};
 use ijepa_predictor::{Predictor, PredictorConfig};
 
-use crate::ema::ema_update;
 use crate::error::{Result, TrainError};
+use crate::jepa::Jepa;
 use crate::loss::Objective;
 use crate::schedule::Momentum;
 
@@ -193,17 +192,6 @@ impl IJepaConfig {
     }
 }
 
-/// Copies of the variables' values (a detached tensor would share the
-/// storage the optimizer updates in place).
-fn snapshot(vars: &VarMap) -> Result<WeightMap> {
-    vars.data()
-        .lock()
-        .expect("VarMap lock")
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), v.as_tensor().detach().copy()?)))
-        .collect()
-}
-
 /// What [`IJepa::forward`] returns, as stable-pretraining's `IJEPAOutput`.
 #[derive(Debug)]
 pub struct IJepaOutput {
@@ -242,15 +230,9 @@ pub struct IJepaOutput {
 /// ```
 pub struct IJepa {
     config: IJepaConfig,
-    sampler: Arc<dyn MaskSampler>,
-    student_vars: VarMap,
-    student: VisionTransformer,
-    teacher_weights: WeightMap,
-    teacher: VisionTransformer,
-    predictor_vars: VarMap,
-    predictor: Predictor,
+    /// Our ViT and predictor as the generic parts.
+    parts: Jepa<VisionTransformer, Predictor>,
     training: bool,
-    precision: Precision,
 }
 
 impl IJepa {
@@ -286,35 +268,8 @@ impl IJepa {
         encoder: WeightMap,
         predictor: WeightMap,
     ) -> Result<Self> {
-        let config = config.checked()?;
-        let sampler: Arc<dyn MaskSampler> = Arc::from(config.sampler()?);
-        let student_vars = to_varmap(&encoder)?;
-        let student = VisionTransformer::from_varmap(&config.encoder, &student_vars)?;
-        // Copies, not shared storage: the optimizer updates the student in
-        // place, the EMA the teacher (which needs them contiguous).
-        let teacher_weights: WeightMap = encoder
-            .iter()
-            .map(|(k, t)| Ok((k.clone(), t.detach().force_contiguous()?)))
-            .collect::<Result<_>>()?;
-        let teacher = VisionTransformer::from_weights(&config.encoder, teacher_weights.clone())?;
-        let predictor_vars = to_varmap(&predictor)?;
-        let (dtype, device) = ijepa_encoder::dtype_device(&encoder);
-        let predictor = Predictor::new(
-            &config.predictor(),
-            VarBuilder::from_varmap(&predictor_vars, dtype, &device),
-        )?;
-        Ok(Self {
-            config,
-            sampler,
-            student_vars,
-            student,
-            teacher_weights,
-            teacher,
-            predictor_vars,
-            predictor,
-            training: true,
-            precision: Precision::F32,
-        })
+        let teacher = encoder.clone();
+        Self::from_parts(config, encoder, teacher, predictor)
     }
 
     /// A model from all three parts of a checkpoint: student, teacher and
@@ -328,15 +283,47 @@ impl IJepa {
         teacher: WeightMap,
         predictor: WeightMap,
     ) -> Result<Self> {
-        let mut model = Self::from_weights(config, student, predictor)?;
-        // Own contiguous copies: the EMA writes into them in place.
-        let teacher: WeightMap = teacher
-            .into_iter()
-            .map(|(k, t)| Ok((k, t.detach().force_contiguous()?)))
-            .collect::<Result<_>>()?;
-        model.teacher = VisionTransformer::from_weights(&model.config.encoder, teacher.clone())?;
-        model.teacher_weights = teacher;
-        Ok(model)
+        let config = config.checked()?;
+        // Every missing, unexpected and mis-shaped key at once.
+        VisionTransformer::check_weights(&config.encoder, &student, Path::new("<variables>"))?;
+        VisionTransformer::check_weights(&config.encoder, &teacher, Path::new("<weights>"))?;
+        let sampler: Arc<dyn MaskSampler> = Arc::from(config.sampler()?);
+        let frozen = Self::frozen(&config, &student);
+        let (encoder, predictor_cfg) = (&config.encoder, config.predictor());
+        let parts = Jepa::from_parts(
+            sampler,
+            student,
+            teacher,
+            |vb| VisionTransformer::new(encoder, vb),
+            predictor,
+            |vb| Predictor::new(&predictor_cfg, vb),
+        )?
+        .with_frozen(frozen);
+        Ok(Self {
+            config,
+            parts,
+            training: true,
+        })
+    }
+
+    /// The encoder variables that never reach the loss: the fixed sin-cos
+    /// table; class and register tokens, which I-JEPA does not encode; and
+    /// `fc_norm` (timm's `_gap` models), which only the pooled output
+    /// applies — and the predictor's fixed table. They keep their initial
+    /// values, as in stable-pretraining, where they receive no gradient.
+    fn frozen(config: &IJepaConfig, encoder: &WeightMap) -> Vec<String> {
+        let fixed_pos = config.encoder.fixed_pos_embed;
+        let mut frozen: Vec<String> = encoder
+            .keys()
+            .filter(|k| match k.as_str() {
+                "pos_embed" => fixed_pos,
+                "cls_token" | "reg_token" => true,
+                k => k.starts_with("fc_norm."),
+            })
+            .map(|k| format!("encoder.{k}"))
+            .collect();
+        frozen.push("predictor.predictor_pos_embed".into());
+        frozen
     }
 
     /// The same model (student, teacher, predictor, precision, mode) with
@@ -354,23 +341,28 @@ impl IJepa {
         let mut model = Self::from_parts(
             self.config.clone(),
             moved(self.student_weights()?)?,
-            moved(self.teacher_weights.clone())?,
+            moved(self.teacher_weights().clone())?,
             moved(self.predictor_weights()?)?,
         )?;
-        model.precision = self.precision;
+        model.parts.set_precision(self.precision());
+        model.parts.set_sampler(self.sampler());
         model.training = self.training;
-        model.sampler = self.sampler.clone();
         Ok(model)
+    }
+
+    /// The generic parts: our ViT and predictor in [`Jepa`].
+    pub fn parts(&self) -> &Jepa<VisionTransformer, Predictor> {
+        &self.parts
     }
 
     /// A copy of the student's current weights (timm names).
     pub fn student_weights(&self) -> Result<WeightMap> {
-        snapshot(&self.student_vars)
+        self.parts.student_weights()
     }
 
     /// A copy of the predictor's current weights (official names).
     pub fn predictor_weights(&self) -> Result<WeightMap> {
-        snapshot(&self.predictor_vars)
+        self.parts.predictor_weights()
     }
 
     /// Replaces the configured mask sampler by any other (random, tube, …
@@ -386,26 +378,26 @@ impl IJepa {
                 "the sampler draws on a {g} grid, the encoder has {h}x{w} patches"
             )));
         }
-        self.sampler = Arc::from(sampler);
+        self.parts.set_sampler(Arc::from(sampler));
         Ok(self)
     }
 
     /// The mask sampler [`IJepa::forward`] draws from (shared: a trainer's
     /// loader draws the same masks from it).
     pub fn sampler(&self) -> Arc<dyn MaskSampler> {
-        self.sampler.clone()
+        self.parts.sampler()
     }
 
     /// Runs the forwards at `precision`: [`Precision::Bf16`] is PyTorch's
     /// bf16 autocast (bf16 matrix products over the f32 weights; norms,
     /// softmax and loss in f32), the official `use_bfloat16`.
     pub fn set_precision(&mut self, precision: Precision) {
-        self.precision = precision;
+        self.parts.set_precision(precision);
     }
 
     /// The precision the forwards run at.
     pub fn precision(&self) -> Precision {
-        self.precision
+        self.parts.precision()
     }
 
     /// Training mode (masks, loss).
@@ -431,28 +423,33 @@ impl IJepa {
 
     /// The student (context) encoder.
     pub fn student(&self) -> &VisionTransformer {
-        &self.student
+        self.parts.student()
     }
 
     /// The EMA teacher (target) encoder.
     pub fn teacher(&self) -> &VisionTransformer {
-        &self.teacher
+        self.parts.teacher()
     }
 
     /// The current value of student tensor `name` (timm names).
     pub fn student_weight(&self, name: &str) -> Option<Tensor> {
-        let vars = self.student_vars.data().lock().expect("VarMap lock");
+        let vars = self
+            .parts
+            .student_vars()
+            .data()
+            .lock()
+            .expect("VarMap lock");
         vars.get(name).map(|v| v.as_tensor().detach())
     }
 
     /// The teacher's weights.
     pub fn teacher_weights(&self) -> &WeightMap {
-        &self.teacher_weights
+        self.parts.teacher_weights()
     }
 
     /// The predictor.
     pub fn predictor(&self) -> &Predictor {
-        &self.predictor
+        self.parts.predictor()
     }
 
     /// Every trainable variable — every one that reaches the loss — named
@@ -462,47 +459,18 @@ impl IJepa {
     /// output applies. They keep their initial values, as in
     /// stable-pretraining, where they receive no gradient.
     pub fn trainable_vars(&self) -> Vec<(String, Var)> {
-        let fixed_pos = self.config.encoder.fixed_pos_embed;
-        let mut out = vec![];
-        for (prefix, vars) in [
-            ("encoder", &self.student_vars),
-            ("predictor", &self.predictor_vars),
-        ] {
-            let vars = vars.data().lock().expect("VarMap lock");
-            out.extend(
-                vars.iter()
-                    .filter(|(k, _)| match k.as_str() {
-                        "pos_embed" => !fixed_pos,
-                        "predictor_pos_embed" | "cls_token" | "reg_token" => false,
-                        // The pooled output's norm: patch tokens never reach it.
-                        k if k.starts_with("fc_norm.") => false,
-                        _ => true,
-                    })
-                    .map(|(k, v)| (format!("{prefix}.{k}"), v.clone())),
-            );
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        self.parts.trainable_vars()
     }
 
-    /// Moves the teacher toward the student: `t ← m·t + (1 − m)·s`.
+    /// Moves the teacher toward the student: `t ← m·t + (1 − m)·s`, in
+    /// place (no rebuild, no re-check per step).
     pub fn update_teacher(&mut self, momentum: f64) -> Result<()> {
-        let student: WeightMap = self
-            .student_vars
-            .data()
-            .lock()
-            .expect("VarMap lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
-        // In place: `self.teacher` is built over these tensors and sees the
-        // new values (no rebuild, no re-check per step).
-        ema_update(&mut self.teacher_weights, &student, momentum)
+        self.parts.update_teacher(momentum)
     }
 
     /// Masks for global batch `batch_index` (from the configured sampler).
     pub fn sample_masks(&self, batch_size: usize, batch_index: u64) -> MaskBatch {
-        self.sampler.sample(batch_size, batch_index)
+        self.parts.sample_masks(batch_size, batch_index)
     }
 
     /// One forward: in training mode, masks for `batch_index` are drawn and
@@ -547,15 +515,7 @@ impl IJepa {
         context_idx: &Tensor,
         targets: &[Tensor],
     ) -> Result<Objective> {
-        let _scope = autocast(self.precision);
-        crate::loss::objective(
-            &self.student,
-            &self.teacher,
-            &self.predictor,
-            images,
-            context_idx,
-            targets,
-        )
+        self.parts.objective(images, context_idx, targets)
     }
 
     /// One training forward with explicit masks (stable-pretraining's
@@ -572,8 +532,8 @@ impl IJepa {
         let embedding = match source {
             EmbeddingSource::Teacher => out.teacher_tokens,
             EmbeddingSource::Student => {
-                let _scope = autocast(self.precision);
-                self.student.forward_patches(images, None)?
+                let _scope = autocast(self.precision());
+                self.student().forward_patches(images, None)?
             }
         };
         Ok(IJepaOutput {
@@ -590,8 +550,8 @@ impl IJepa {
     }
 
     fn forward_eval(&self, images: &Tensor) -> Result<IJepaOutput> {
-        let _scope = autocast(self.precision);
-        let tokens = self.student.forward_patches(images, None)?.detach();
+        let _scope = autocast(self.precision());
+        let tokens = self.student().forward_patches(images, None)?.detach();
         Ok(IJepaOutput {
             loss: Tensor::zeros((), tokens.dtype(), tokens.device())?,
             num_context: tokens.dim(1)?,

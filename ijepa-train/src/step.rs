@@ -15,12 +15,78 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
+use ijepa_encoder::TokenEncoder;
 use ijepa_masking::{IndexBatch, MaskBatch};
+use ijepa_predictor::TargetPredictor;
 
 use crate::collective::Collective;
 use crate::error::{Result, TrainError};
+use crate::jepa::Jepa;
+use crate::loss::Objective;
 use crate::model::IJepa;
 use crate::optim::AdamW;
+
+/// What a training step needs of a model: implemented by the generic parts
+/// ([`Jepa`], any encoder and predictor) and by [`IJepa`] (our ViT and
+/// predictor in them).
+pub trait Trainable {
+    /// The variables the step differentiates and updates, named
+    /// `encoder.*` / `predictor.*` (AdamW's groups read the names).
+    fn trainable_vars(&self) -> Vec<(String, Var)>;
+    /// Patches of the grid mask indices count.
+    fn num_patches(&self) -> usize;
+    /// The objective on explicit masks, part of the autograd graph.
+    ///
+    /// # Errors
+    /// Masks or images that do not fit the model.
+    fn objective(&self, images: &Tensor, context: &Tensor, targets: &[Tensor])
+        -> Result<Objective>;
+    /// The EMA update of the teacher after the optimizer step.
+    ///
+    /// # Errors
+    /// A teacher that is not the student's twin.
+    fn update_teacher(&mut self, momentum: f64) -> Result<()>;
+}
+
+impl<E: TokenEncoder, P: TargetPredictor> Trainable for Jepa<E, P> {
+    fn trainable_vars(&self) -> Vec<(String, Var)> {
+        Jepa::trainable_vars(self)
+    }
+    fn num_patches(&self) -> usize {
+        Jepa::num_patches(self)
+    }
+    fn objective(
+        &self,
+        images: &Tensor,
+        context: &Tensor,
+        targets: &[Tensor],
+    ) -> Result<Objective> {
+        Jepa::objective(self, images, context, targets)
+    }
+    fn update_teacher(&mut self, momentum: f64) -> Result<()> {
+        Jepa::update_teacher(self, momentum)
+    }
+}
+
+impl Trainable for IJepa {
+    fn trainable_vars(&self) -> Vec<(String, Var)> {
+        IJepa::trainable_vars(self)
+    }
+    fn num_patches(&self) -> usize {
+        IJepa::num_patches(self)
+    }
+    fn objective(
+        &self,
+        images: &Tensor,
+        context: &Tensor,
+        targets: &[Tensor],
+    ) -> Result<Objective> {
+        IJepa::objective(self, images, context, targets)
+    }
+    fn update_teacher(&mut self, momentum: f64) -> Result<()> {
+        IJepa::update_teacher(self, momentum)
+    }
+}
 
 /// One micro-batch on the model's device: images and their masks.
 #[derive(Debug, Clone)]
@@ -193,20 +259,20 @@ pub enum StepOutcome {
 /// assert!(report.loss.is_finite() && report.grad_norm > 0.0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct TrainStep {
-    model: IJepa,
+pub struct TrainStep<M = IJepa> {
+    model: M,
     optimizer: AdamW,
     grad_clip: Option<f64>,
     collective: Box<dyn Collective>,
     vars: Vec<(String, Var)>,
 }
 
-impl TrainStep {
+impl<M: Trainable> TrainStep<M> {
     /// A step over `model` with I-JEPA's AdamW groups (`weight_decay` on
     /// weights of rank ≥ 2 and the mask token), gradients clipped to a
     /// global norm of `grad_clip` when set, exchanged through `collective`.
     pub fn new(
-        model: IJepa,
+        model: M,
         weight_decay: f64,
         grad_clip: Option<f64>,
         collective: Box<dyn Collective>,
@@ -223,7 +289,7 @@ impl TrainStep {
     }
 
     /// The model.
-    pub fn model(&self) -> &IJepa {
+    pub fn model(&self) -> &M {
         &self.model
     }
 

@@ -36,6 +36,18 @@ pub fn to_varmap(weights: &WeightMap) -> Result<candle_nn::VarMap> {
     Ok(varmap)
 }
 
+/// The tensors of `varmap`'s variables, sharing their storage: they see
+/// every later update of the variables.
+pub fn var_tensors(varmap: &candle_nn::VarMap) -> WeightMap {
+    varmap
+        .data()
+        .lock()
+        .expect("VarMap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect()
+}
+
 /// What a constructor reads from its `VarBuilder`: names and shapes. The
 /// tensors it gets are broadcast zeros (no memory), so any architecture can
 /// be recorded.

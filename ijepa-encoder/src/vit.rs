@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 use crate::block::{Block, BlockConfig};
 use crate::config::{PosEmbed, VitConfig};
 use crate::error::{EncoderError, Result};
-use crate::layout::{dtype_device, record_layout, Layout, WeightMap};
+use crate::layout::{dtype_device, record_layout, var_tensors, Layout, WeightMap};
 use crate::nn::LayerNorm;
 use crate::patch_embed::PatchEmbed;
 use crate::pos_embed;
@@ -151,13 +151,7 @@ impl VisionTransformer {
     /// [`crate::layout::to_varmap`]); missing or mis-shaped variables are
     /// reported as for a weight file.
     pub fn from_varmap(config: &VitConfig, varmap: &candle_nn::VarMap) -> Result<Self> {
-        let weights: WeightMap = varmap
-            .data()
-            .lock()
-            .expect("VarMap lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
+        let weights = var_tensors(varmap);
         Self::check_weights(config, &weights, std::path::Path::new("<variables>"))?;
         let (dtype, device) = dtype_device(&weights);
         Self::new(config, VarBuilder::from_varmap(varmap, dtype, &device))

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use ijepa_encoder::layout::{dtype_device, to_varmap, WeightMap};
+use ijepa_encoder::layout::{dtype_device, to_varmap, var_tensors, WeightMap};
 use ijepa_encoder::precision::{autocast, Precision};
 use ijepa_encoder::TokenEncoder;
 use ijepa_masking::{MaskBatch, MaskSampler};
@@ -247,14 +247,7 @@ impl<E: TokenEncoder, P: TargetPredictor> Jepa<E, P> {
     /// # Errors
     /// A student and teacher that are not twins.
     pub fn update_teacher(&mut self, momentum: f64) -> Result<()> {
-        let student: WeightMap = self
-            .student_vars
-            .data()
-            .lock()
-            .expect("VarMap lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
+        let student = var_tensors(&self.student_vars);
         ema_update(&mut self.teacher_weights, &student, momentum)
     }
 

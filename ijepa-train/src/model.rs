@@ -562,3 +562,14 @@ impl IJepa {
         })
     }
 }
+
+impl crate::step::Trainable for IJepa {
+    type Encoder = VisionTransformer;
+    type Predictor = Predictor;
+    fn parts(&self) -> &Jepa<VisionTransformer, Predictor> {
+        &self.parts
+    }
+    fn parts_mut(&mut self) -> &mut Jepa<VisionTransformer, Predictor> {
+        &mut self.parts
+    }
+}

@@ -22,69 +22,30 @@ use ijepa_predictor::TargetPredictor;
 use crate::collective::Collective;
 use crate::error::{Result, TrainError};
 use crate::jepa::Jepa;
-use crate::loss::Objective;
 use crate::model::IJepa;
 use crate::optim::AdamW;
 
-/// What a training step needs of a model: implemented by the generic parts
-/// ([`Jepa`], any encoder and predictor) and by [`IJepa`] (our ViT and
-/// predictor in them).
+/// A model a training step can train: the generic parts it is made of
+/// ([`Jepa`] itself, or [`IJepa`]: our ViT and predictor in them).
 pub trait Trainable {
-    /// The variables the step differentiates and updates, named
-    /// `encoder.*` / `predictor.*` (AdamW's groups read the names).
-    fn trainable_vars(&self) -> Vec<(String, Var)>;
-    /// Patches of the grid mask indices count.
-    fn num_patches(&self) -> usize;
-    /// The objective on explicit masks, part of the autograd graph.
-    ///
-    /// # Errors
-    /// Masks or images that do not fit the model.
-    fn objective(&self, images: &Tensor, context: &Tensor, targets: &[Tensor])
-        -> Result<Objective>;
-    /// The EMA update of the teacher after the optimizer step.
-    ///
-    /// # Errors
-    /// A teacher that is not the student's twin.
-    fn update_teacher(&mut self, momentum: f64) -> Result<()>;
+    /// The context and target encoder.
+    type Encoder: TokenEncoder;
+    /// The predictor.
+    type Predictor: TargetPredictor;
+    /// The parts the step reads.
+    fn parts(&self) -> &Jepa<Self::Encoder, Self::Predictor>;
+    /// The parts, for the EMA update after the optimizer step.
+    fn parts_mut(&mut self) -> &mut Jepa<Self::Encoder, Self::Predictor>;
 }
 
 impl<E: TokenEncoder, P: TargetPredictor> Trainable for Jepa<E, P> {
-    fn trainable_vars(&self) -> Vec<(String, Var)> {
-        Jepa::trainable_vars(self)
+    type Encoder = E;
+    type Predictor = P;
+    fn parts(&self) -> &Self {
+        self
     }
-    fn num_patches(&self) -> usize {
-        Jepa::num_patches(self)
-    }
-    fn objective(
-        &self,
-        images: &Tensor,
-        context: &Tensor,
-        targets: &[Tensor],
-    ) -> Result<Objective> {
-        Jepa::objective(self, images, context, targets)
-    }
-    fn update_teacher(&mut self, momentum: f64) -> Result<()> {
-        Jepa::update_teacher(self, momentum)
-    }
-}
-
-impl Trainable for IJepa {
-    fn trainable_vars(&self) -> Vec<(String, Var)> {
-        IJepa::trainable_vars(self)
-    }
-    fn num_patches(&self) -> usize {
-        IJepa::num_patches(self)
-    }
-    fn objective(
-        &self,
-        images: &Tensor,
-        context: &Tensor,
-        targets: &[Tensor],
-    ) -> Result<Objective> {
-        IJepa::objective(self, images, context, targets)
-    }
-    fn update_teacher(&mut self, momentum: f64) -> Result<()> {
-        IJepa::update_teacher(self, momentum)
+    fn parts_mut(&mut self) -> &mut Self {
+        self
     }
 }
 
@@ -277,7 +238,7 @@ impl<M: Trainable> TrainStep<M> {
         grad_clip: Option<f64>,
         collective: Box<dyn Collective>,
     ) -> Self {
-        let vars = model.trainable_vars();
+        let vars = model.parts().trainable_vars();
         let optimizer = AdamW::new(AdamW::ijepa_groups(vars.clone(), weight_decay), 0.0);
         Self {
             model,
@@ -410,7 +371,7 @@ impl<M: Trainable> TrainStep<M> {
         self.optimizer.apply(update)?;
 
         // 10. The EMA teacher follows the student.
-        self.model.update_teacher(hyper.momentum)?;
+        self.model.parts_mut().update_teacher(hyper.momentum)?;
         Ok(StepOutcome::Applied(StepReport { loss, grad_norm }))
     }
 
@@ -422,9 +383,10 @@ impl<M: Trainable> TrainStep<M> {
     /// # Errors
     /// A model error.
     pub fn backward(&self, batch: &StepBatch) -> Result<(Tensor, GradStore)> {
-        batch.check(self.model.num_patches())?;
+        batch.check(self.model.parts().num_patches())?;
         let out = self
             .model
+            .parts()
             .objective(&batch.images, &batch.context, &batch.targets)?;
         let grads = out.loss.backward()?;
         Ok((out.loss.detach(), grads))

@@ -649,7 +649,7 @@ fn step(args: &StepArgs, train: bool) -> Result<()> {
     let hyper = StepHyper {
         lr: 1e-4,
         weight_decay: 0.04,
-        momentum: 0.996,
+        momentum: ijepa_train::schedule::MOMENTUM.0,
     };
     let mut train_step = TrainStep::new(model, 0.04, None, processes);
     let mut times = vec![];

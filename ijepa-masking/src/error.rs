@@ -1,6 +1,5 @@
-//! The one error type of this crate.
-
-use crate::grid::{BlockShape, Grid};
+//! The one error type of this crate. It holds sides as plain numbers (not
+//! the grid types, whose constructors return it).
 
 /// Why a grid or a masking configuration was rejected.
 ///
@@ -54,20 +53,31 @@ pub enum MaskingError {
     /// The official code retries such a block forever (facebookresearch/ijepa
     /// issue #68); we refuse the configuration instead.
     #[error(
-        "{which} blocks can be as small as {shape} = {area} patches on the {grid} grid, \
+        "{which} blocks can be as small as {} = {area} patches on the {} grid, \
          which is not more than min_keep = {min_keep}: sampling could never keep such a block \
-         (the official code loops forever here). Raise {which}_scale or lower min_keep"
+         (the official code loops forever here). Raise {which}_scale or lower min_keep",
+        sides(shape),
+        sides(grid)
     )]
     BlockTooSmall {
         /// `"target"` or `"context"`.
         which: &'static str,
-        /// The smallest block shape the configuration can draw.
-        shape: BlockShape,
+        /// The smallest block shape the configuration can draw, as
+        /// [`crate::BlockShape::dims`] gives it.
+        shape: Vec<usize>,
         /// Its number of patches.
         area: usize,
         /// The configured `min_keep`.
         min_keep: usize,
-        /// The grid it was checked on.
-        grid: Grid,
+        /// The grid it was checked on, as [`crate::Grid::dims`] gives it.
+        grid: Vec<usize>,
     },
+}
+
+/// `14x14`, `8x14x14`: sides as grids and blocks print them.
+fn sides(dims: &[usize]) -> String {
+    dims.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x")
 }

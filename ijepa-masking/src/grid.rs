@@ -41,10 +41,13 @@ impl Grid {
     }
 
     fn checked(rank: u8, frames: usize, height: usize, width: usize) -> Result<Self, MaskingError> {
-        let dims = || match rank {
-            2 => vec![height, width],
-            _ => vec![frames, height, width],
+        let grid = Self {
+            rank,
+            frames,
+            height,
+            width,
         };
+        let dims = || grid.dims();
         if frames == 0 || height == 0 || width == 0 {
             return Err(MaskingError::InvalidGrid {
                 dims: dims(),
@@ -55,16 +58,19 @@ impl Grid {
             .checked_mul(height)
             .and_then(|n| n.checked_mul(width));
         match total {
-            Some(n) if n <= u32::MAX as usize => Ok(Self {
-                rank,
-                frames,
-                height,
-                width,
-            }),
+            Some(n) if n <= u32::MAX as usize => Ok(grid),
             _ => Err(MaskingError::InvalidGrid {
                 dims: dims(),
                 reason: "more patches than u32 indices can address",
             }),
+        }
+    }
+
+    /// The sides: `[H, W]`, or `[T, H, W]` for a video grid.
+    pub fn dims(&self) -> Vec<usize> {
+        match self.rank {
+            2 => vec![self.height, self.width],
+            _ => vec![self.frames, self.height, self.width],
         }
     }
 
@@ -155,6 +161,14 @@ pub struct BlockShape {
 }
 
 impl BlockShape {
+    /// The extents: `[height, width]`, with `frames` first when it is not 1.
+    pub fn dims(&self) -> Vec<usize> {
+        match self.frames {
+            1 => vec![self.height, self.width],
+            _ => vec![self.frames, self.height, self.width],
+        }
+    }
+
     /// Patches covered by the block.
     pub fn area(&self) -> usize {
         self.frames * self.height * self.width

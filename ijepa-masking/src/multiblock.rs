@@ -136,10 +136,10 @@ impl MultiBlock {
             if shape.area() <= config.min_keep {
                 return Err(MaskingError::BlockTooSmall {
                     which,
-                    shape,
+                    shape: shape.dims(),
                     area: shape.area(),
                     min_keep: config.min_keep,
-                    grid,
+                    grid: grid.dims(),
                 });
             }
         }
@@ -314,6 +314,10 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("min_keep = 10"), "{err}");
+        assert!(
+            err.to_string().contains("patches on the 14x14 grid"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -275,6 +275,31 @@ impl<E: TokenEncoder, P: TargetPredictor> Jepa<E, P> {
     }
 }
 
+/// A model a training step ([`crate::step::TrainStep`]) can train: the
+/// generic parts it is made of ([`Jepa`] itself, or
+/// [`crate::model::IJepa`]: our ViT and predictor in them).
+pub trait Trainable {
+    /// The context and target encoder.
+    type Encoder: TokenEncoder;
+    /// The predictor.
+    type Predictor: TargetPredictor;
+    /// The parts the step reads.
+    fn parts(&self) -> &Jepa<Self::Encoder, Self::Predictor>;
+    /// The parts, for the EMA update after the optimizer step.
+    fn parts_mut(&mut self) -> &mut Jepa<Self::Encoder, Self::Predictor>;
+}
+
+impl<E: TokenEncoder, P: TargetPredictor> Trainable for Jepa<E, P> {
+    type Encoder = E;
+    type Predictor = P;
+    fn parts(&self) -> &Self {
+        self
+    }
+    fn parts_mut(&mut self) -> &mut Self {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

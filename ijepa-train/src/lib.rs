@@ -16,7 +16,7 @@
 //!   target mask, teacher targets (LayerNorm without affine), smooth-L1 —
 //!   generic over the encoder and predictor traits;
 //! - [`step`]: one training step as one unit ([`step::TrainStep`], over any
-//!   [`step::Trainable`] model);
+//!   [`jepa::Trainable`] model);
 //! - [`optim`]: AdamW with parameter groups and inspectable state;
 //! - [`ema`]: the teacher's in-place EMA update;
 //! - [`schedule`]: the official warm-up + cosine learning rate, the

@@ -563,7 +563,7 @@ impl IJepa {
     }
 }
 
-impl crate::step::Trainable for IJepa {
+impl crate::jepa::Trainable for IJepa {
     type Encoder = VisionTransformer;
     type Predictor = Predictor;
     fn parts(&self) -> &Jepa<VisionTransformer, Predictor> {

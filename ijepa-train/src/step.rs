@@ -15,39 +15,13 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
-use ijepa_encoder::TokenEncoder;
 use ijepa_masking::{IndexBatch, MaskBatch};
-use ijepa_predictor::TargetPredictor;
 
 use crate::collective::Collective;
 use crate::error::{Result, TrainError};
-use crate::jepa::Jepa;
+use crate::jepa::Trainable;
 use crate::model::IJepa;
 use crate::optim::AdamW;
-
-/// A model a training step can train: the generic parts it is made of
-/// ([`Jepa`] itself, or [`IJepa`]: our ViT and predictor in them).
-pub trait Trainable {
-    /// The context and target encoder.
-    type Encoder: TokenEncoder;
-    /// The predictor.
-    type Predictor: TargetPredictor;
-    /// The parts the step reads.
-    fn parts(&self) -> &Jepa<Self::Encoder, Self::Predictor>;
-    /// The parts, for the EMA update after the optimizer step.
-    fn parts_mut(&mut self) -> &mut Jepa<Self::Encoder, Self::Predictor>;
-}
-
-impl<E: TokenEncoder, P: TargetPredictor> Trainable for Jepa<E, P> {
-    type Encoder = E;
-    type Predictor = P;
-    fn parts(&self) -> &Self {
-        self
-    }
-    fn parts_mut(&mut self) -> &mut Self {
-        self
-    }
-}
 
 /// One micro-batch on the model's device: images and their masks.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ijepa_encoder::hub::{fetch, HubModel, HubOptions};
+use ijepa_encoder::io::hub::{fetch, HubModel, HubOptions};
 
 /// Options of `ijepa-cli download`.
 #[derive(Debug, Args)]

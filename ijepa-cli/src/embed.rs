@@ -49,7 +49,7 @@ pub struct EmbedArgs {
 /// Runs `ijepa-cli embed`.
 pub fn run(args: &EmbedArgs) -> Result<()> {
     crate::features::check_batch(args.batch_size)?;
-    ijepa_encoder::output::check(&args.out)?;
+    ijepa_encoder::io::output::check(&args.out)?;
     let device = crate::encoder_source::open_device(&args.device)?;
     let loaded = load_encoder(&args.weights, args.model.as_deref(), args.encoder)?;
     let vit = loaded.build(&device)?;
@@ -95,7 +95,7 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
         ("input_size".to_string(), format!("{}x{}", size.0, size.1)),
         ("embed_dim".to_string(), vit.embed_dim().to_string()),
     ]);
-    ijepa_encoder::output::write_safetensors(
+    ijepa_encoder::io::output::write_safetensors(
         &args.out,
         out.iter().map(|(k, t)| (*k, t)),
         Some(&metadata),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::ValueEnum;
-use ijepa_encoder::hub::HubOptions;
+use ijepa_encoder::io::hub::HubOptions;
 use ijepa_encoder::weights::{self, Branch, DataConfig, LoadOptions};
 use ijepa_encoder::{VisionTransformer, VitConfig, WeightMap};
 

@@ -172,7 +172,7 @@ pub fn run(args: &MasksArgs) -> Result<()> {
     );
     let sampler = sampler(args, grid)?;
     if let Some(png) = &args.png {
-        ijepa_encoder::output::check(png)?;
+        ijepa_encoder::io::output::check(png)?;
     }
 
     let n = grid.num_patches();

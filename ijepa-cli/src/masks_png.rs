@@ -84,7 +84,7 @@ pub fn write(path: &Path, grid: &Grid, masks: &MaskBatch) -> Result<()> {
         }
     }
 
-    let mut out = ijepa_encoder::output::OutputFile::create(path)?;
+    let mut out = ijepa_encoder::io::output::OutputFile::create(path)?;
     let mut encoder = png::Encoder::new(&mut out, width as u32, height as u32);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);

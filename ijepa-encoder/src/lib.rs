@@ -9,11 +9,13 @@
 //! - [`VitConfig`], and [`registry`]: timm's ViT registry as data — every
 //!   architecture timm defines, resolved as `timm.create_model` does.
 //! - [`init`]: seeded initialisation (the official recipe).
-//! - [`weights`]: layout detection, loading, checking and saving.
-//! - [`output`]: how every file is written (atomically, never in place of
-//!   anything but a regular file), and the streaming safetensors writer.
-//! - [`hub`]: `hf-hub:org/name[@revision]` through the standard Hugging
-//!   Face cache.
+//! - [`weights`]: layout detection, loading, checking and saving; [`layout`]:
+//!   named tensors and the key layout a constructor reads.
+//! - [`io`]: files in and out for every crate — how every file is written
+//!   ([`io::output`]: atomically, never in place of anything but a regular
+//!   file; the streaming safetensors writer), `hf-hub:org/name[@revision]`
+//!   through the standard Hugging Face cache ([`io::hub`]), and PyTorch
+//!   checkpoints read as data ([`io::torch`]).
 //! - [`pos_embed`]: the 2-D sin-cos table and timm's resampling to other
 //!   image sizes.
 //!
@@ -42,13 +44,12 @@ mod config;
 pub mod cuda;
 pub mod device;
 mod error;
-pub mod hub;
 pub mod indices;
 pub mod init;
+pub mod io;
 pub mod kernels;
 pub mod layout;
 mod nn;
-pub mod output;
 mod patch_embed;
 pub mod pos_embed;
 pub mod precision;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ijepa_encoder::hub::{fetch, HubModel, HubOptions};
+use ijepa_encoder::io::hub::{fetch, HubModel, HubOptions};
 use ijepa_encoder::weights::{load, resolve, LoadOptions};
 
 #[path = "support/hub_server.rs"]

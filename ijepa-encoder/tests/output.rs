@@ -1,4 +1,4 @@
-//! Every output goes through `ijepa_encoder::output`: complete or absent,
+//! Every output goes through `ijepa_encoder::io::output`: complete or absent,
 //! never in place of anything but a regular file.
 
 use std::collections::HashMap;
@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use ijepa_encoder::output::{write_file, write_safetensors, OutputFile};
+use ijepa_encoder::io::output::{write_file, write_safetensors, OutputFile};
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ijepa-output-{}-{name}", std::process::id()));

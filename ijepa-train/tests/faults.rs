@@ -276,7 +276,7 @@ fn a_checkpoint_with_a_nan_is_never_written_and_never_resumed() {
     )
     .unwrap();
     ijepa_train::run::checkpoint::load(&path, &Device::Cpu).unwrap();
-    ijepa_encoder::output::write_safetensors(
+    ijepa_encoder::io::output::write_safetensors(
         &path.join("model.safetensors"),
         [("encoder.x", &w["x"])],
         None,

@@ -329,9 +329,9 @@ pub fn save_hf(dir: &Path, cfg: &VitConfig, data: &DataConfig, weights: &WeightM
     for (file, json) in [("config.json", config), ("preprocessor_config.json", pre)] {
         let path = dir.join(file);
         let text = serde_json::to_string_pretty(&json).expect("JSON values serialise");
-        crate::output::write_file(&path, (text + "\n").as_bytes())?;
+        crate::io::output::write_file(&path, (text + "\n").as_bytes())?;
     }
-    crate::output::write_safetensors(
+    crate::io::output::write_safetensors(
         &dir.join("model.safetensors"),
         out.iter().map(|(k, t)| (k.as_str(), t)),
         None,

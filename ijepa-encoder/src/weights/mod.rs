@@ -9,8 +9,6 @@
 
 mod hf;
 mod official;
-mod pickle;
-mod pth;
 mod timm;
 
 use std::path::{Path, PathBuf};
@@ -25,7 +23,6 @@ use crate::layout::WeightMap;
 use crate::vit::VisionTransformer;
 
 pub use hf::save_hf;
-pub use pth::{PyTensor, PyValue, TorchFile};
 pub use timm::save_timm;
 
 /// The layout a weight file was written in.
@@ -146,11 +143,11 @@ impl LoadedWeights {
 }
 
 /// The local path of a weights argument: `hf-hub:org/name[@revision]` is
-/// fetched into the Hugging Face cache (see [`crate::hub`]), anything else
+/// fetched into the Hugging Face cache (see [`crate::io::hub`]), anything else
 /// is a path.
-pub fn resolve(spec: &str, hub: &crate::hub::HubOptions) -> Result<PathBuf> {
-    if spec.starts_with(crate::hub::HUB_PREFIX) {
-        crate::hub::fetch(&crate::hub::HubModel::parse(spec)?, hub)
+pub fn resolve(spec: &str, hub: &crate::io::hub::HubOptions) -> Result<PathBuf> {
+    if spec.starts_with(crate::io::hub::HUB_PREFIX) {
+        crate::io::hub::fetch(&crate::io::hub::HubModel::parse(spec)?, hub)
     } else {
         Ok(PathBuf::from(spec))
     }
@@ -498,7 +495,7 @@ pub fn read_pytorch(
     key: Option<&str>,
     origin: &Path,
 ) -> Result<Vec<(String, candle_core::Tensor)>> {
-    pth::read_tensors(file, key).map_err(|reason| EncoderError::UnknownLayout {
+    crate::io::torch::read_tensors(file, key).map_err(|reason| EncoderError::UnknownLayout {
         path: origin.to_path_buf(),
         reason,
     })

@@ -188,8 +188,8 @@ pub fn save_timm(
         config["ijepa_rs"] = json!({ "norm_eps": cfg.norm_eps });
     }
     let text = serde_json::to_string_pretty(&config).expect("JSON values serialise");
-    crate::output::write_file(&dir.join("config.json"), (text + "\n").as_bytes())?;
-    crate::output::write_safetensors(
+    crate::io::output::write_file(&dir.join("config.json"), (text + "\n").as_bytes())?;
+    crate::io::output::write_safetensors(
         &dir.join("model.safetensors"),
         weights.iter().map(|(k, t)| (k.as_str(), t)),
         None,

@@ -245,7 +245,7 @@ impl Rows for FeatureFile {
 pub struct FeatureWriter {
     dir: PathBuf,
     name: String,
-    out: ijepa_encoder::output::OutputFile,
+    out: ijepa_encoder::io::output::OutputFile,
     rows: usize,
     dim: Option<usize>,
 }
@@ -261,7 +261,7 @@ impl FeatureWriter {
         Ok(Self {
             dir: dir.to_path_buf(),
             name: name.to_string(),
-            out: ijepa_encoder::output::OutputFile::create(&data)?,
+            out: ijepa_encoder::io::output::OutputFile::create(&data)?,
             rows: 0,
             dim: None,
         })
@@ -321,7 +321,7 @@ impl FeatureWriter {
         self.out.commit()?;
         let text = serde_json::to_string(&meta)
             .map_err(|e| TrainError::Probe(format!("{}: {e}", meta_path.display())))?;
-        ijepa_encoder::output::write_file(&meta_path, text.as_bytes())?;
+        ijepa_encoder::io::output::write_file(&meta_path, text.as_bytes())?;
         FeatureFile::open(&self.dir, &self.name)?
             .ok_or_else(|| TrainError::Probe(format!("{} vanished", meta_path.display())))
     }

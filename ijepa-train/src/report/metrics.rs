@@ -150,7 +150,7 @@ impl MetricsLog {
         }
         let mut text = kept.join("\n");
         text.push('\n');
-        ijepa_encoder::output::write_file(&path, text.as_bytes())?;
+        ijepa_encoder::io::output::write_file(&path, text.as_bytes())?;
         let file = OpenOptions::new()
             .append(true)
             .open(&path)

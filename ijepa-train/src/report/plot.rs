@@ -371,7 +371,10 @@ where
     let mut bytes = std::io::Cursor::new(Vec::new());
     img.write_to(&mut bytes, image::ImageFormat::Png)
         .map_err(|e| plot_error(path, e))?;
-    Ok(ijepa_encoder::output::write_file(path, bytes.get_ref())?)
+    Ok(ijepa_encoder::io::output::write_file(
+        path,
+        bytes.get_ref(),
+    )?)
 }
 
 /// `figure` as an SVG file at `path`.
@@ -382,7 +385,10 @@ where
     let mut text = String::new();
     figure(&SVGBackend::with_string(&mut text, size).into_drawing_area())
         .map_err(|e| plot_error(path, e))?;
-    Ok(ijepa_encoder::output::write_file(path, text.as_bytes())?)
+    Ok(ijepa_encoder::io::output::write_file(
+        path,
+        text.as_bytes(),
+    )?)
 }
 
 /// Draws the run's curves into `dir`: `loss.png`, `loss.svg`,

@@ -16,7 +16,7 @@
 //! - every tensor is checked finite before anything is written (and again
 //!   when a checkpoint is read back);
 //! - it is written into a temporary folder `.step-…tmp-PID` (every file
-//!   fsynced, see [`ijepa_encoder::output`]), which is renamed into place
+//!   fsynced, see [`ijepa_encoder::io::output`]), which is renamed into place
 //!   only when complete; on an error (a full disk) the temporary folder is
 //!   removed at once;
 //! - `latest` is replaced atomically after the rename, so it only ever
@@ -269,7 +269,7 @@ fn write_files(
     };
     for (file, part) in TENSOR_FILES.into_iter().zip([model, optimizer]) {
         let list = tensors(part);
-        ijepa_encoder::output::write_safetensors(
+        ijepa_encoder::io::output::write_safetensors(
             &tmp.join(file),
             list.iter().map(|(k, t)| (k.as_str(), t)),
             None,
@@ -287,8 +287,9 @@ fn write_files(
         path: tmp.to_path_buf(),
         reason: e.to_string(),
     })?;
-    ijepa_encoder::output::write_file(&tmp.join("state.json"), &json).map_err(model_error(tmp))?;
-    ijepa_encoder::output::sync_dir(tmp).map_err(model_error(tmp))
+    ijepa_encoder::io::output::write_file(&tmp.join("state.json"), &json)
+        .map_err(model_error(tmp))?;
+    ijepa_encoder::io::output::sync_dir(tmp).map_err(model_error(tmp))
 }
 
 /// Writes checkpoint `state.step` into `run_dir/checkpoints`, points
@@ -327,8 +328,8 @@ pub fn save(
         discard(&dir, &final_path)?;
     }
     std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
-    ijepa_encoder::output::sync_dir(&dir).map_err(model_error(&dir))?;
-    ijepa_encoder::output::write_file(&dir.join("latest"), format!("{name}\n").as_bytes())
+    ijepa_encoder::io::output::sync_dir(&dir).map_err(model_error(&dir))?;
+    ijepa_encoder::io::output::write_file(&dir.join("latest"), format!("{name}\n").as_bytes())
         .map_err(model_error(&dir))?;
     prune(&dir, keep)?;
     Ok(final_path)

@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use ijepa_encoder::hub::HubOptions;
+use ijepa_encoder::io::hub::HubOptions;
 use ijepa_encoder::registry::TimmArgs;
 use ijepa_encoder::weights::{self, Branch, LoadOptions, WeightLayout};
 use ijepa_encoder::{VitConfig, WeightMap};

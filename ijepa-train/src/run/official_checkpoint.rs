@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
-use ijepa_encoder::weights::{PyValue, TorchFile};
+use ijepa_encoder::io::torch::{PyValue, TorchFile};
 use ijepa_encoder::WeightMap;
 
 use crate::error::{Result, TrainError};

@@ -508,7 +508,7 @@ impl Trainer {
         if trainer.step.collective().is_writer() && !idle {
             std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
             checkpoint::remove_debris(&run_dir);
-            ijepa_encoder::output::write_file(
+            ijepa_encoder::io::output::write_file(
                 &run_dir.join("config.toml"),
                 trainer.config.to_toml()?.as_bytes(),
             )?;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ijepa_encoder::output::OutputFile;
+use ijepa_encoder::io::output::OutputFile;
 use rand::seq::SliceRandom;
 
 use super::super::loader::tagged_rng;

@@ -1,6 +1,6 @@
 //! PyTorch checkpoint files (`torch.save`'s zip format, PyTorch ≥ 1.6): the
 //! tensors of one entry of the saved dictionary, read as data through our
-//! own unpickler ([`super::pickle`]); no code runs.
+//! own unpickler (`pickle`); no code runs.
 //!
 //! An archive holds `{name}/data.pkl` (the pickled object; tensors refer to
 //! storages by key) and `{name}/data/{key}` (each storage's raw bytes,
@@ -8,12 +8,14 @@
 //! `_use_new_zipfile_serialization=False`) is recognised and refused with
 //! how to convert it.
 
+mod pickle;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 
 use candle_core::{DType, Device, Tensor};
 
-use super::pickle::{self, TensorRef};
+use pickle::TensorRef;
 
 /// Largest `data.pkl` read (an official ViT-g checkpoint's is ≈ 0.1 MiB).
 const MAX_PICKLE: u64 = 1 << 30;
@@ -357,7 +359,7 @@ impl PyValue {
 /// and its tensors, each read when asked for. No code in the file runs.
 ///
 /// ```no_run
-/// use ijepa_encoder::weights::TorchFile;
+/// use ijepa_encoder::io::torch::TorchFile;
 ///
 /// let mut file = TorchFile::open(std::path::Path::new("jepa-latest.pth.tar"))?;
 /// let epoch = file.root().get("epoch").and_then(|e| e.as_int());
@@ -374,7 +376,7 @@ impl TorchFile {
     /// Opens `path` and reads its pickle.
     ///
     /// # Errors
-    /// As [`super::read_pytorch`]; a pickle of more than 4 M values.
+    /// As [`crate::weights::read_pytorch`]; a pickle of more than 4 M values.
     pub fn open(path: &std::path::Path) -> crate::error::Result<Self> {
         let bad = |reason: String| crate::error::EncoderError::UnknownLayout {
             path: path.to_path_buf(),

@@ -21,7 +21,7 @@
 //!
 //! ```no_run
 //! use std::io::Write;
-//! use ijepa_encoder::output::OutputFile;
+//! use ijepa_encoder::io::output::OutputFile;
 //!
 //! let mut out = OutputFile::create("report.txt".as_ref())?;
 //! writeln!(out, "hello")?;

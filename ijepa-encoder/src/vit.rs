@@ -343,8 +343,8 @@ impl TokenEncoder for VisionTransformer {
         let Some(kept) = kept else {
             return self.run_blocks(x);
         };
-        let (b, n, d) = x.dims3()?;
-        let (kb, k) = kept.dims2().map_err(|_| EncoderError::InputShape {
+        let (b, n, _) = x.dims3()?;
+        let (kb, _) = kept.dims2().map_err(|_| EncoderError::InputShape {
             shape: kept.dims().to_vec(),
             reason: "kept indices must be (batch, K)".into(),
         })?;
@@ -360,11 +360,6 @@ impl TokenEncoder for VisionTransformer {
                 reason: format!("kept index {max} is outside the {n} patches of these images"),
             });
         }
-        let index = kept
-            .to_dtype(candle_core::DType::U32)?
-            .unsqueeze(2)?
-            .broadcast_as((b, k, d))?
-            .contiguous()?;
-        self.run_blocks(x.contiguous()?.gather(&index, 1)?)
+        self.run_blocks(crate::indices::gather_tokens(&x, kept)?)
     }
 }

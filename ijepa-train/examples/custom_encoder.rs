@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
+use ijepa_encoder::indices::gather_tokens;
 use ijepa_encoder::init::{init_layout, tensor_rng, trunc_normal, InitOptions};
 use ijepa_encoder::layout::record_layout;
 use ijepa_encoder::TokenEncoder;
@@ -84,14 +85,8 @@ impl TokenEncoder for PatchMlp {
             .broadcast_add(&self.pos)?;
         let x = match kept {
             None => x,
-            Some(idx) => {
-                let (b, k) = idx.dims2()?;
-                let idx = idx
-                    .unsqueeze(2)?
-                    .broadcast_as((b, k, WIDTH))?
-                    .contiguous()?;
-                x.gather(&idx, 1)?
-            }
+            // The kept patches' tokens, as the ViT selects them.
+            Some(idx) => gather_tokens(&x, idx)?,
         };
         let h = self.fc2.forward(&self.fc1.forward(&x)?.gelu_erf()?)?;
         Ok((x + h)?)

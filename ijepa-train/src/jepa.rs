@@ -306,6 +306,7 @@ mod tests {
     use crate::collective::SingleProcess;
     use crate::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
     use candle_core::Module;
+    use ijepa_encoder::indices::gather_tokens;
     use ijepa_encoder::init::{init_layout, InitOptions};
     use ijepa_encoder::layout::record_layout;
     use ijepa_masking::{Grid, MaskConfig, SamplerKind};
@@ -343,11 +344,7 @@ mod tests {
             let x = self.0.forward(&Self::patches(images)?)?;
             Ok(match kept {
                 None => x,
-                Some(idx) => {
-                    let (b, k) = idx.dims2()?;
-                    let idx = idx.unsqueeze(2)?.broadcast_as((b, k, 32))?.contiguous()?;
-                    x.gather(&idx, 1)?
-                }
+                Some(idx) => gather_tokens(&x, idx)?,
             })
         }
     }

@@ -2,6 +2,7 @@
 //! representations of the target blocks, scored with smooth-L1.
 
 use candle_core::{Module, Tensor};
+use ijepa_encoder::indices::gather_tokens;
 use ijepa_encoder::precision::widened;
 use ijepa_encoder::{LayerNorm, TokenEncoder};
 use ijepa_predictor::TargetPredictor;
@@ -42,20 +43,11 @@ pub fn target_representations(
     targets: &[Tensor],
 ) -> Result<(Tensor, Tensor)> {
     let tokens = teacher.forward_patches(images, None)?.detach();
-    let (b, _, d) = tokens.dims3()?;
     let normed = LayerNorm::plain(1e-5).forward(&tokens)?;
     let gathered = targets
         .iter()
-        .map(|t| {
-            let k = t.dim(1)?;
-            let idx = t
-                .to_dtype(candle_core::DType::U32)?
-                .unsqueeze(2)?
-                .broadcast_as((b, k, d))?
-                .contiguous()?;
-            normed.gather(&idx, 1)
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
+        .map(|t| gather_tokens(&normed, t))
+        .collect::<ijepa_encoder::Result<Vec<_>>>()?;
     Ok((Tensor::cat(&gathered, 0)?.detach(), tokens))
 }
 

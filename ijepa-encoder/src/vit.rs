@@ -22,12 +22,18 @@ pub trait TokenEncoder {
     /// Token width `D`.
     fn embed_dim(&self) -> usize;
 
-    /// Class/register tokens in front of the patch tokens of [`TokenEncoder::forward`].
-    fn num_prefix_tokens(&self) -> usize;
+    /// Class/register tokens in front of the patch tokens of
+    /// [`TokenEncoder::forward`]; none unless an encoder says otherwise.
+    fn num_prefix_tokens(&self) -> usize {
+        0
+    }
 
     /// `(B, C, H, W)` images → `(B, prefix + N, D)` tokens for all `N`
-    /// patches: timm's `forward_features`.
-    fn forward(&self, images: &Tensor) -> Result<Tensor>;
+    /// patches: timm's `forward_features`. Without prefix tokens, the patch
+    /// tokens of every patch.
+    fn forward(&self, images: &Tensor) -> Result<Tensor> {
+        self.forward_patches(images, None)
+    }
 
     /// I-JEPA's encoding: patch tokens only, of the kept patches `(B, K)`
     /// (`u32`, row-major over the patch grid) or of all when `None` →

@@ -8,8 +8,8 @@
 //!
 //! An encoder needs two things: to be built over a candle `VarBuilder`
 //! (keeping the tensors it hands out — the EMA updates the teacher's in
-//! place), and [`TokenEncoder`]: tokens for all patches, or for the kept
-//! ones only.
+//! place), and [`TokenEncoder`]: its width, and tokens for all patches or
+//! for the kept ones only (`forward_patches`; the rest has defaults).
 
 use std::sync::Arc;
 
@@ -64,14 +64,6 @@ impl PatchMlp {
 impl TokenEncoder for PatchMlp {
     fn embed_dim(&self) -> usize {
         WIDTH
-    }
-
-    fn num_prefix_tokens(&self) -> usize {
-        0
-    }
-
-    fn forward(&self, images: &Tensor) -> ijepa_encoder::Result<Tensor> {
-        self.forward_patches(images, None)
     }
 
     fn forward_patches(

@@ -330,12 +330,6 @@ mod tests {
         fn embed_dim(&self) -> usize {
             32
         }
-        fn num_prefix_tokens(&self) -> usize {
-            0
-        }
-        fn forward(&self, images: &Tensor) -> ijepa_encoder::Result<Tensor> {
-            self.forward_patches(images, None)
-        }
         fn forward_patches(
             &self,
             images: &Tensor,

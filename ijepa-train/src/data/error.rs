@@ -1,3 +1,5 @@
+//! The data pipeline's error type.
+
 use std::path::PathBuf;
 
 /// What can go wrong reading images.

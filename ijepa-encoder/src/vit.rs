@@ -148,7 +148,7 @@ impl VisionTransformer {
     /// Builds the model from a map of tensors in timm's layout (checked first:
     /// missing, unexpected and mis-shaped keys are all reported at once).
     pub fn from_weights(config: &VitConfig, weights: WeightMap) -> Result<Self> {
-        Self::check_weights(config, &weights, std::path::Path::new("<weights>"))?;
+        Self::check_weights(config, &weights, Path::new("<weights>"))?;
         let (dtype, device) = dtype_device(&weights);
         Self::new(config, VarBuilder::from_tensors(weights, dtype, &device))
     }
@@ -158,7 +158,7 @@ impl VisionTransformer {
     /// reported as for a weight file.
     pub fn from_varmap(config: &VitConfig, varmap: &candle_nn::VarMap) -> Result<Self> {
         let weights = var_tensors(varmap);
-        Self::check_weights(config, &weights, std::path::Path::new("<variables>"))?;
+        Self::check_weights(config, &weights, Path::new("<variables>"))?;
         let (dtype, device) = dtype_device(&weights);
         Self::new(config, VarBuilder::from_varmap(varmap, dtype, &device))
     }

@@ -74,8 +74,9 @@ pub enum MaskingError {
     },
 }
 
-/// `14x14`, `8x14x14`: sides as grids and blocks print them.
-fn sides(dims: &[usize]) -> String {
+/// `14x14`, `8x14x14`: sides as grids and blocks print them (the one place
+/// that format is written).
+pub(crate) fn sides(dims: &[usize]) -> String {
     dims.iter()
         .map(|d| d.to_string())
         .collect::<Vec<_>>()

@@ -121,10 +121,7 @@ impl Grid {
 
 impl fmt::Display for Grid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.rank == 3 {
-            write!(f, "{}x", self.frames)?;
-        }
-        write!(f, "{}x{}", self.height, self.width)
+        f.write_str(&crate::error::sides(&self.dims()))
     }
 }
 
@@ -177,10 +174,7 @@ impl BlockShape {
 
 impl fmt::Display for BlockShape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.frames != 1 {
-            write!(f, "{}x", self.frames)?;
-        }
-        write!(f, "{}x{}", self.height, self.width)
+        f.write_str(&crate::error::sides(&self.dims()))
     }
 }
 

@@ -117,6 +117,10 @@ pub struct Predictor {
 }
 
 impl Predictor {
+    /// The tensors it reads that never train: the position table, a
+    /// constant (detached here, as in the official code).
+    pub const FIXED: &'static [&'static str] = &["predictor_pos_embed"];
+
     /// Reads every weight from `vb` under the official names. The position
     /// table is a constant (never trained, as in the official code).
     pub fn new(config: &PredictorConfig, vb: VarBuilder) -> Result<Self> {
@@ -127,7 +131,7 @@ impl Predictor {
             embed: Linear::new(big, d, true, vb.pp("predictor_embed"))?,
             mask_token: vb.get((1, 1, d), "mask_token")?,
             pos_embed: vb
-                .get((1, config.num_patches(), d), "predictor_pos_embed")?
+                .get((1, config.num_patches(), d), Self::FIXED[0])?
                 .detach(),
             blocks: (0..config.depth)
                 .map(|i| Block::new(&block, vb.pp("predictor_blocks").pp(i)))

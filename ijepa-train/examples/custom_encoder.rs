@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use ijepa_encoder::indices::gather_tokens;
 use ijepa_encoder::init::{init_layout, tensor_rng, trunc_normal, InitOptions};
@@ -22,9 +22,11 @@ use ijepa_encoder::TokenEncoder;
 use ijepa_masking::{Grid, MaskConfig, MaskSampler, SamplerKind};
 use ijepa_predictor::{Predictor, PredictorConfig};
 use ijepa_train::collective::SingleProcess;
-use ijepa_train::data::SyntheticShapes;
+use ijepa_train::data::{normalise, SyntheticShapes};
 use ijepa_train::jepa::Jepa;
+use ijepa_train::schedule::MOMENTUM;
 use ijepa_train::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
+use ijepa_train::TrainConfig;
 
 /// Image side, patch side and width of the example.
 const IMAGE: usize = 36;
@@ -120,35 +122,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let parts = Jepa::from_weights(sampler.clone(), encoder, PatchMlp::new, predictor, |vb| {
         Predictor::new(&predictor_cfg, vb)
     })?
-    .with_frozen(["predictor.predictor_pos_embed".to_string()]);
-    let mut step = TrainStep::new(parts, 0.04, None, Box::new(SingleProcess));
+    // The predictor's position table is a constant: not among what trains.
+    .with_frozen(Predictor::FIXED.iter().map(|k| format!("predictor.{k}")));
+    let weight_decay = 0.04;
+    let mut step = TrainStep::new(parts, weight_decay, None, Box::new(SingleProcess));
 
-    // Synthetic garments, scaled to [0, 1] (a real run would normalise).
+    // Synthetic garments, normalised as `pretrain` normalises its images.
     let data = SyntheticShapes::new(IMAGE as u32, 512, seed);
+    let (mean, std) = (
+        TrainConfig::default().data.mean,
+        TrainConfig::default().data.std,
+    );
     let batch_size = 32;
     let steps = 60;
     let mut losses = vec![];
     for s in 0..steps {
         let pixels: Vec<f32> = (0..batch_size)
-            .flat_map(|i| {
-                let (img, _) = data.get((s * batch_size + i) % data.len());
-                // HWC bytes → CHW floats.
-                let (w, h) = img.dimensions();
-                let raw = img.into_raw();
-                (0..3).flat_map(move |c| {
-                    let raw = raw.clone();
-                    (0..(w * h) as usize).map(move |p| f32::from(raw[p * 3 + c]) / 255.0)
-                })
-            })
+            .flat_map(|i| normalise(&data.get((s * batch_size + i) % data.len()).0, mean, std))
             .collect();
-        let images = Tensor::from_vec(pixels, (batch_size, 3, IMAGE, IMAGE), &device)?
-            .to_dtype(DType::F32)?;
+        let images = Tensor::from_vec(pixels, (batch_size, 3, IMAGE, IMAGE), &device)?;
         let masks = sampler.sample(batch_size, s as u64);
         let batch = StepBatch::new(images, &masks)?;
         let hyper = StepHyper {
             lr: 1e-3,
-            weight_decay: 0.04,
-            momentum: 0.996,
+            weight_decay,
+            momentum: MOMENTUM.0,
         };
         match step.run(&[batch], hyper)? {
             StepOutcome::Applied(r) => losses.push(r.loss),

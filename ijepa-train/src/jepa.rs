@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use ijepa_encoder::layout::{dtype_device, to_varmap, var_tensors, WeightMap};
 use ijepa_encoder::precision::{autocast, Precision};
@@ -84,7 +84,7 @@ impl<E: TokenEncoder, P: TargetPredictor> Jepa<E, P> {
     where
         TrainError: From<Ee> + From<Ep>,
     {
-        let teacher = owned(encoder.clone())?;
+        let teacher = encoder.clone();
         Self::from_parts(
             sampler,
             encoder,
@@ -217,11 +217,6 @@ impl<E: TokenEncoder, P: TargetPredictor> Jepa<E, P> {
         snapshot(&self.predictor_vars)
     }
 
-    /// The device the weights are on.
-    pub fn device(&self) -> Device {
-        dtype_device(&self.teacher_weights).1
-    }
-
     /// Every variable the step trains, named `encoder.*` / `predictor.*`,
     /// sorted: all but the frozen ones.
     pub fn trainable_vars(&self) -> Vec<(String, Var)> {
@@ -305,7 +300,7 @@ mod tests {
     use super::*;
     use crate::collective::SingleProcess;
     use crate::step::{StepBatch, StepHyper, StepOutcome, TrainStep};
-    use candle_core::Module;
+    use candle_core::{Device, Module};
     use ijepa_encoder::indices::gather_tokens;
     use ijepa_encoder::init::{init_layout, InitOptions};
     use ijepa_encoder::layout::record_layout;
@@ -374,7 +369,7 @@ mod tests {
             Predictor::new(&pcfg, vb)
         })
         .unwrap()
-        .with_frozen(["predictor.predictor_pos_embed".to_string()]);
+        .with_frozen(Predictor::FIXED.iter().map(|k| format!("predictor.{k}")));
         assert_eq!(parts.num_patches(), 64);
         let names: Vec<String> = parts.trainable_vars().into_iter().map(|(n, _)| n).collect();
         assert!(

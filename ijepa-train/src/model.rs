@@ -322,7 +322,7 @@ impl IJepa {
             })
             .map(|k| format!("encoder.{k}"))
             .collect();
-        frozen.push("predictor.predictor_pos_embed".into());
+        frozen.extend(Predictor::FIXED.iter().map(|k| format!("predictor.{k}")));
         frozen
     }
 

@@ -157,7 +157,7 @@ fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
 }
 
 /// An image as `(3, H, W)` floats, `(pixel/255 − mean) / std`.
-pub(crate) fn normalise(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+pub fn normalise(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut out = vec![0f32; 3 * h * w];
     for (i, px) in img.pixels().enumerate() {

@@ -12,8 +12,7 @@ mod shards;
 mod synthetic;
 mod transform;
 
-pub(crate) use augment::normalise;
-pub use augment::{CropBox, TrainTransform};
+pub use augment::{normalise, CropBox, TrainTransform};
 pub use blur::RandomBlur;
 pub use color::ColorDistortion;
 pub use error::DataError;
